@@ -1,0 +1,24 @@
+# Two entry points (see README): `make demo` and `make test`. Both build .venv from scratch.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo walkthrough test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	bash scripts/walkthrough.sh
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check ledger wallets
+	$(VENV)/bin/mypy ledger wallets
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

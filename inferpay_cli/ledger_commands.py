@@ -1,0 +1,285 @@
+"""Ledger commands: init, info, mint, transfer, balance, history, seal, blocks, tx, verify."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from inferpay_cli.home import OPERATOR_WALLET, Home
+from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
+from ledger import chain as chainlib
+from ledger.amounts import format_amount, parse_amount
+from ledger.audit import audit
+from ledger.errors import InvalidInput, WalletExists
+from ledger.ledger import Ledger, TxResult
+from ledger.sqlite_store import SQLiteStore
+from ledger.types import Mint
+
+pass_home = click.make_pass_decorator(Home)
+
+
+def password_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    def remember(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Home).password_file = value
+
+    return click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=remember,
+        help="Read the wallet password from this file.",
+    )(func)
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def _after_write(ledger: Ledger) -> None:
+    """The CLI is short-lived: release expired holds and seal what it wrote before exiting."""
+    ledger.expire_holds()
+    ledger.seal_all()
+
+
+def _print_result(result: TxResult, ledger: Ledger, as_json: bool) -> None:
+    stored = ledger.transaction(result.tx_id)
+    if as_json:
+        emit_json({**result.to_dict(), "blockHeight": stored.block_height})
+        return
+    note = " (already recorded)" if result.duplicate else ""
+    click.echo(f"{result.kind} {result.tx_id} in block {stored.block_height}{note}")
+
+
+@click.command()
+@click.option("--chain-id", type=click.IntRange(1, 2**63 - 1), default=None, help="Fix the chain id (default: random).")
+@password_file_option
+@pass_home
+def init(home: Home, chain_id: int | None) -> None:
+    """Create a new ledger, the operator (issuer) wallet and the sealer key in the home directory."""
+    if home.ledger_path.exists() or home.sealer_path.exists():
+        raise WalletExists(f"{home.path} already holds a ledger; use another --home")
+    home.ensure()
+    if home.wallets.exists(OPERATOR_WALLET):
+        raise WalletExists(f"a wallet named {OPERATOR_WALLET!r} already exists in {home.path}")
+    password = home.password("Password for the operator wallet", confirm=True)
+    operator = home.wallets.create(OPERATOR_WALLET, password)
+    sealer = home.create_sealer_key()
+    ledger = Ledger.create(SQLiteStore(home.ledger_path), operator=operator.address, sealer=sealer, chain_id=chain_id)
+    chain = ledger.chain
+    click.echo(f"ledger created in {home.path}")
+    click.echo(f"chain id:      {chain.chain_id}")
+    click.echo(f"token address: {chain.token_address}")
+    click.echo(f"operator:      {chain.operator}")
+    click.echo(f"sealer:        {chain.sealer}")
+
+
+@click.command()
+@json_option
+@pass_home
+def info(home: Home, as_json: bool) -> None:
+    """Show the chain id, token address (EIP-712 domain), keys, supply and head."""
+    ledger = home.open_ledger(with_sealer=False)
+    chain, head = ledger.chain, ledger.head()
+    data = {
+        **chain.to_dict(),
+        "supply": str(ledger.store.supply()),
+        "head": head.to_dict(),
+        "home": str(home.path),
+    }
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"home:          {home.path}")
+    click.echo(f"chain id:      {chain.chain_id}  (x402 network eip155:{chain.chain_id})")
+    click.echo(f"token address: {chain.token_address}")
+    click.echo(f"EIP-712:       name={chain.name!r} version={chain.version!r}")
+    click.echo(f"operator:      {chain.operator}")
+    click.echo(f"sealer:        {chain.sealer}")
+    click.echo(f"supply:        {format_amount(ledger.store.supply())}")
+    click.echo(f"head:          block {head.header.height}, {head.header.tree_size} transactions, {head.block_hash}")
+
+
+@click.command()
+@click.argument("to")
+@click.argument("amount")
+@password_file_option
+@json_option
+@pass_home
+def mint(home: Home, to: str, amount: str, as_json: bool) -> None:
+    """Issue AMOUNT new tokens to TO (a wallet name or address), signed by the operator wallet."""
+    units = parse_amount(amount)
+    ledger = home.open_ledger()
+    recipient = home.wallets.resolve(to)
+    operator = home.wallets.load(OPERATOR_WALLET, home.password("Password for the operator wallet"))
+    message = Mint(recipient, units, "0x" + secrets.token_hex(32))
+    result = ledger.mint(message, operator.sign(ledger.chain, message))
+    _after_write(ledger)
+    _print_result(result, ledger, as_json)
+
+
+@click.command()
+@click.argument("sender")
+@click.argument("to")
+@click.argument("amount")
+@click.option("--valid-for", type=click.IntRange(1, 86400 * 365), default=600, show_default=True,
+              help="Seconds the signed authorization stays valid.")
+@password_file_option
+@json_option
+@pass_home
+def transfer(home: Home, sender: str, to: str, amount: str, valid_for: int, as_json: bool) -> None:
+    """Send AMOUNT from wallet SENDER to TO (a wallet name or address) with a signed EIP-3009 authorization."""
+    units = parse_amount(amount)
+    ledger = home.open_ledger()
+    recipient = home.wallets.resolve(to)
+    wallet = home.wallets.load(sender, home.password(f"Password for wallet {sender!r}"))
+    auth, signature = wallet.authorize_transfer(ledger.chain, recipient, units, ttl_seconds=valid_for)
+    result = ledger.transfer(auth, signature)
+    _after_write(ledger)
+    _print_result(result, ledger, as_json)
+
+
+@click.command()
+@click.argument("who")
+@json_option
+@pass_home
+def balance(home: Home, who: str, as_json: bool) -> None:
+    """Show the balance of WHO (a wallet name or address): available, and held for open payments."""
+    address = home.wallets.resolve(who)
+    ledger = home.open_ledger(with_sealer=False)
+    account = ledger.balance(address)
+    if as_json:
+        emit_json({**account.to_dict(), "holds": [h.__dict__ for h in ledger.store.open_holds(address)]})
+        return
+    held = f"  (held: {format_amount(account.held)})" if account.held else ""
+    click.echo(f"{format_amount(account.available)}{held}")
+
+
+@click.command()
+@click.argument("who")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Rows per page.")
+@click.option("--before", type=click.IntRange(1), default=None, help="Page: only entries with seq below this.")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@pass_home
+def history(home: Home, who: str, limit: int, before: int | None, as_json: bool, as_csv: bool) -> None:
+    """List the transactions of WHO, newest first, with their block heights."""
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    address = home.wallets.resolve(who)
+    ledger = home.open_ledger(with_sealer=False)
+    rows = [history_row(s, address) for s in ledger.store.history(address, limit, before)]
+    if as_json:
+        emit_json({"address": address, "entries": rows})
+    elif as_csv:
+        write_csv(rows, ["seq", "blockHeight", "kind", "amount", "availableChange", "counterparty", "txId"])
+    else:
+        table(
+            [[str(r["blockHeight"] if r["blockHeight"] is not None else "-"), str(r["seq"]), r["kind"],
+              amount_text(r["availableChange"]) if r["availableChange"] is not None else amount_text(r["amount"]),
+              r["counterparty"], r["txId"][:18] + "…"] for r in rows],
+            ["BLOCK", "SEQ", "KIND", "CHANGE", "COUNTERPARTY", "TX"],
+        )
+
+
+@click.command()
+@json_option
+@pass_home
+def seal(home: Home, as_json: bool) -> None:
+    """Release expired holds and seal every waiting transaction into signed blocks now."""
+    ledger = home.open_ledger()
+    expired = ledger.expire_holds()
+    blocks = ledger.seal_all()
+    if as_json:
+        emit_json({"expiredHolds": len(expired), "blocks": [b.to_dict() for b in blocks]})
+        return
+    if not blocks:
+        click.echo("nothing to seal")
+    for block in blocks:
+        click.echo(f"sealed block {block.header.height}: {block.header.tx_count} transactions, {block.block_hash}")
+
+
+@click.command()
+@click.option("--from", "start", type=click.IntRange(0), default=None, help="First height (default: the last 20).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+@pass_home
+def blocks(home: Home, start: int | None, limit: int, as_json: bool) -> None:
+    """List blocks: height, transactions, time and hash."""
+    ledger = home.open_ledger(with_sealer=False)
+    head = ledger.head().header.height
+    first = max(0, head - limit + 1) if start is None else start
+    found = ledger.store.blocks(first, first + limit)
+    if as_json:
+        emit_json([b.to_dict() for b in found])
+        return
+    table(
+        [[str(b.header.height), str(b.header.tx_count), str(b.header.timestamp), b.block_hash] for b in found],
+        ["HEIGHT", "TXS", "TIME_MS", "HASH"],
+    )
+
+
+@click.command("tx")
+@click.argument("tx_id")
+@json_option
+@pass_home
+def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
+    """Show transaction TX_ID and its inclusion proof, checked against the signed block."""
+    ledger = home.open_ledger(with_sealer=False)
+    stored = ledger.transaction(tx_id)
+    proof = ledger.inclusion_proof(tx_id) if stored.block_height is not None else None
+    if proof is not None:
+        chainlib.verify_inclusion(proof, ledger.chain)
+    if as_json:
+        emit_json({"txId": stored.tx_id, "seq": stored.seq, "blockHeight": stored.block_height,
+                   "transaction": stored.tx.to_dict(), "inclusionProof": proof})
+        return
+    click.echo(f"tx:        {stored.tx_id}")
+    click.echo(f"kind:      {stored.tx.kind}  (seq {stored.seq})")
+    for key, value in stored.tx.message.to_dict().items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"signer:    {stored.tx.signer}")
+    if proof is None:
+        click.echo("block:     not sealed yet")
+        return
+    click.echo(f"block:     {stored.block_height} ({proof['block']['hash']})")
+    click.echo(f"proof:     leaf {proof['leafIndex']} of {proof['block']['header']['txCount']}, "
+               f"{len(proof['auditPath'])} hashes, verified against the sealer's signature")
+
+
+@click.command()
+@click.option("--independent", is_flag=True,
+              help="Also re-check every signature with a second, pure-Python ECDSA implementation (slow).")
+@json_option
+@pass_home
+def verify(home: Home, independent: bool, as_json: bool) -> None:
+    """Replay the whole chain from genesis and report every problem; exit 1 if there is any."""
+    ledger = home.open_ledger(with_sealer=False)
+    total = ledger.head().header.tree_size + ledger.store.unsealed()[0]
+    if sys.stderr.isatty() and not as_json:
+        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+            report = audit(ledger.store, independent=independent, progress=bar.update)
+    else:
+        report = audit(ledger.store, independent=independent)
+    if as_json:
+        emit_json(report.to_dict())
+    elif report.ok:
+        head = report.head
+        click.echo(f"chain valid: {report.blocks} blocks, {report.transactions} transactions"
+                   + (f", head {head.block_hash}" if head else "")
+                   + (", signatures re-checked independently" if independent else ""))
+    else:
+        click.echo(f"chain INVALID: {len(report.problems)} problem(s); first:", err=True)
+        for problem in report.problems:
+            click.echo(f"  {problem}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+COMMANDS = [init, info, mint, transfer, balance, history, seal, blocks, tx_command, verify]
+__all__ = ["COMMANDS", "InvalidInput"]

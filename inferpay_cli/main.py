@@ -1,0 +1,67 @@
+"""The `inferpay` click group: global options, error handling, and command registration.
+
+Errors a user can cause (``InferpayError``, bad files) become one line on stderr and exit 1;
+click's own usage errors exit 2. A traceback means a bug in inferpay.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import click
+
+from inferpay_cli.home import Home
+from ledger.errors import InferpayError
+
+
+class InferpayGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InferpayError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(1)
+        except sqlite3.Error as exc:
+            click.echo(f"error: ledger database: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            ctx.exit(1)
+
+
+def _default_home() -> str:
+    return os.environ.get("INFERPAY_HOME") or str(Path.home() / ".inferpay")
+
+
+@click.group(cls=InferpayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=_default_home,
+    show_default="$INFERPAY_HOME or ~/.inferpay",
+    help="Directory holding the ledger database, wallets and sealer key.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read wallet passwords from this file (else $INFERPAY_PASSWORD, else a prompt).",
+)
+@click.pass_context
+def cli(ctx: click.Context, home: Path, password_file: Path | None) -> None:
+    """inferpay: pay-per-inference with a signed, verifiable token ledger."""
+    ctx.obj = Home(home.expanduser(), password_file)
+
+
+def _register() -> None:
+    from inferpay_cli import ledger_commands, wallet_commands
+
+    for module in (ledger_commands, wallet_commands):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()

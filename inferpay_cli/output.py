@@ -1,0 +1,68 @@
+"""How the CLI prints: JSON for machines, short aligned text for people; amounts as "1.25"."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+from ledger.amounts import format_amount
+from ledger.store import StoredTx
+from ledger.types import Address, Authorization, HoldResolution, Mint
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
+
+
+def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
+    """One history line from ``address``'s point of view: signed change of its available balance."""
+    tx = stored.tx
+    message = tx.message
+    counterparty = ""
+    delta = 0
+    amount = 0
+    if isinstance(message, Mint):
+        amount, delta, counterparty = message.value, message.value, "mint"
+    elif isinstance(message, Authorization):
+        amount = message.value
+        outgoing = message.from_ == address
+        counterparty = message.to if outgoing else message.from_
+        delta = (-amount if outgoing else amount) if tx.kind == "transfer" else (-amount if outgoing else 0)
+    elif isinstance(message, HoldResolution):
+        amount = message.amount
+        counterparty = message.hold_id
+    return {
+        "seq": stored.seq,
+        "txId": stored.tx_id,
+        "kind": tx.kind,
+        "blockHeight": stored.block_height,
+        "acceptedAt": tx.accepted_at,
+        "amount": str(amount),
+        "counterparty": counterparty,
+        "availableChange": str(delta) if not isinstance(message, HoldResolution) else None,
+        "record": tx.to_dict(),
+    }
+
+
+def write_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+
+
+def amount_text(units: int | str | None) -> str:
+    if units is None:
+        return ""
+    return format_amount(int(units))

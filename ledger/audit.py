@@ -1,0 +1,291 @@
+"""The chain auditor: replays the ledger from genesis and reports every problem it finds.
+
+Unlike validators, which raise the first error, the auditor collects all problems in chain
+order (first one first), because whoever audits wants the whole picture. It trusts nothing it
+reads: it re-parses every stored record, recomputes every id, leaf hash, Merkle root, block
+hash and log root, re-verifies every signature (and with ``independent=True`` again with a
+second, pure-Python ECDSA implementation), re-applies every transaction to a fresh state, and
+compares the result with the balances and supply the database claims. Memory stays flat: rows
+are streamed, and used nonces live in a scratch file on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import chain as chainlib
+from ledger import merkle
+from ledger.disk_set import DiskSet
+from ledger.encoding import leaf_hash, signing_digest, transaction_id
+from ledger.errors import InferpayError
+from ledger.state import LedgerState
+from ledger.store import LedgerStore, RawTx
+from ledger.types import Authorization, ChainInfo, Mint, SignedBlock, Transaction
+from ledger.validation import check_transaction
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    block_height: int | None = None
+    seq: int | None = None
+    tx_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "blockHeight": self.block_height,
+            "seq": self.seq,
+            "txId": self.tx_id,
+        }
+
+    def __str__(self) -> str:
+        where = []
+        if self.block_height is not None:
+            where.append(f"block {self.block_height}")
+        if self.seq is not None:
+            where.append(f"tx #{self.seq}")
+        if self.tx_id:
+            where.append(self.tx_id[:18] + "…")
+        return f"{', '.join(where) or 'ledger'}: {self.message} [{self.code}]"
+
+
+@dataclass
+class AuditReport:
+    problems: list[Problem] = field(default_factory=list)
+    blocks: int = 0
+    transactions: int = 0
+    head: SignedBlock | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "blocks": self.blocks,
+            "transactions": self.transactions,
+            "head": self.head.to_dict() if self.head else None,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+class _Auditor:
+    def __init__(self, chain: ChainInfo, independent: bool, progress: Callable[[int], None] | None) -> None:
+        self.chain = chain
+        self.independent = independent
+        self.progress = progress
+        self.report = AuditReport()
+        self.state = LedgerState()
+        self.seen = DiskSet()
+        self.expected_seq = 1
+
+    def problem(self, code: str, message: str, height: int | None = None, raw: RawTx | None = None) -> None:
+        self.report.problems.append(
+            Problem(code, message, height, raw.seq if raw else None, raw.tx_id if raw else None)
+        )
+
+    def second_opinion(self, digest: bytes, signature: str, expected: str) -> bool:
+        from ledger.independent_verifier import recover_address_independently
+
+        try:
+            return recover_address_independently(digest, signature) == expected
+        except Exception:
+            return False
+
+    def check_tx(self, raw: RawTx, height: int | None) -> bytes | None:
+        """Check one stored transaction and apply it; return its recomputed leaf hash."""
+        self.report.transactions += 1
+        if raw.seq != self.expected_seq:
+            self.problem(
+                "sequence_gap",
+                f"expected transaction #{self.expected_seq}, found #{raw.seq} (rows deleted or reordered)",
+                height,
+                raw,
+            )
+        self.expected_seq = raw.seq + 1
+        try:
+            tx = Transaction.from_dict(json.loads(raw.record))
+        except (ValueError, InferpayError) as exc:
+            self.problem("malformed_record", f"record does not parse: {exc}", height, raw)
+            return None
+        leaf = leaf_hash(tx)
+        if leaf != raw.leaf_hash:
+            self.problem("leaf_mismatch", "stored leaf hash does not match the record (edited?)", height, raw)
+        computed_id = transaction_id(tx)
+        if computed_id != raw.tx_id:
+            self.problem(
+                "id_mismatch", f"record hashes to id {computed_id}, stored as {raw.tx_id}", height, raw
+            )
+        if not self.seen.add("id:" + computed_id):
+            self.problem("duplicate_transaction", "the same transaction appears twice", height, raw)
+        try:
+            check_transaction(self.chain, tx, tx.accepted_at // 1000)
+        except InferpayError as exc:
+            self.problem(exc.code, str(exc), height, raw)
+            return leaf
+        if self.independent and not self.second_opinion(
+            signing_digest(self.chain, tx.message), tx.signature, tx.signer
+        ):
+            self.problem(
+                "independent_check_failed", "the independent verifier rejects the signature", height, raw
+            )
+        if isinstance(tx.message, Authorization | Mint) and not self.seen.add(
+            f"nonce:{tx.signer}:{tx.message.nonce}"
+        ):
+            self.problem("nonce_reused", f"nonce {tx.message.nonce} of {tx.signer} used twice", height, raw)
+            return leaf
+        try:
+            self.state.apply(tx, computed_id)
+        except InferpayError as exc:
+            self.problem(exc.code, f"replay refuses it: {exc}", height, raw)
+        return leaf
+
+    def check_block(
+        self, block: SignedBlock, previous: SignedBlock | None, txs: list[RawTx], frontier: list[bytes]
+    ) -> None:
+        header = block.header
+        height = header.height
+        try:
+            chainlib.check_block_signature(block, self.chain.sealer)
+            if self.independent and not self.second_opinion(
+                bytes.fromhex(block.block_hash[2:]), block.signature, self.chain.sealer
+            ):
+                self.problem(
+                    "independent_check_failed", "the independent verifier rejects the block signature", height
+                )
+        except InferpayError as exc:
+            self.problem("bad_block_signature", str(exc), height)
+        if previous is None:
+            if height != 0 or header.prev_hash != chainlib.chain_commitment(self.chain):
+                self.problem("bad_genesis", "genesis block does not commit to this chain's identity", height)
+        else:
+            if height != previous.header.height + 1:
+                self.problem("height_gap", f"block {height} follows block {previous.header.height}", height)
+            if header.prev_hash != previous.block_hash:
+                self.problem(
+                    "broken_link", f"prev_hash does not match block {previous.header.height}'s hash", height
+                )
+        leaves = []
+        for raw in txs:
+            leaf = self.check_tx(raw, height)
+            leaves.append(leaf if leaf is not None else raw.leaf_hash)
+        if len(txs) != header.tx_count:
+            self.problem(
+                "tx_count_mismatch", f"header says {header.tx_count} transactions, found {len(txs)}", height
+            )
+        if "0x" + merkle.merkle_root(leaves).hex() != header.merkle_root:
+            self.problem(
+                "merkle_mismatch",
+                "transactions do not hash to the block's merkle root (edited, deleted, added or reordered)",
+                height,
+            )
+        size = previous.header.tree_size if previous else 0
+        for leaf in leaves:
+            chainlib.frontier_append(frontier, size, leaf)
+            size += 1
+        if size != header.tree_size or "0x" + chainlib.frontier_root(frontier).hex() != header.tree_root:
+            self.problem(
+                "log_root_mismatch", "the log tree root in the header does not match history", height
+            )
+        self.report.blocks += 1
+
+
+def _blocks(store: LedgerStore, auditor: _Auditor) -> Iterator[SignedBlock]:
+    for height, record in store.iter_raw_blocks():
+        try:
+            yield SignedBlock.from_dict(json.loads(record))
+        except (ValueError, InferpayError) as exc:
+            auditor.problem("malformed_block", f"block record does not parse: {exc}", height)
+
+
+def audit(
+    store: LedgerStore, *, independent: bool = False, progress: Callable[[int], None] | None = None
+) -> AuditReport:
+    """Replay the whole ledger in ``store``; the report lists every problem, in chain order."""
+    chain = store.chain_info()
+    auditor = _Auditor(chain, independent, progress)
+    report = auditor.report
+    try:
+        txs = store.iter_raw_transactions()
+        pending: RawTx | None = next(txs, None)
+        previous: SignedBlock | None = None
+        frontier: list[bytes] = []
+        for block in _blocks(store, auditor):
+            height = block.header.height
+            group: list[RawTx] = []
+            while pending is not None and pending.block_height is not None and pending.block_height <= height:
+                if pending.block_height < height:
+                    auditor.problem(
+                        "orphan_transaction",
+                        f"transaction claims block {pending.block_height}, which is missing or out of order",
+                        pending.block_height,
+                        pending,
+                    )
+                    auditor.check_tx(pending, None)
+                else:
+                    group.append(pending)
+                pending = next(txs, None)
+            auditor.check_block(block, previous, group, frontier)
+            previous = block
+            if progress:
+                progress(len(group))
+        report.head = previous
+        if previous is None:
+            auditor.problem("no_genesis", "the ledger has no blocks at all")
+        unsealed = 0
+        while pending is not None:
+            if pending.block_height is not None:
+                auditor.problem(
+                    "orphan_transaction",
+                    f"transaction claims block {pending.block_height}, "
+                    "which does not exist (blocks deleted?)",
+                    pending.block_height,
+                    pending,
+                )
+            unsealed += 1
+            auditor.check_tx(pending, None)
+            pending = next(txs, None)
+        if progress and unsealed:
+            progress(unsealed)
+        _compare_state(store, auditor)
+    finally:
+        auditor.seen.close()
+    return report
+
+
+def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
+    state = auditor.state
+    stored_addresses = set()
+    for account in store.accounts():
+        stored_addresses.add(account.address)
+        want = (state.available.get(account.address, 0), state.held.get(account.address, 0))
+        if (account.available, account.held) != want:
+            auditor.problem(
+                "balance_mismatch",
+                f"{account.address}: database says available {account.available}"
+                f" held {account.held}, history gives {want[0]} and {want[1]}",
+            )
+    for address in set(state.available) | set(state.held):
+        if address not in stored_addresses and (state.available.get(address) or state.held.get(address)):
+            auditor.problem("balance_mismatch", f"{address}: history gives a balance the database lacks")
+    if store.supply() != state.supply:
+        auditor.problem(
+            "supply_mismatch", f"database says supply {store.supply()}, history gives {state.supply}"
+        )
+    if state.total() != state.supply:
+        auditor.problem(
+            "supply_not_conserved", f"balances and holds sum to {state.total()}, minted {state.supply}"
+        )
+    stored_open = {h.hold_id for h in store.open_holds()}
+    if stored_open != set(state.holds):
+        auditor.problem(
+            "holds_mismatch",
+            f"database lists {len(stored_open)} open holds, history gives {len(state.holds)}",
+        )

@@ -1,0 +1,170 @@
+"""Every byte that inferpay hashes or signs is made here, each with its own domain separation.
+
+- What users and the operator sign: EIP-712 digests under the ledger's domain
+  ``{name, version, chainId, verifyingContract}``. The structs are fixed, so their digests are
+  computed directly (keccak over ABI words) instead of through a generic typed-data encoder:
+  about 10x faster, and ``tests/test_encoding.py`` checks them against eth-account's encoder.
+- What the ledger hashes: canonical JSON (sorted keys, no spaces, ASCII) behind a
+  per-purpose prefix, so a transaction's bytes can never be read as a block header's.
+  A transaction's id comes from its signed content, never from its signature bytes.
+This module must never perform I/O or hold keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from eth_hash.auto import keccak
+
+from ledger import merkle
+from ledger.types import Authorization, BlockHeader, ChainInfo, HoldResolution, Mint, Transaction
+
+EIP712_DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+TRANSFER_TYPE = (
+    "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
+    "uint256 validBefore,bytes32 nonce)"
+)
+MINT_TYPE = "Mint(address to,uint256 value,bytes32 nonce)"
+RESOLUTION_TYPE = "HoldResolution(bytes32 holdId,string outcome,uint256 amount)"
+
+_DOMAIN_TYPEHASH = keccak(EIP712_DOMAIN_TYPE.encode())
+_TRANSFER_TYPEHASH = keccak(TRANSFER_TYPE.encode())
+_MINT_TYPEHASH = keccak(MINT_TYPE.encode())
+_RESOLUTION_TYPEHASH = keccak(RESOLUTION_TYPE.encode())
+
+TXID_PREFIX = b"inferpay.txid.v1\x00"
+LEAF_PREFIX = b"inferpay.tx.v1\x00"
+BLOCK_PREFIX = b"inferpay.block.v1\x00"
+ZERO_HASH = "0x" + "00" * 32
+
+
+def _word(number: int) -> bytes:
+    return number.to_bytes(32, "big")
+
+
+def _address_word(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:])
+
+
+def _bytes32(hex_text: str) -> bytes:
+    return bytes.fromhex(hex_text[2:])
+
+
+def domain_separator(chain: ChainInfo) -> bytes:
+    return keccak(
+        _DOMAIN_TYPEHASH
+        + keccak(chain.name.encode())
+        + keccak(chain.version.encode())
+        + _word(chain.chain_id)
+        + _address_word(chain.token_address)
+    )
+
+
+def struct_hash(message: Authorization | Mint | HoldResolution) -> bytes:
+    if isinstance(message, Authorization):
+        return keccak(
+            _TRANSFER_TYPEHASH
+            + _address_word(message.from_)
+            + _address_word(message.to)
+            + _word(message.value)
+            + _word(message.valid_after)
+            + _word(message.valid_before)
+            + _bytes32(message.nonce)
+        )
+    if isinstance(message, Mint):
+        return keccak(
+            _MINT_TYPEHASH + _address_word(message.to) + _word(message.value) + _bytes32(message.nonce)
+        )
+    return keccak(
+        _RESOLUTION_TYPEHASH
+        + _bytes32(message.hold_id)
+        + keccak(message.outcome.encode())
+        + _word(message.amount)
+    )
+
+
+def signing_digest(chain: ChainInfo, message: Authorization | Mint | HoldResolution) -> bytes:
+    """The EIP-712 digest ``keccak(0x1901 || domainSeparator || hashStruct(message))``."""
+    return keccak(b"\x19\x01" + domain_separator(chain) + struct_hash(message))
+
+
+def typed_data(chain: ChainInfo, message: Authorization | Mint | HoldResolution) -> dict[str, Any]:
+    """The full EIP-712 JSON for ``message``, as eth-account and wallets expect it."""
+    domain = {
+        "name": chain.name,
+        "version": chain.version,
+        "chainId": chain.chain_id,
+        "verifyingContract": chain.token_address,
+    }
+    domain_fields = [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ]
+    if isinstance(message, Authorization):
+        primary, fields = (
+            "TransferWithAuthorization",
+            [
+                ("from", "address"),
+                ("to", "address"),
+                ("value", "uint256"),
+                ("validAfter", "uint256"),
+                ("validBefore", "uint256"),
+                ("nonce", "bytes32"),
+            ],
+        )
+        values: dict[str, Any] = {
+            "from": message.from_,
+            "to": message.to,
+            "value": message.value,
+            "validAfter": message.valid_after,
+            "validBefore": message.valid_before,
+            "nonce": _bytes32(message.nonce),
+        }
+    elif isinstance(message, Mint):
+        primary, fields = "Mint", [("to", "address"), ("value", "uint256"), ("nonce", "bytes32")]
+        values = {"to": message.to, "value": message.value, "nonce": _bytes32(message.nonce)}
+    else:
+        primary, fields = (
+            "HoldResolution",
+            [("holdId", "bytes32"), ("outcome", "string"), ("amount", "uint256")],
+        )
+        values = {"holdId": _bytes32(message.hold_id), "outcome": message.outcome, "amount": message.amount}
+    return {
+        "types": {"EIP712Domain": domain_fields, primary: [{"name": n, "type": t} for n, t in fields]},
+        "primaryType": primary,
+        "domain": domain,
+        "message": values,
+    }
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return "0x" + hashlib.sha256(data).hexdigest()
+
+
+def transaction_id(tx: Transaction) -> str:
+    """SHA-256 of what was signed (kind, message, and a hold's expiry), not of the signature."""
+    content: dict[str, Any] = {"kind": tx.kind, "message": tx.message.to_dict()}
+    if tx.hold_expires_at is not None:
+        content["holdExpiresAt"] = str(tx.hold_expires_at)
+    return sha256_hex(TXID_PREFIX + canonical_json(content))
+
+
+def leaf_bytes(tx: Transaction) -> bytes:
+    """The Merkle leaf input: the whole stored record, signature and acceptance time included."""
+    return LEAF_PREFIX + canonical_json(tx.to_dict())
+
+
+def leaf_hash(tx: Transaction) -> bytes:
+    return merkle.leaf_hash(leaf_bytes(tx))
+
+
+def block_hash(header: BlockHeader) -> str:
+    return sha256_hex(BLOCK_PREFIX + canonical_json(header.to_dict()))

@@ -1,0 +1,246 @@
+"""The ledger service: the one door through which transactions enter, and through which
+blocks, proofs and balances come out.
+
+It validates (``ledger.validation``), then asks the store to apply atomically; the store
+enforces the money rules in the database. It signs only with the sealer key it was given
+(blocks, hold resolutions); it never holds a user's or the issuer's key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
+
+from ledger import chain as chainlib
+from ledger import merkle
+from ledger.encoding import leaf_hash, signing_digest, transaction_id
+from ledger.errors import InvalidInput, LedgerNotInitialized, NotFound
+from ledger.store import LedgerStore, StoredTx
+from ledger.types import (
+    Account,
+    Address,
+    Authorization,
+    ChainInfo,
+    HoldResolution,
+    Mint,
+    SignatureHex,
+    SignedBlock,
+    Transaction,
+    TxId,
+    parse_bytes32,
+)
+from ledger.validation import check_transaction
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """What a caller gets back for an accepted transaction (or for a retry of one)."""
+
+    tx_id: TxId
+    seq: int
+    kind: str
+    duplicate: bool  # True when this exact transaction was already in the ledger
+    block_height: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "txId": self.tx_id,
+            "seq": self.seq,
+            "kind": self.kind,
+            "duplicate": self.duplicate,
+            "blockHeight": self.block_height,
+        }
+
+
+def token_address_for(operator: Address, chain_id: int) -> Address:
+    """The ledger's token address (EIP-712 verifyingContract): derived, so it is reproducible."""
+    digest = keccak(b"inferpay.token.v1" + bytes.fromhex(operator[2:]) + chain_id.to_bytes(32, "big"))
+    return Address(to_checksum_address(digest[-20:]))
+
+
+def random_chain_id() -> int:
+    # Above the range public EVM chains use, so a signature here cannot be replayed there.
+    return 1_000_000_000 + secrets.randbelow(1_000_000_000)
+
+
+class Ledger:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        sealer: chainlib.Signer | None = None,
+        clock: Clock = time.time,
+        block_max_txs: int = 1000,
+    ) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.clock = clock
+        self.block_max_txs = block_max_txs
+        self._chain: ChainInfo | None = None
+        self._seal_lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        store: LedgerStore,
+        *,
+        operator: Address,
+        sealer: chainlib.Signer,
+        chain_id: int | None = None,
+        clock: Clock = time.time,
+    ) -> Ledger:
+        chain_id = chain_id if chain_id is not None else random_chain_id()
+        if not 0 < chain_id < 2**63:
+            raise InvalidInput(f"chain id must be between 1 and 2**63-1, got {chain_id}")
+        chain = ChainInfo(
+            chain_id=chain_id,
+            token_address=token_address_for(operator, chain_id),
+            operator=operator,
+            sealer=sealer.address,
+        )
+        store.initialize(chain, chainlib.genesis_block(chain, sealer, int(clock() * 1000)))
+        return cls(store, sealer=sealer, clock=clock)
+
+    @property
+    def chain(self) -> ChainInfo:
+        if self._chain is None:
+            self._chain = self.store.chain_info()
+        return self._chain
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # ---- writes ----
+
+    def submit(self, tx: Transaction) -> TxResult:
+        """Validate and record ``tx``. A retry of the same transaction returns the first result."""
+        tx_id = transaction_id(tx)
+        existing = self.store.get(tx_id)
+        if existing is None:
+            now_ms = self.now_ms()
+            tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at)
+            check_transaction(self.chain, tx, now_ms // 1000)
+            existing, created = self.store.append(tx, tx_id, leaf_hash(tx))
+        else:
+            created = False
+        return TxResult(tx_id, existing.seq, existing.tx.kind, not created, existing.block_height)
+
+    def mint(self, mint: Mint, signature: SignatureHex) -> TxResult:
+        return self.submit(Transaction("mint", mint, self.chain.operator, signature))
+
+    def transfer(self, auth: Authorization, signature: SignatureHex) -> TxResult:
+        return self.submit(Transaction("transfer", auth, auth.from_, signature))
+
+    def hold(
+        self, auth: Authorization, signature: SignatureHex, *, expires_at: int | None = None
+    ) -> TxResult:
+        """Reserve ``auth.value`` of the payer's balance until ``expires_at`` (seconds; at most
+        the authorization's validBefore, which is the default)."""
+        expiry = auth.valid_before if expires_at is None else min(expires_at, auth.valid_before)
+        return self.submit(Transaction("hold", auth, auth.from_, signature, 0, expiry))
+
+    def _resolve(self, hold_id: TxId, outcome: str, amount: int) -> TxResult:
+        resolution = HoldResolution(parse_bytes32(hold_id, "holdId"), outcome, amount)  # type: ignore[arg-type]
+        signer = self._require_sealer()
+        signature = signer.sign_digest(signing_digest(self.chain, resolution))
+        return self.submit(Transaction(outcome, resolution, signer.address, signature))  # type: ignore[arg-type]
+
+    def settle(self, hold_id: TxId, amount: int) -> TxResult:
+        """Capture ``amount`` (<= the hold) for the payee; the rest goes back to the payer."""
+        return self._resolve(hold_id, "settle", amount)
+
+    def void(self, hold_id: TxId) -> TxResult:
+        return self._resolve(hold_id, "void", 0)
+
+    def expire_holds(self, limit: int = 1000) -> list[TxResult]:
+        """Release every hold past its expiry, each exactly once (a hold resolved meanwhile by
+        another process is skipped: its resolution conflicts and changes nothing)."""
+        from ledger.errors import IdempotencyConflict
+
+        results = []
+        for hold in self.store.expired_holds(self.now_ms() // 1000, limit):
+            try:
+                results.append(self._resolve(hold.hold_id, "expire", 0))
+            except IdempotencyConflict:
+                continue
+        return results
+
+    def _require_sealer(self) -> chainlib.Signer:
+        if self.sealer is None:
+            raise LedgerNotInitialized("this ledger was opened without its sealer key")
+        if self.sealer.address != self.chain.sealer:
+            raise InvalidInput(
+                f"sealer key {self.sealer.address} is not this chain's sealer {self.chain.sealer}"
+            )
+        return self.sealer
+
+    # ---- blocks ----
+
+    def seal(self) -> SignedBlock | None:
+        """Seal up to ``block_max_txs`` waiting transactions into one block (None if none wait)."""
+        signer = self._require_sealer()
+
+        def make(
+            previous: SignedBlock, leaves: list[bytes], frontier: list[str]
+        ) -> tuple[SignedBlock, list[str]]:
+            return chainlib.next_block(previous, leaves, frontier, signer, self.now_ms())
+
+        with self._seal_lock:
+            return self.store.seal(make, self.block_max_txs)
+
+    def seal_all(self) -> list[SignedBlock]:
+        sealed = []
+        while (block := self.seal()) is not None:
+            sealed.append(block)
+        return sealed
+
+    def maybe_seal(self, *, max_age_ms: int, max_txs: int) -> list[SignedBlock]:
+        """Auto-sealing policy: seal when enough transactions wait, or the oldest waited long enough."""
+        count, oldest = self.store.unsealed()
+        if count and (count >= max_txs or oldest is None or self.now_ms() - oldest >= max_age_ms):
+            return self.seal_all()
+        return []
+
+    def head(self) -> SignedBlock:
+        return self.store.head()
+
+    # ---- reads and proofs ----
+
+    def balance(self, address: Address) -> Account:
+        return self.store.account(address)
+
+    def transaction(self, tx_id: TxId) -> StoredTx:
+        stored = self.store.get(parse_bytes32(tx_id, "transaction id"))
+        if stored is None:
+            raise NotFound(f"no transaction {tx_id}", tx_id=tx_id)
+        return stored
+
+    def inclusion_proof(self, tx_id: TxId) -> dict[str, Any]:
+        stored = self.transaction(tx_id)
+        if stored.block_height is None:
+            raise NotFound(f"transaction {tx_id} is not sealed into a block yet", tx_id=tx_id)
+        block = self.store.block(stored.block_height)
+        txs = self.store.block_transactions(stored.block_height)
+        if block is None:
+            raise NotFound(f"block {stored.block_height} is missing")
+        index = next(i for i, t in enumerate(txs) if t.tx_id == stored.tx_id)
+        return chainlib.inclusion_proof_dict(block, index, [t.leaf_hash for t in txs], stored.tx.to_dict())
+
+    def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
+        old, new = self.store.block(old_height), self.store.block(new_height)
+        if old is None or new is None:
+            raise NotFound(f"no block at height {old_height if old is None else new_height}")
+        if old_height > new_height:
+            raise InvalidInput("the first head must not be newer than the second")
+        leaves = self.store.leaf_hashes(new.header.tree_size)
+        proof = merkle.consistency_proof(leaves, old.header.tree_size)
+        return {"old": old.to_dict(), "new": new.to_dict(), "proof": ["0x" + h.hex() for h in proof]}

@@ -1,0 +1,124 @@
+"""The narrow storage interface every ledger backend implements (SQLite now, PostgreSQL next).
+
+A backend applies one transaction's effects atomically and durably, enforcing the money rules
+in the database itself (conditional debits, unique nonces, holds resolved once), so that no
+number of threads, processes or hosts can overspend. It never verifies signatures or decides
+policy: ``ledger.ledger`` does that before calling it. Backends raise ``ledger.errors`` only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ledger.types import Account, Address, ChainInfo, SignedBlock, Transaction, TxId
+
+
+@dataclass(frozen=True)
+class StoredTx:
+    seq: int  # position in the ledger's one total order, from 1
+    tx_id: TxId
+    tx: Transaction
+    leaf_hash: bytes
+    block_height: int | None  # None until sealed
+
+
+@dataclass(frozen=True)
+class RawTx:
+    """A stored row as it is on disk, for the auditor, which must not trust it to parse."""
+
+    seq: int
+    tx_id: str
+    record: str
+    leaf_hash: bytes
+    block_height: int | None
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    hold_id: TxId
+    payer: Address
+    payee: Address
+    amount: int
+    expires_at: int  # seconds
+    status: str  # open | settle | void | expire
+    captured: int
+    resolution_tx: TxId | None
+
+
+# Builds the next block from the previous head and the transactions to seal; returns the block
+# and the log tree's new compact frontier (hex hashes of perfect subtrees, left to right).
+BlockMaker = Callable[[SignedBlock, list[bytes], list[str]], tuple[SignedBlock, list[str]]]
+
+
+class LedgerStore(ABC):
+    @abstractmethod
+    def initialize(self, chain: ChainInfo, genesis: SignedBlock) -> None: ...
+
+    @abstractmethod
+    def chain_info(self) -> ChainInfo: ...
+
+    @abstractmethod
+    def append(self, tx: Transaction, tx_id: TxId, leaf_hash: bytes) -> tuple[StoredTx, bool]:
+        """Apply and record ``tx`` atomically; ``(existing, False)`` if ``tx_id`` is already in."""
+
+    @abstractmethod
+    def account(self, address: Address) -> Account: ...
+
+    @abstractmethod
+    def accounts(self) -> Iterator[Account]: ...
+
+    @abstractmethod
+    def supply(self) -> int: ...
+
+    @abstractmethod
+    def get(self, tx_id: TxId) -> StoredTx | None: ...
+
+    @abstractmethod
+    def history(self, address: Address, limit: int, before_seq: int | None = None) -> list[StoredTx]: ...
+
+    @abstractmethod
+    def hold(self, hold_id: TxId) -> HoldRow | None: ...
+
+    @abstractmethod
+    def open_holds(self, address: Address | None = None) -> list[HoldRow]: ...
+
+    @abstractmethod
+    def expired_holds(self, now_seconds: int, limit: int) -> list[HoldRow]: ...
+
+    @abstractmethod
+    def unsealed(self) -> tuple[int, int | None]:
+        """(how many transactions wait to be sealed, acceptance time in ms of the oldest)."""
+
+    @abstractmethod
+    def seal(self, make_block: BlockMaker, max_txs: int) -> SignedBlock | None:
+        """Seal up to ``max_txs`` unsealed transactions into the next block, atomically."""
+
+    @abstractmethod
+    def head(self) -> SignedBlock: ...
+
+    @abstractmethod
+    def block(self, height: int) -> SignedBlock | None: ...
+
+    @abstractmethod
+    def blocks(self, start: int, stop: int) -> list[SignedBlock]:
+        """Blocks with start <= height < stop, in order."""
+
+    @abstractmethod
+    def block_transactions(self, height: int) -> list[StoredTx]: ...
+
+    @abstractmethod
+    def leaf_hashes(self, tree_size: int) -> list[bytes]:
+        """The first ``tree_size`` leaf hashes of the log, in order."""
+
+    @abstractmethod
+    def iter_raw_transactions(self, after_seq: int = 0, batch: int = 2000) -> Iterator[RawTx]:
+        """Every transaction row in order, unparsed, streamed in batches (constant memory)."""
+
+    @abstractmethod
+    def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:
+        """Every block row (height, record) in height order, unparsed."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,363 @@
+"""The ledger's domain objects: frozen dataclasses with strict ``to_dict`` / ``from_dict``.
+
+``from_dict`` rejects unknown keys, missing keys and wrong types with ``MalformedRecord``
+(or a more specific error), so nothing half-understood ever reaches the ledger. On the wire
+and in stored records amounts and times are decimal strings (as x402 sends them), in memory
+they are ``int``. Bytes that are hashed or signed are made in ``ledger.encoding``, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
+
+from ledger.amounts import check_amount, parse_base_units
+from ledger.errors import InvalidAddress, MalformedRecord
+
+Address = str  # EIP-55 checksummed "0x" + 40 hex
+Amount = int  # base units, 6 decimals
+TxId = str  # "0x" + 64 hex: SHA-256 of the transaction's signed content
+Bytes32Hex = str  # "0x" + 64 hex
+SignatureHex = str  # "0x" + 130 hex: r || s || v (v = 27 or 28)
+
+UINT256_MAX = 2**256 - 1
+_BYTES32 = re.compile(r"0x[0-9a-f]{64}")
+_SIG65 = re.compile(r"0x[0-9a-fA-F]{130}")
+
+TxKind = Literal["mint", "transfer", "hold", "settle", "void", "expire"]
+TX_KINDS: tuple[str, ...] = ("mint", "transfer", "hold", "settle", "void", "expire")
+ISSUER_KINDS = frozenset({"mint"})
+SEALER_KINDS = frozenset({"settle", "void", "expire"})
+
+
+# ---- field validators: each raises a specific error, never returns a half-valid value ----
+
+
+def parse_address(value: object, field: str = "address") -> Address:
+    """Accept only an EIP-55 checksummed address (or an all-lowercase one, which has no checksum)."""
+    if not isinstance(value, str) or not is_hex_address(value):
+        raise InvalidAddress(f"{field}: not an address: {value!r}")
+    body = value[2:]
+    if body != body.lower() and not is_checksum_address(value):
+        raise InvalidAddress(f"{field}: bad EIP-55 checksum in {value!r} (mistyped?)")
+    return Address(to_checksum_address(value))
+
+
+def parse_bytes32(value: object, field: str) -> Bytes32Hex:
+    if not isinstance(value, str) or _BYTES32.fullmatch(value.lower()) is None:
+        raise MalformedRecord(f"{field}: expected 0x + 64 hex digits, got {value!r}")
+    return value.lower()
+
+
+def parse_signature(value: object, field: str = "signature") -> SignatureHex:
+    if not isinstance(value, str) or _SIG65.fullmatch(value) is None:
+        raise MalformedRecord(f"{field}: expected 0x + 130 hex digits (65 bytes), got {value!r}")
+    return value.lower()
+
+
+def parse_uint(value: object, field: str, maximum: int = UINT256_MAX) -> int:
+    """A non-negative integer sent as a decimal string (or an int, as eth-account produces)."""
+    if isinstance(value, bool):
+        raise MalformedRecord(f"{field}: expected an integer, got {value!r}")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 78:
+        number = int(value)
+    elif isinstance(value, int):
+        number = value
+    else:
+        raise MalformedRecord(f"{field}: expected a non-negative integer, got {value!r}")
+    if not 0 <= number <= maximum:
+        raise MalformedRecord(f"{field}: {value!r} is out of range")
+    return number
+
+
+def parse_str(value: object, field: str, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str):
+        raise MalformedRecord(f"{field}: expected text, got {value!r}")
+    if choices is not None and value not in choices:
+        raise MalformedRecord(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def exact_keys(
+    data: object, required: set[str], what: str, optional: frozenset[str] = frozenset()
+) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise MalformedRecord(f"{what}: expected an object, got {type(data).__name__}")
+    keys = set(data)
+    if unknown := keys - required - optional:
+        raise MalformedRecord(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
+    if missing := required - keys:
+        raise MalformedRecord(f"{what}: missing field(s) {', '.join(sorted(missing))}")
+    return data
+
+
+def _value(value: object, field: str) -> int:
+    if isinstance(value, str):
+        return parse_base_units(value, allow_zero=True)
+    return check_amount(parse_uint(value, field, 2**63 - 1), allow_zero=True)
+
+
+# ---- what users and the operator sign ----
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """EIP-3009 TransferWithAuthorization: exactly what x402 clients sign (times in seconds)."""
+
+    from_: Address
+    to: Address
+    value: Amount
+    valid_after: int
+    valid_before: int
+    nonce: Bytes32Hex
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "from": self.from_,
+            "to": self.to,
+            "value": str(self.value),
+            "validAfter": str(self.valid_after),
+            "validBefore": str(self.valid_before),
+            "nonce": self.nonce,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Authorization:
+        d = exact_keys(data, {"from", "to", "value", "validAfter", "validBefore", "nonce"}, "authorization")
+        return cls(
+            from_=parse_address(d["from"], "from"),
+            to=parse_address(d["to"], "to"),
+            value=_value(d["value"], "value"),
+            valid_after=parse_uint(d["validAfter"], "validAfter"),
+            valid_before=parse_uint(d["validBefore"], "validBefore"),
+            nonce=parse_bytes32(d["nonce"], "nonce"),
+        )
+
+
+@dataclass(frozen=True)
+class Mint:
+    """Operator-signed issuance of new tokens."""
+
+    to: Address
+    value: Amount
+    nonce: Bytes32Hex
+
+    def to_dict(self) -> dict[str, str]:
+        return {"to": self.to, "value": str(self.value), "nonce": self.nonce}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Mint:
+        d = exact_keys(data, {"to", "value", "nonce"}, "mint")
+        return cls(
+            to=parse_address(d["to"], "to"),
+            value=_value(d["value"], "value"),
+            nonce=parse_bytes32(d["nonce"], "nonce"),
+        )
+
+
+@dataclass(frozen=True)
+class HoldResolution:
+    """Operator-signed end of a hold: settle (capture ``amount``), void, or expire (amount 0)."""
+
+    hold_id: TxId
+    outcome: Literal["settle", "void", "expire"]
+    amount: Amount
+
+    def to_dict(self) -> dict[str, str]:
+        return {"holdId": self.hold_id, "outcome": self.outcome, "amount": str(self.amount)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> HoldResolution:
+        d = exact_keys(data, {"holdId", "outcome", "amount"}, "resolution")
+        outcome = parse_str(d["outcome"], "outcome", ("settle", "void", "expire"))
+        return cls(
+            hold_id=parse_bytes32(d["holdId"], "holdId"),
+            outcome=outcome,  # type: ignore[arg-type]
+            amount=_value(d["amount"], "amount"),
+        )
+
+
+Message = Authorization | Mint | HoldResolution
+_MESSAGE_BY_KIND: dict[str, type[Authorization] | type[Mint] | type[HoldResolution]] = {
+    "mint": Mint,
+    "transfer": Authorization,
+    "hold": Authorization,
+    "settle": HoldResolution,
+    "void": HoldResolution,
+    "expire": HoldResolution,
+}
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One ledger entry: a signed message, who signed it, and what the ledger added.
+
+    ``hold_expires_at`` (seconds) is set only on holds; the operator chooses it, the payer's
+    signature bounds it (never after the authorization's validBefore). ``accepted_at`` (ms)
+    is the ledger's clock when the entry was accepted; it is not part of the transaction id,
+    so a retried submission maps to the same id.
+    """
+
+    kind: TxKind
+    message: Message
+    signer: Address
+    signature: SignatureHex
+    accepted_at: int = 0
+    hold_expires_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "message": self.message.to_dict(),
+            "signer": self.signer,
+            "signature": self.signature,
+            "acceptedAt": str(self.accepted_at),
+        }
+        if self.hold_expires_at is not None:
+            out["holdExpiresAt"] = str(self.hold_expires_at)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object) -> Transaction:
+        d = exact_keys(
+            data,
+            {"kind", "message", "signer", "signature", "acceptedAt"},
+            "transaction",
+            frozenset({"holdExpiresAt"}),
+        )
+        kind = parse_str(d["kind"], "kind", TX_KINDS)
+        message = _MESSAGE_BY_KIND[kind].from_dict(d["message"])
+        if isinstance(message, HoldResolution) and message.outcome != kind:
+            raise MalformedRecord(f"transaction kind {kind!r} carries a {message.outcome!r} resolution")
+        expires = d.get("holdExpiresAt")
+        if (kind == "hold") != (expires is not None):
+            raise MalformedRecord("holdExpiresAt is required on holds and only on holds")
+        return cls(
+            kind=kind,  # type: ignore[arg-type]
+            message=message,
+            signer=parse_address(d["signer"], "signer"),
+            signature=parse_signature(d["signature"]),
+            accepted_at=parse_uint(d["acceptedAt"], "acceptedAt", 2**63 - 1),
+            hold_expires_at=None if expires is None else parse_uint(expires, "holdExpiresAt", 2**63 - 1),
+        )
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """What the sealer signs. ``merkle_root`` covers this block's transactions; ``tree_size`` and
+    ``tree_root`` cover every transaction since genesis (one RFC 6962 log), which is what makes
+    consistency proofs between two heads possible. ``timestamp`` is in milliseconds."""
+
+    height: int
+    prev_hash: Bytes32Hex
+    merkle_root: Bytes32Hex
+    timestamp: int
+    tx_count: int
+    tree_size: int
+    tree_root: Bytes32Hex
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "prevHash": self.prev_hash,
+            "merkleRoot": self.merkle_root,
+            "timestamp": self.timestamp,
+            "txCount": self.tx_count,
+            "treeSize": self.tree_size,
+            "treeRoot": self.tree_root,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> BlockHeader:
+        d = exact_keys(
+            data,
+            {"height", "prevHash", "merkleRoot", "timestamp", "txCount", "treeSize", "treeRoot"},
+            "block header",
+        )
+        return cls(
+            height=parse_uint(d["height"], "height", 2**63 - 1),
+            prev_hash=parse_bytes32(d["prevHash"], "prevHash"),
+            merkle_root=parse_bytes32(d["merkleRoot"], "merkleRoot"),
+            timestamp=parse_uint(d["timestamp"], "timestamp", 2**63 - 1),
+            tx_count=parse_uint(d["txCount"], "txCount", 2**63 - 1),
+            tree_size=parse_uint(d["treeSize"], "treeSize", 2**63 - 1),
+            tree_root=parse_bytes32(d["treeRoot"], "treeRoot"),
+        )
+
+
+@dataclass(frozen=True)
+class SignedBlock:
+    """A header, its hash and the sealer's signature over that hash. The latest one is the head."""
+
+    header: BlockHeader
+    block_hash: Bytes32Hex
+    sealer: Address
+    signature: SignatureHex
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "header": self.header.to_dict(),
+            "hash": self.block_hash,
+            "sealer": self.sealer,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SignedBlock:
+        d = exact_keys(data, {"header", "hash", "sealer", "signature"}, "block")
+        return cls(
+            header=BlockHeader.from_dict(d["header"]),
+            block_hash=parse_bytes32(d["hash"], "hash"),
+            sealer=parse_address(d["sealer"], "sealer"),
+            signature=parse_signature(d["signature"]),
+        )
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    """Fixed at ``init``: the EIP-712 domain every signature is made under, and the operator."""
+
+    chain_id: int
+    token_address: Address
+    operator: Address  # the issuer: signs mints; its keystore is password-protected
+    sealer: Address  # the service key: seals blocks, resolves holds, signs receipts unattended
+    name: str = "inferpay"
+    version: str = "1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chainId": self.chain_id,
+            "tokenAddress": self.token_address,
+            "operator": self.operator,
+            "sealer": self.sealer,
+            "name": self.name,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> ChainInfo:
+        d = exact_keys(
+            data, {"chainId", "tokenAddress", "operator", "sealer", "name", "version"}, "chain info"
+        )
+        return cls(
+            chain_id=parse_uint(d["chainId"], "chainId"),
+            token_address=parse_address(d["tokenAddress"], "tokenAddress"),
+            operator=parse_address(d["operator"], "operator"),
+            sealer=parse_address(d["sealer"], "sealer"),
+            name=parse_str(d["name"], "name"),
+            version=parse_str(d["version"], "version"),
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    address: Address
+    available: Amount
+    held: Amount
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "available": str(self.available), "held": str(self.held)}
