@@ -9,6 +9,7 @@ payment. This module must never log or return a private key anywhere but to its 
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from coincurve import PrivateKey, PublicKey
@@ -20,6 +21,7 @@ from ledger.types import Address, SignatureHex
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
+_SIG65 = re.compile(r"0x[0-9a-fA-F]{130}")
 
 
 def new_private_key() -> bytes:
@@ -47,18 +49,16 @@ def sign_digest(private_key: bytes, digest: bytes) -> SignatureHex:
 
 def split_signature(signature: SignatureHex) -> tuple[int, int, int]:
     """(r, s, recovery id) of a 65-byte signature; rejects bad length, v, zero or high-S values."""
-    try:
-        raw = bytes.fromhex(signature[2:] if signature.startswith("0x") else signature)
-    except (ValueError, AttributeError) as exc:
-        raise InvalidSignature("signature is not hex") from exc
-    if len(raw) != 65:
-        raise InvalidSignature(f"signature must be 65 bytes, got {len(raw)}")
+    if not isinstance(signature, str) or _SIG65.fullmatch(signature) is None:
+        raise InvalidSignature("signature must be 0x + 130 hex digits (65 bytes)")
+    raw = bytes.fromhex(signature[2:])
     r = int.from_bytes(raw[:32], "big")
     s = int.from_bytes(raw[32:64], "big")
     v = raw[64]
-    recovery_id = v - 27 if v in (27, 28) else v if v in (0, 1) else -1
-    if recovery_id < 0:
+    # Only Ethereum's v = 27/28: also accepting 0/1 would give each signature a second encoding.
+    if v not in (27, 28):
         raise InvalidSignature(f"signature v must be 27 or 28, got {v}")
+    recovery_id = v - 27
     if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
         raise InvalidSignature("signature r or s out of range")
     if s > HALF_N:
@@ -91,6 +91,8 @@ class KeySigner:
         self.address: Address = address_of_public_key(self._key.public_key.format(compressed=False))
 
     def sign_digest(self, digest: bytes) -> SignatureHex:
+        if len(digest) != 32:
+            raise ValueError("digest must be 32 bytes")
         raw = self._key.sign_recoverable(digest, hasher=None)
         return "0x" + raw[:64].hex() + format(27 + raw[64], "02x")
 

@@ -3,7 +3,7 @@
 - What users and the operator sign: EIP-712 digests under the ledger's domain
   ``{name, version, chainId, verifyingContract}``. The structs are fixed, so their digests are
   computed directly (keccak over ABI words) instead of through a generic typed-data encoder:
-  about 10x faster, and ``tests/test_encoding.py`` checks them against eth-account's encoder.
+  about 10x faster, and ``tests/test_crypto_encoding.py`` checks them against eth-account's encoder.
 - What the ledger hashes: canonical JSON (sorted keys, no spaces, ASCII) behind a
   per-purpose prefix, so a transaction's bytes can never be read as a block header's.
   A transaction's id comes from its signed content, never from its signature bytes.
@@ -168,3 +168,26 @@ def leaf_hash(tx: Transaction) -> bytes:
 
 def block_hash(header: BlockHeader) -> str:
     return sha256_hex(BLOCK_PREFIX + canonical_json(header.to_dict()))
+
+
+STATEMENT_PREFIX = b"inferpay.statement.v1\x00"
+BINDING_PREFIX = b"inferpay.binding.v1\x00"
+
+
+def statement_digest(purpose: str, data: Any) -> bytes:
+    """Digest of a gateway statement (an offer, a receipt) the sealer signs: SHA-256 over
+    canonical JSON, separated by purpose so an offer's signature can never pass as a receipt's."""
+    return hashlib.sha256(STATEMENT_PREFIX + purpose.encode() + b"\x00" + canonical_json(data)).digest()
+
+
+def request_binding_nonce(method: str, path: str, body: bytes, salt: str) -> str:
+    """An EIP-3009 nonce that commits to one HTTP request (method, path, body digest, salt).
+
+    A client that signs this nonce binds its payment to that request: the gateway recomputes it
+    from the request it receives and refuses the payment anywhere else. The salt keeps nonces
+    unique when the same request is paid twice on purpose."""
+    body_digest = hashlib.sha256(body).digest()
+    material = BINDING_PREFIX + canonical_json(
+        {"method": method.upper(), "path": path, "body": "0x" + body_digest.hex(), "salt": salt}
+    )
+    return "0x" + hashlib.sha256(material).hexdigest()

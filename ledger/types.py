@@ -39,7 +39,7 @@ SEALER_KINDS = frozenset({"settle", "void", "expire"})
 
 def parse_address(value: object, field: str = "address") -> Address:
     """Accept only an EIP-55 checksummed address (or an all-lowercase one, which has no checksum)."""
-    if not isinstance(value, str) or not is_hex_address(value):
+    if not isinstance(value, str) or not value.startswith("0x") or not is_hex_address(value):
         raise InvalidAddress(f"{field}: not an address: {value!r}")
     body = value[2:]
     if body != body.lower() and not is_checksum_address(value):

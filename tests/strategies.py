@@ -1,0 +1,97 @@
+"""Shared Hypothesis strategies for inferpay's domain values.
+
+One place for "an address", "an amount", "an authorization", ... so every test draws them the
+same way. Add new strategies here rather than in a test module.
+"""
+
+from __future__ import annotations
+
+from eth_utils import to_checksum_address
+from hypothesis import strategies as st
+
+from ledger.amounts import MAX_AMOUNT
+from ledger.crypto import SECP256K1_N
+from ledger.types import (
+    UINT256_MAX,
+    Address,
+    Authorization,
+    Bytes32Hex,
+    ChainInfo,
+    HoldResolution,
+    Mint,
+)
+
+# Times as signed in authorizations: seconds, anywhere in uint256 (the ledger must not assume
+# they fit in 64 bits), but mostly around now so that ordering bugs show up.
+_NOW_ISH = st.integers(min_value=1_600_000_000, max_value=2_200_000_000)
+
+addresses: st.SearchStrategy[Address] = st.binary(min_size=20, max_size=20).map(
+    lambda raw: Address(to_checksum_address(raw))
+)
+"""EIP-55 checksummed addresses."""
+
+bytes32_hex: st.SearchStrategy[Bytes32Hex] = st.binary(min_size=32, max_size=32).map(
+    lambda raw: "0x" + raw.hex()
+)
+"""Lowercase 0x + 64 hex digits: nonces, hold ids, hashes."""
+
+nonces = bytes32_hex
+
+amounts: st.SearchStrategy[int] = st.one_of(
+    st.integers(min_value=1, max_value=MAX_AMOUNT),
+    st.sampled_from([1, 999_999, 1_000_000, MAX_AMOUNT - 1, MAX_AMOUNT]),
+)
+"""Positive amounts in base units, edges included."""
+
+amounts_or_zero: st.SearchStrategy[int] = st.one_of(st.just(0), amounts)
+
+timestamps: st.SearchStrategy[int] = st.one_of(_NOW_ISH, st.integers(0, UINT256_MAX))
+
+private_keys: st.SearchStrategy[bytes] = st.integers(min_value=1, max_value=SECP256K1_N - 1).map(
+    lambda k: k.to_bytes(32, "big")
+)
+"""Valid secp256k1 private keys, as 32 bytes."""
+
+_domain_text = st.text(
+    alphabet=st.characters(exclude_categories=["Cs"]),  # no lone surrogates: not encodable
+    max_size=40,
+)
+
+chain_infos: st.SearchStrategy[ChainInfo] = st.builds(
+    ChainInfo,
+    chain_id=st.one_of(st.integers(1, 2**64), st.integers(0, UINT256_MAX)),
+    token_address=addresses,
+    operator=addresses,
+    sealer=addresses,
+    name=st.one_of(st.just("inferpay"), _domain_text),
+    version=st.one_of(st.just("1"), _domain_text),
+)
+
+
+@st.composite
+def authorizations(draw: st.DrawFn, from_: Address | None = None) -> Authorization:
+    """EIP-3009 authorizations with validAfter < validBefore (from ``from_`` if given)."""
+    valid_after = draw(timestamps.filter(lambda t: t < UINT256_MAX))
+    valid_before = draw(st.integers(valid_after + 1, min(valid_after + 10**6, UINT256_MAX)))
+    return Authorization(
+        from_=from_ if from_ is not None else draw(addresses),
+        to=draw(addresses),
+        value=draw(amounts_or_zero),
+        valid_after=valid_after,
+        valid_before=valid_before,
+        nonce=draw(nonces),
+    )
+
+
+mints: st.SearchStrategy[Mint] = st.builds(Mint, to=addresses, value=amounts, nonce=nonces)
+
+hold_resolutions: st.SearchStrategy[HoldResolution] = st.one_of(
+    st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.just("settle"), amount=amounts_or_zero),
+    st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.sampled_from(["void", "expire"]),
+              amount=st.just(0)),
+)
+
+messages: st.SearchStrategy[Authorization | Mint | HoldResolution] = st.one_of(
+    authorizations(), mints, hold_resolutions
+)
+"""Anything a user or the operator signs."""
