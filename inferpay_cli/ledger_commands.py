@@ -127,8 +127,13 @@ def mint(home: Home, to: str, amount: str, as_json: bool) -> None:
 @click.argument("sender")
 @click.argument("to")
 @click.argument("amount")
-@click.option("--valid-for", type=click.IntRange(1, 86400 * 365), default=600, show_default=True,
-              help="Seconds the signed authorization stays valid.")
+@click.option(
+    "--valid-for",
+    type=click.IntRange(1, 86400 * 365),
+    default=600,
+    show_default=True,
+    help="Seconds the signed authorization stays valid.",
+)
 @password_file_option
 @json_option
 @pass_home
@@ -180,9 +185,17 @@ def history(home: Home, who: str, limit: int, before: int | None, as_json: bool,
         write_csv(rows, ["seq", "blockHeight", "kind", "amount", "availableChange", "counterparty", "txId"])
     else:
         table(
-            [[str(r["blockHeight"] if r["blockHeight"] is not None else "-"), str(r["seq"]), r["kind"],
-              amount_text(r["availableChange"]) if r["availableChange"] is not None else amount_text(r["amount"]),
-              r["counterparty"], r["txId"][:18] + "…"] for r in rows],
+            [
+                [
+                    str(r["blockHeight"] if r["blockHeight"] is not None else "-"),
+                    str(r["seq"]),
+                    r["kind"],
+                    amount_text(r["availableChange"]) if r["availableChange"] is not None else amount_text(r["amount"]),
+                    r["counterparty"],
+                    r["txId"][:18] + "…",
+                ]
+                for r in rows
+            ],
             ["BLOCK", "SEQ", "KIND", "CHANGE", "COUNTERPARTY", "TX"],
         )
 
@@ -236,8 +249,15 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
     if proof is not None:
         chainlib.verify_inclusion(proof, ledger.chain)
     if as_json:
-        emit_json({"txId": stored.tx_id, "seq": stored.seq, "blockHeight": stored.block_height,
-                   "transaction": stored.tx.to_dict(), "inclusionProof": proof})
+        emit_json(
+            {
+                "txId": stored.tx_id,
+                "seq": stored.seq,
+                "blockHeight": stored.block_height,
+                "transaction": stored.tx.to_dict(),
+                "inclusionProof": proof,
+            }
+        )
         return
     click.echo(f"tx:        {stored.tx_id}")
     click.echo(f"kind:      {stored.tx.kind}  (seq {stored.seq})")
@@ -248,13 +268,18 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
         click.echo("block:     not sealed yet")
         return
     click.echo(f"block:     {stored.block_height} ({proof['block']['hash']})")
-    click.echo(f"proof:     leaf {proof['leafIndex']} of {proof['block']['header']['txCount']}, "
-               f"{len(proof['auditPath'])} hashes, verified against the sealer's signature")
+    click.echo(
+        f"proof:     leaf {proof['leafIndex']} of {proof['block']['header']['txCount']}, "
+        f"{len(proof['auditPath'])} hashes, verified against the sealer's signature"
+    )
 
 
 @click.command()
-@click.option("--independent", is_flag=True,
-              help="Also re-check every signature with a second, pure-Python ECDSA implementation (slow).")
+@click.option(
+    "--independent",
+    is_flag=True,
+    help="Also re-check every signature with a second, pure-Python ECDSA implementation (slow).",
+)
 @json_option
 @pass_home
 def verify(home: Home, independent: bool, as_json: bool) -> None:
@@ -270,9 +295,11 @@ def verify(home: Home, independent: bool, as_json: bool) -> None:
         emit_json(report.to_dict())
     elif report.ok:
         head = report.head
-        click.echo(f"chain valid: {report.blocks} blocks, {report.transactions} transactions"
-                   + (f", head {head.block_hash}" if head else "")
-                   + (", signatures re-checked independently" if independent else ""))
+        click.echo(
+            f"chain valid: {report.blocks} blocks, {report.transactions} transactions"
+            + (f", head {head.block_hash}" if head else "")
+            + (", signatures re-checked independently" if independent else "")
+        )
     else:
         click.echo(f"chain INVALID: {len(report.problems)} problem(s); first:", err=True)
         for problem in report.problems:

@@ -64,8 +64,9 @@ def wallet_show(home: Home, name: str, as_json: bool) -> None:
     for key in ("name", "address", "keystore"):
         click.echo(f"{key + ':':<10} {data[key]}")
     if "available" in data:
-        click.echo(f"{'balance:':<10} {format_amount(int(data['available']))}"
-                   f" (held {format_amount(int(data['held']))})")
+        click.echo(
+            f"{'balance:':<10} {format_amount(int(data['available']))} (held {format_amount(int(data['held']))})"
+        )
 
 
 @wallet.command("import")
@@ -87,8 +88,13 @@ def wallet_import(home: Home, file: Path, name: str | None) -> None:
 
 @wallet.command("export")
 @click.argument("name")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the keystore here (mode 0600) instead of printing it.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the keystore here (mode 0600) instead of printing it.",
+)
 @pass_home
 def wallet_export(home: Home, name: str, output: Path | None) -> None:
     """Export wallet NAME's encrypted keystore (Web3 v3 JSON; eth-account can decrypt it)."""

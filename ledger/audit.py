@@ -23,7 +23,7 @@ from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InferpayError
 from ledger.state import LedgerState
 from ledger.store import LedgerStore, RawTx
-from ledger.types import Authorization, ChainInfo, Mint, SignedBlock, Transaction
+from ledger.types import Allowance, Authorization, ChainInfo, Mint, SignedBlock, Transaction
 from ledger.validation import check_transaction
 
 
@@ -85,6 +85,7 @@ class _Auditor:
         self.state = LedgerState()
         self.seen = DiskSet()
         self.expected_seq = 1
+        self.nonces = 0  # (signer, nonce) pairs history used; the store's nonce table must match
 
     def problem(self, code: str, message: str, height: int | None = None, raw: RawTx | None = None) -> None:
         self.report.problems.append(
@@ -120,9 +121,7 @@ class _Auditor:
             self.problem("leaf_mismatch", "stored leaf hash does not match the record (edited?)", height, raw)
         computed_id = transaction_id(tx)
         if computed_id != raw.tx_id:
-            self.problem(
-                "id_mismatch", f"record hashes to id {computed_id}, stored as {raw.tx_id}", height, raw
-            )
+            self.problem("id_mismatch", f"record hashes to id {computed_id}, stored as {raw.tx_id}", height, raw)
         if not self.seen.add("id:" + computed_id):
             self.problem("duplicate_transaction", "the same transaction appears twice", height, raw)
         try:
@@ -133,14 +132,14 @@ class _Auditor:
         if self.independent and not self.second_opinion(
             signing_digest(self.chain, tx.message), tx.signature, tx.signer
         ):
-            self.problem(
-                "independent_check_failed", "the independent verifier rejects the signature", height, raw
-            )
-        if isinstance(tx.message, Authorization | Mint) and not self.seen.add(
+            self.problem("independent_check_failed", "the independent verifier rejects the signature", height, raw)
+        if isinstance(tx.message, Authorization | Mint | Allowance) and not self.seen.add(
             f"nonce:{tx.signer}:{tx.message.nonce}"
         ):
             self.problem("nonce_reused", f"nonce {tx.message.nonce} of {tx.signer} used twice", height, raw)
             return leaf
+        if isinstance(tx.message, Authorization | Mint | Allowance):
+            self.nonces += 1
         try:
             self.state.apply(tx, computed_id)
         except InferpayError as exc:
@@ -157,9 +156,7 @@ class _Auditor:
             if self.independent and not self.second_opinion(
                 bytes.fromhex(block.block_hash[2:]), block.signature, self.chain.sealer
             ):
-                self.problem(
-                    "independent_check_failed", "the independent verifier rejects the block signature", height
-                )
+                self.problem("independent_check_failed", "the independent verifier rejects the block signature", height)
         except InferpayError as exc:
             self.problem("bad_block_signature", str(exc), height)
         if previous is None:
@@ -169,17 +166,13 @@ class _Auditor:
             if height != previous.header.height + 1:
                 self.problem("height_gap", f"block {height} follows block {previous.header.height}", height)
             if header.prev_hash != previous.block_hash:
-                self.problem(
-                    "broken_link", f"prev_hash does not match block {previous.header.height}'s hash", height
-                )
+                self.problem("broken_link", f"prev_hash does not match block {previous.header.height}'s hash", height)
         leaves = []
         for raw in txs:
             leaf = self.check_tx(raw, height)
             leaves.append(leaf if leaf is not None else raw.leaf_hash)
         if len(txs) != header.tx_count:
-            self.problem(
-                "tx_count_mismatch", f"header says {header.tx_count} transactions, found {len(txs)}", height
-            )
+            self.problem("tx_count_mismatch", f"header says {header.tx_count} transactions, found {len(txs)}", height)
         if "0x" + merkle.merkle_root(leaves).hex() != header.merkle_root:
             self.problem(
                 "merkle_mismatch",
@@ -191,9 +184,7 @@ class _Auditor:
             chainlib.frontier_append(frontier, size, leaf)
             size += 1
         if size != header.tree_size or "0x" + chainlib.frontier_root(frontier).hex() != header.tree_root:
-            self.problem(
-                "log_root_mismatch", "the log tree root in the header does not match history", height
-            )
+            self.problem("log_root_mismatch", "the log tree root in the header does not match history", height)
         self.report.blocks += 1
 
 
@@ -244,8 +235,7 @@ def audit(
             if pending.block_height is not None:
                 auditor.problem(
                     "orphan_transaction",
-                    f"transaction claims block {pending.block_height}, "
-                    "which does not exist (blocks deleted?)",
+                    f"transaction claims block {pending.block_height}, which does not exist (blocks deleted?)",
                     pending.block_height,
                     pending,
                 )
@@ -260,7 +250,22 @@ def audit(
     return report
 
 
+def _compare_nonces(store: LedgerStore, auditor: _Auditor) -> None:
+    """The nonce table is what stops replays: a row deleted from it would let a used payment in
+    again, so every stored (signer, nonce) must come from history, and no more nor fewer."""
+    stored = 0
+    for signer, nonce in store.iter_nonces():
+        stored += 1
+        if auditor.seen.add(f"nonce:{signer}:{nonce}"):
+            auditor.problem("nonces_mismatch", f"nonce {nonce} of {signer} is recorded but no transaction used it")
+    if stored != auditor.nonces:
+        auditor.problem(
+            "nonces_mismatch", f"database records {stored} used nonces, history uses {auditor.nonces} (rows deleted?)"
+        )
+
+
 def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
+    _compare_nonces(store, auditor)
     state = auditor.state
     stored_addresses = set()
     for account in store.accounts():
@@ -276,15 +281,12 @@ def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
         if address not in stored_addresses and (state.available.get(address) or state.held.get(address)):
             auditor.problem("balance_mismatch", f"{address}: history gives a balance the database lacks")
     if store.supply() != state.supply:
-        auditor.problem(
-            "supply_mismatch", f"database says supply {store.supply()}, history gives {state.supply}"
-        )
+        auditor.problem("supply_mismatch", f"database says supply {store.supply()}, history gives {state.supply}")
     if state.total() != state.supply:
-        auditor.problem(
-            "supply_not_conserved", f"balances and holds sum to {state.total()}, minted {state.supply}"
-        )
-    stored_open = {h.hold_id for h in store.open_holds()}
-    if stored_open != set(state.holds):
+        auditor.problem("supply_not_conserved", f"balances and holds sum to {state.total()}, minted {state.supply}")
+    stored_open = {h.hold_id: (h.payer, h.payee, h.amount, h.expires_at) for h in store.open_holds()}
+    history_open = {i: (h.payer, h.payee, h.amount, h.expires_at) for i, h in state.holds.items()}
+    if stored_open != history_open:
         auditor.problem(
             "holds_mismatch",
             f"database lists {len(stored_open)} open holds, history gives {len(state.holds)}",

@@ -19,7 +19,17 @@ from typing import Any
 from eth_hash.auto import keccak
 
 from ledger import merkle
-from ledger.types import Authorization, BlockHeader, ChainInfo, HoldResolution, Mint, Transaction
+from ledger.types import (
+    Allowance,
+    Authorization,
+    BlockHeader,
+    ChainInfo,
+    Charge,
+    HoldResolution,
+    Message,
+    Mint,
+    Transaction,
+)
 
 EIP712_DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 TRANSFER_TYPE = (
@@ -28,11 +38,15 @@ TRANSFER_TYPE = (
 )
 MINT_TYPE = "Mint(address to,uint256 value,bytes32 nonce)"
 RESOLUTION_TYPE = "HoldResolution(bytes32 holdId,string outcome,uint256 amount)"
+ALLOWANCE_TYPE = "SpendingAllowance(address owner,address spender,uint256 cap,uint256 validBefore,bytes32 nonce)"
+CHARGE_TYPE = "Charge(bytes32 allowanceId,uint256 amount,bytes32 requestId)"
 
 _DOMAIN_TYPEHASH = keccak(EIP712_DOMAIN_TYPE.encode())
 _TRANSFER_TYPEHASH = keccak(TRANSFER_TYPE.encode())
 _MINT_TYPEHASH = keccak(MINT_TYPE.encode())
 _RESOLUTION_TYPEHASH = keccak(RESOLUTION_TYPE.encode())
+_ALLOWANCE_TYPEHASH = keccak(ALLOWANCE_TYPE.encode())
+_CHARGE_TYPEHASH = keccak(CHARGE_TYPE.encode())
 
 TXID_PREFIX = b"inferpay.txid.v1\x00"
 LEAF_PREFIX = b"inferpay.tx.v1\x00"
@@ -62,7 +76,7 @@ def domain_separator(chain: ChainInfo) -> bytes:
     )
 
 
-def struct_hash(message: Authorization | Mint | HoldResolution) -> bytes:
+def struct_hash(message: Message) -> bytes:
     if isinstance(message, Authorization):
         return keccak(
             _TRANSFER_TYPEHASH
@@ -74,23 +88,60 @@ def struct_hash(message: Authorization | Mint | HoldResolution) -> bytes:
             + _bytes32(message.nonce)
         )
     if isinstance(message, Mint):
+        return keccak(_MINT_TYPEHASH + _address_word(message.to) + _word(message.value) + _bytes32(message.nonce))
+    if isinstance(message, Allowance):
         return keccak(
-            _MINT_TYPEHASH + _address_word(message.to) + _word(message.value) + _bytes32(message.nonce)
+            _ALLOWANCE_TYPEHASH
+            + _address_word(message.owner)
+            + _address_word(message.spender)
+            + _word(message.cap)
+            + _word(message.valid_before)
+            + _bytes32(message.nonce)
+        )
+    if isinstance(message, Charge):
+        return keccak(
+            _CHARGE_TYPEHASH + _bytes32(message.allowance_id) + _word(message.amount) + _bytes32(message.request_id)
         )
     return keccak(
-        _RESOLUTION_TYPEHASH
-        + _bytes32(message.hold_id)
-        + keccak(message.outcome.encode())
-        + _word(message.amount)
+        _RESOLUTION_TYPEHASH + _bytes32(message.hold_id) + keccak(message.outcome.encode()) + _word(message.amount)
     )
 
 
-def signing_digest(chain: ChainInfo, message: Authorization | Mint | HoldResolution) -> bytes:
+def signing_digest(chain: ChainInfo, message: Message) -> bytes:
     """The EIP-712 digest ``keccak(0x1901 || domainSeparator || hashStruct(message))``."""
     return keccak(b"\x19\x01" + domain_separator(chain) + struct_hash(message))
 
 
-def typed_data(chain: ChainInfo, message: Authorization | Mint | HoldResolution) -> dict[str, Any]:
+# The EIP-712 struct of each message, in field order; names match each message's to_dict keys.
+_EIP712_FIELDS: dict[type, tuple[str, list[tuple[str, str]]]] = {
+    Authorization: (
+        "TransferWithAuthorization",
+        [
+            ("from", "address"),
+            ("to", "address"),
+            ("value", "uint256"),
+            ("validAfter", "uint256"),
+            ("validBefore", "uint256"),
+            ("nonce", "bytes32"),
+        ],
+    ),
+    Mint: ("Mint", [("to", "address"), ("value", "uint256"), ("nonce", "bytes32")]),
+    HoldResolution: ("HoldResolution", [("holdId", "bytes32"), ("outcome", "string"), ("amount", "uint256")]),
+    Allowance: (
+        "SpendingAllowance",
+        [
+            ("owner", "address"),
+            ("spender", "address"),
+            ("cap", "uint256"),
+            ("validBefore", "uint256"),
+            ("nonce", "bytes32"),
+        ],
+    ),
+    Charge: ("Charge", [("allowanceId", "bytes32"), ("amount", "uint256"), ("requestId", "bytes32")]),
+}
+
+
+def typed_data(chain: ChainInfo, message: Message) -> dict[str, Any]:
     """The full EIP-712 JSON for ``message``, as eth-account and wallets expect it."""
     domain = {
         "name": chain.name,
@@ -104,35 +155,12 @@ def typed_data(chain: ChainInfo, message: Authorization | Mint | HoldResolution)
         {"name": "chainId", "type": "uint256"},
         {"name": "verifyingContract", "type": "address"},
     ]
-    if isinstance(message, Authorization):
-        primary, fields = (
-            "TransferWithAuthorization",
-            [
-                ("from", "address"),
-                ("to", "address"),
-                ("value", "uint256"),
-                ("validAfter", "uint256"),
-                ("validBefore", "uint256"),
-                ("nonce", "bytes32"),
-            ],
-        )
-        values: dict[str, Any] = {
-            "from": message.from_,
-            "to": message.to,
-            "value": message.value,
-            "validAfter": message.valid_after,
-            "validBefore": message.valid_before,
-            "nonce": _bytes32(message.nonce),
-        }
-    elif isinstance(message, Mint):
-        primary, fields = "Mint", [("to", "address"), ("value", "uint256"), ("nonce", "bytes32")]
-        values = {"to": message.to, "value": message.value, "nonce": _bytes32(message.nonce)}
-    else:
-        primary, fields = (
-            "HoldResolution",
-            [("holdId", "bytes32"), ("outcome", "string"), ("amount", "uint256")],
-        )
-        values = {"holdId": _bytes32(message.hold_id), "outcome": message.outcome, "amount": message.amount}
+    primary, fields = _EIP712_FIELDS[type(message)]
+    as_dict = message.to_dict()
+    values: dict[str, Any] = {}
+    for name, kind in fields:
+        raw = as_dict[name]
+        values[name] = int(raw) if kind == "uint256" else _bytes32(raw) if kind == "bytes32" else raw
     return {
         "types": {"EIP712Domain": domain_fields, primary: [{"name": n, "type": t} for n, t in fields]},
         "primaryType": primary,

@@ -13,7 +13,10 @@
     │   ├── NotYetValid                   not_yet_valid
     │   ├── AuthorizationExpired          authorization_expired
     │   ├── NonceReused                   nonce_reused
-    │   └── Unauthorized                  unauthorized         (only the operator may mint/settle)
+    │   ├── Unauthorized                  unauthorized         (only the operator may mint/settle)
+    │   ├── AllowanceExhausted            allowance_exhausted  (a charge past an allowance's cap)
+    │   ├── AllowanceExpired              allowance_expired    (a charge after its validBefore)
+    │   └── AllowanceRevoked              allowance_revoked
     ├── InsufficientFunds                 insufficient_funds   (402)
     ├── LedgerConflict                    (409)
     │   ├── IdempotencyConflict           idempotency_conflict (same id, different fields)
@@ -100,6 +103,18 @@ class NonceReused(AuthorizationError):
 
 class Unauthorized(AuthorizationError):
     code = "unauthorized"
+
+
+class AllowanceExhausted(AuthorizationError):
+    code = "allowance_exhausted"
+
+
+class AllowanceExpired(AuthorizationError):
+    code = "allowance_expired"
+
+
+class AllowanceRevoked(AuthorizationError):
+    code = "allowance_revoked"
 
 
 class InsufficientFunds(InferpayError):

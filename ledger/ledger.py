@@ -26,8 +26,10 @@ from ledger.store import LedgerStore, StoredTx
 from ledger.types import (
     Account,
     Address,
+    Allowance,
     Authorization,
     ChainInfo,
+    Charge,
     HoldResolution,
     Mint,
     SignatureHex,
@@ -36,7 +38,7 @@ from ledger.types import (
     TxId,
     parse_bytes32,
 )
-from ledger.validation import check_transaction
+from ledger.validation import check_signature, check_transaction
 
 Clock = Callable[[], float]
 
@@ -131,6 +133,8 @@ class Ledger:
             check_transaction(self.chain, tx, now_ms // 1000)
             existing, created = self.store.append(tx, tx_id, leaf_hash(tx))
         else:
+            # A retry is answered with the first result only if it, too, is properly signed.
+            check_signature(self.chain, tx)
             created = False
         return TxResult(tx_id, existing.seq, existing.tx.kind, not created, existing.block_height)
 
@@ -140,9 +144,7 @@ class Ledger:
     def transfer(self, auth: Authorization, signature: SignatureHex) -> TxResult:
         return self.submit(Transaction("transfer", auth, auth.from_, signature))
 
-    def hold(
-        self, auth: Authorization, signature: SignatureHex, *, expires_at: int | None = None
-    ) -> TxResult:
+    def hold(self, auth: Authorization, signature: SignatureHex, *, expires_at: int | None = None) -> TxResult:
         """Reserve ``auth.value`` of the payer's balance until ``expires_at`` (seconds; at most
         the authorization's validBefore, which is the default)."""
         expiry = auth.valid_before if expires_at is None else min(expires_at, auth.valid_before)
@@ -174,13 +176,24 @@ class Ledger:
                 continue
         return results
 
+    def grant_allowance(self, allowance: Allowance, signature: SignatureHex) -> TxResult:
+        """Record a payer-signed spending allowance (what an API key charges against)."""
+        return self.submit(Transaction("allowance", allowance, allowance.owner, signature))
+
+    def charge(self, allowance_id: TxId, amount: int, *, expires_at: int, request_id: str | None = None) -> TxResult:
+        """Hold ``amount`` against an allowance (signed by the sealer) until ``expires_at``
+        (seconds); settle, void or expire it like any hold. Never past the allowance's cap, its
+        expiry or the owner's balance: what is held counts against the cap until released."""
+        charge = Charge(parse_bytes32(allowance_id, "allowanceId"), amount, request_id or "0x" + secrets.token_hex(32))
+        signer = self._require_sealer()
+        signature = signer.sign_digest(signing_digest(self.chain, charge))
+        return self.submit(Transaction("charge", charge, signer.address, signature, 0, expires_at))
+
     def _require_sealer(self) -> chainlib.Signer:
         if self.sealer is None:
             raise LedgerNotInitialized("this ledger was opened without its sealer key")
         if self.sealer.address != self.chain.sealer:
-            raise InvalidInput(
-                f"sealer key {self.sealer.address} is not this chain's sealer {self.chain.sealer}"
-            )
+            raise InvalidInput(f"sealer key {self.sealer.address} is not this chain's sealer {self.chain.sealer}")
         return self.sealer
 
     # ---- blocks ----
@@ -189,9 +202,7 @@ class Ledger:
         """Seal up to ``block_max_txs`` waiting transactions into one block (None if none wait)."""
         signer = self._require_sealer()
 
-        def make(
-            previous: SignedBlock, leaves: list[bytes], frontier: list[str]
-        ) -> tuple[SignedBlock, list[str]]:
+        def make(previous: SignedBlock, leaves: list[bytes], frontier: list[str]) -> tuple[SignedBlock, list[str]]:
             return chainlib.next_block(previous, leaves, frontier, signer, self.now_ms())
 
         with self._seal_lock:

@@ -116,9 +116,7 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes
     return proof
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes
-) -> bool:
+def verify_inclusion(leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> bool:
     """Check that leaf_hash is leaf number index of the tree of tree_size leaves with this root.
 
     RFC 9162 section 2.1.3.2. Returns False, never raises, on any malformed input.
@@ -148,9 +146,7 @@ def verify_inclusion(
     return sn == 0 and r == root
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
     """Check that the tree of new_size leaves with new_root extends the one of old_size/old_root.
 
     RFC 9162 section 2.1.4.2, plus the trivial cases it leaves out: equal sizes need an empty

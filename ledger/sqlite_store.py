@@ -10,6 +10,7 @@ no interleaving of threads or processes can overspend. One connection per thread
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -31,12 +32,14 @@ from ledger.errors import (
     NotFound,
     StorageUnavailable,
 )
-from ledger.store import BlockMaker, HoldRow, LedgerStore, RawTx, StoredTx
+from ledger.store import AllowanceRow, ApiKeyRow, BlockMaker, HoldRow, LedgerStore, RawTx, StoredTx
 from ledger.types import (
     Account,
     Address,
+    Allowance,
     Authorization,
     ChainInfo,
+    Charge,
     HoldResolution,
     Mint,
     SignedBlock,
@@ -98,12 +101,47 @@ def m001_schema(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_allowances(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE allowances (
+            allowance_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            spender TEXT NOT NULL,
+            cap INTEGER NOT NULL CHECK (cap > 0),
+            spent INTEGER NOT NULL DEFAULT 0 CHECK (spent >= 0 AND spent <= cap),
+            valid_before INTEGER NOT NULL
+        ) STRICT;
+        ALTER TABLE holds ADD COLUMN allowance_id TEXT;
+        CREATE TABLE api_keys (
+            key_hash TEXT PRIMARY KEY,
+            key_prefix TEXT NOT NULL,
+            allowance_id TEXT NOT NULL REFERENCES allowances (allowance_id),
+            label TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+        ) STRICT;
+        """
+    )
+
+
 def _row_to_stored(row: tuple[Any, ...]) -> StoredTx:
     seq, tx_id, record, leaf, height = row
     return StoredTx(seq, tx_id, Transaction.from_dict(json.loads(record)), bytes(leaf), height)
 
 
 _TX_COLUMNS = "seq, tx_id, record, leaf_hash, block_height"
+_API_KEY_SELECT = (
+    "SELECT k.key_hash, k.key_prefix, k.label, k.created_at, k.revoked, "
+    "a.allowance_id, a.owner, a.spender, a.cap, a.spent, a.valid_before "
+    "FROM api_keys k JOIN allowances a ON a.allowance_id = k.allowance_id"
+)
+
+
+def _api_key_row(row: tuple[Any, ...]) -> ApiKeyRow:
+    key_hash, prefix, label, created, revoked, *allowance = row
+    return ApiKeyRow(key_hash, prefix, label, created, bool(revoked), AllowanceRow(*allowance))
 
 
 class SQLiteStore(LedgerStore):
@@ -114,16 +152,18 @@ class SQLiteStore(LedgerStore):
         self._all: list[sqlite_utils.Database] = []
         self._lock = threading.Lock()
         db = self._db()
-        migrations.apply(db)
+        if migrations.pending(db):
+            # Several workers may open a new file at once; one migrates, the others wait.
+            with open(f"{self.path}.migrate.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                migrations.apply(db)
 
     # ---- connections and transactions ----
 
     def _db(self) -> sqlite_utils.Database:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(
-                str(self.path), timeout=self.busy_timeout_ms / 1000, check_same_thread=False
-            )
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False, strict=True)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -185,8 +225,7 @@ class SQLiteStore(LedgerStore):
                     return existing, False
                 touched = self._apply(db, tx, tx_id)
                 cursor = db.execute(
-                    "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at) VALUES (?, ?, ?, ?, ?)",
                     [tx_id, tx.kind, json.dumps(tx.to_dict(), sort_keys=True), leaf_hash, tx.accepted_at],
                 )
                 seq = int(cursor.lastrowid or 0)
@@ -255,12 +294,58 @@ class SQLiteStore(LedgerStore):
                     [tx_id, message.from_, message.to, message.value, tx.hold_expires_at],
                 )
             return [message.from_, message.to]
+        if isinstance(message, Allowance):
+            self._use_nonce(db, message.owner, message.nonce, tx_id)
+            db.execute(
+                "INSERT INTO allowances (allowance_id, owner, spender, cap, valid_before) VALUES (?, ?, ?, ?, ?)",
+                [tx_id, message.owner, message.spender, message.cap, message.valid_before],
+            )
+            return [message.owner]
+        if isinstance(message, Charge):
+            assert tx.hold_expires_at is not None
+            return self._charge(db, message, tx_id, tx.accepted_at // 1000, tx.hold_expires_at)
         assert isinstance(message, HoldResolution)
         return self._resolve(db, message, tx_id, tx.accepted_at // 1000)
 
-    def _resolve(
-        self, db: sqlite_utils.Database, res: HoldResolution, tx_id: TxId, now: int
+    def _charge(
+        self, db: sqlite_utils.Database, charge: Charge, tx_id: TxId, now: int, expires_at: int
     ) -> list[Address]:
+        from ledger.state import AllowanceState, LedgerState  # the rules live in one place
+
+        allowance = self._allowance(db, charge.allowance_id)
+        if allowance is None:
+            raise NotFound(f"no allowance {charge.allowance_id}", allowance_id=charge.allowance_id)
+        rules = LedgerState(
+            available={allowance.owner: charge.amount},
+            allowances={
+                charge.allowance_id: AllowanceState(
+                    allowance.owner, allowance.spender, allowance.cap, allowance.valid_before, allowance.spent
+                )
+            },
+        )
+        rules.charge(charge, now)  # raises if expired or past the cap
+        cursor = db.execute(
+            "UPDATE allowances SET spent = spent + ? WHERE allowance_id = ? AND spent + ? <= cap",
+            [charge.amount, charge.allowance_id, charge.amount],
+        )
+        if cursor.rowcount != 1:  # pragma: no cover - the write lock makes the check above exact
+            raise InsufficientFunds("allowance exhausted")
+        self._debit(db, allowance.owner, charge.amount, to_held=True)
+        db.execute(
+            "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status, allowance_id) "
+            "VALUES (?, ?, ?, ?, ?, 'open', ?)",
+            [tx_id, allowance.owner, allowance.spender, charge.amount, expires_at, charge.allowance_id],
+        )
+        return [allowance.owner, allowance.spender]
+
+    def _allowance(self, db: sqlite_utils.Database, allowance_id: TxId) -> AllowanceRow | None:
+        row = db.execute(
+            "SELECT allowance_id, owner, spender, cap, spent, valid_before FROM allowances WHERE allowance_id = ?",
+            [allowance_id],
+        ).fetchone()
+        return AllowanceRow(*row) if row else None
+
+    def _resolve(self, db: sqlite_utils.Database, res: HoldResolution, tx_id: TxId, now: int) -> list[Address]:
         from ledger.state import LedgerState, OpenHold  # the rules live in one place
 
         hold = self._hold(db, res.hold_id)
@@ -276,15 +361,12 @@ class SQLiteStore(LedgerStore):
         rules = LedgerState(
             available={hold.payer: 0, hold.payee: 0},
             held={hold.payer: hold.amount},
-            holds={
-                hold.hold_id: OpenHold(hold.hold_id, hold.payer, hold.payee, hold.amount, hold.expires_at)
-            },
+            holds={hold.hold_id: OpenHold(hold.hold_id, hold.payer, hold.payee, hold.amount, hold.expires_at)},
         )
         rules.resolve(res, now)  # raises if expired, not yet expired, or above the hold
         released = hold.amount - res.amount
         db.execute(
-            "UPDATE holds SET status = ?, captured = ?, resolution_tx = ?"
-            " WHERE hold_id = ? AND status = 'open'",
+            "UPDATE holds SET status = ?, captured = ?, resolution_tx = ? WHERE hold_id = ? AND status = 'open'",
             [res.outcome, res.amount, tx_id, hold.hold_id],
         )
         db.execute(
@@ -293,14 +375,41 @@ class SQLiteStore(LedgerStore):
         )
         if res.amount:
             self._credit(db, hold.payee, res.amount)
+        if hold.allowance_id is not None:  # what is not captured goes back to the allowance too
+            db.execute("UPDATE allowances SET spent = spent - ? WHERE allowance_id = ?", [released, hold.allowance_id])
         return [hold.payer, hold.payee]
+
+    # ---- API keys: bearer secrets standing for an allowance (stored as hashes only) ----
+
+    def allowance(self, allowance_id: TxId) -> AllowanceRow | None:
+        return self._allowance(self._db(), allowance_id)
+
+    def register_api_key(self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO api_keys (key_hash, key_prefix, allowance_id, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                [key_hash, key_prefix, allowance_id, label, created_at],
+            )
+
+    def api_key(self, key_hash: str) -> ApiKeyRow | None:
+        row = self._db().execute(f"{_API_KEY_SELECT} WHERE k.key_hash = ?", [key_hash]).fetchone()
+        return _api_key_row(row) if row else None
+
+    def api_keys(self) -> list[ApiKeyRow]:
+        return [_api_key_row(r) for r in self._db().execute(f"{_API_KEY_SELECT} ORDER BY k.created_at")]
+
+    def revoke_api_key(self, key_prefix_or_allowance: str) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked = 1 WHERE key_prefix = ? OR allowance_id = ?",
+                [key_prefix_or_allowance, key_prefix_or_allowance],
+            )
+            return int(cursor.rowcount)
 
     # ---- reads ----
 
     def account(self, address: Address) -> Account:
-        row = (
-            self._db().execute("SELECT available, held FROM accounts WHERE address = ?", [address]).fetchone()
-        )
+        row = self._db().execute("SELECT available, held FROM accounts WHERE address = ?", [address]).fetchone()
         return Account(address, row[0], row[1]) if row else Account(address, 0, 0)
 
     def accounts(self) -> Iterator[Account]:
@@ -334,7 +443,7 @@ class SQLiteStore(LedgerStore):
 
     def _hold(self, db: sqlite_utils.Database, hold_id: TxId) -> HoldRow | None:
         row = db.execute(
-            "SELECT hold_id, payer, payee, amount, expires_at, status, captured, resolution_tx "
+            "SELECT hold_id, payer, payee, amount, expires_at, status, captured, resolution_tx, allowance_id "
             "FROM holds WHERE hold_id = ?",
             [hold_id],
         ).fetchone()
@@ -345,7 +454,7 @@ class SQLiteStore(LedgerStore):
 
     def open_holds(self, address: Address | None = None) -> list[HoldRow]:
         sql = (
-            "SELECT hold_id, payer, payee, amount, expires_at, status, captured, resolution_tx "
+            "SELECT hold_id, payer, payee, amount, expires_at, status, captured, resolution_tx, allowance_id "
             "FROM holds WHERE status = 'open'"
         )
         params: list[Any] = []
@@ -356,7 +465,7 @@ class SQLiteStore(LedgerStore):
 
     def expired_holds(self, now_seconds: int, limit: int) -> list[HoldRow]:
         rows = self._db().execute(
-            "SELECT hold_id, payer, payee, amount, expires_at, status, captured, resolution_tx "
+            "SELECT hold_id, payer, payee, amount, expires_at, status, captured, resolution_tx, allowance_id "
             "FROM holds WHERE status = 'open' AND expires_at <= ? ORDER BY expires_at LIMIT ?",
             [now_seconds, limit],
         )
@@ -444,6 +553,19 @@ class SQLiteStore(LedgerStore):
             for seq, tx_id, record, leaf, height in rows:
                 yield RawTx(seq, tx_id, record, bytes(leaf), height)
             after_seq = rows[-1][0]
+
+    def iter_nonces(self) -> Iterator[tuple[str, str]]:
+        db = self._db()
+        after = ("", "")
+        while True:
+            rows = db.execute(
+                "SELECT signer, nonce FROM nonces WHERE (signer, nonce) > (?, ?) ORDER BY signer, nonce LIMIT 5000",
+                list(after),
+            ).fetchall()
+            if not rows:
+                return
+            yield from ((str(a), str(b)) for a, b in rows)
+            after = rows[-1]
 
     def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:
         db = self._db()

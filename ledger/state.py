@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ledger.errors import HoldNotOpen, InsufficientFunds, SettleExceedsHold
-from ledger.types import Address, Authorization, HoldResolution, Mint, Transaction, TxId
+from ledger.errors import (
+    AllowanceExhausted,
+    AllowanceExpired,
+    HoldNotOpen,
+    InsufficientFunds,
+    NotFound,
+    SettleExceedsHold,
+)
+from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint, Transaction, TxId
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,16 @@ class OpenHold:
     payee: Address
     amount: int
     expires_at: int  # seconds
+    allowance_id: TxId | None = None  # set when an API-key charge (not a signed authorization) placed it
+
+
+@dataclass
+class AllowanceState:
+    owner: Address
+    spender: Address
+    cap: int
+    valid_before: int  # seconds
+    spent: int = 0
 
 
 @dataclass
@@ -29,6 +46,7 @@ class LedgerState:
     available: dict[Address, int] = field(default_factory=dict)
     held: dict[Address, int] = field(default_factory=dict)
     holds: dict[TxId, OpenHold] = field(default_factory=dict)
+    allowances: dict[TxId, AllowanceState] = field(default_factory=dict)
     supply: int = 0
 
     def _debit(self, address: Address, amount: int) -> None:
@@ -61,6 +79,37 @@ class LedgerState:
             self.holds[tx_id] = OpenHold(tx_id, message.from_, message.to, message.value, tx.hold_expires_at)
         elif isinstance(message, HoldResolution):
             self.resolve(message, tx.accepted_at // 1000)
+        elif isinstance(message, Allowance):
+            self.allowances[tx_id] = AllowanceState(message.owner, message.spender, message.cap, message.valid_before)
+        elif isinstance(message, Charge):
+            assert tx.hold_expires_at is not None
+            allowance = self.charge(message, tx.accepted_at // 1000)
+            self.held[allowance.owner] = self.held.get(allowance.owner, 0) + message.amount
+            self.holds[tx_id] = OpenHold(
+                tx_id, allowance.owner, allowance.spender, message.amount, tx.hold_expires_at, message.allowance_id
+            )
+
+    def charge(self, charge: Charge, now_seconds: int) -> AllowanceState:
+        """Reserve ``charge.amount`` of an allowance and of its owner's balance (the caller records
+        the hold): before the allowance's expiry, within its cap, within the owner's balance."""
+        allowance = self.allowances.get(charge.allowance_id)
+        if allowance is None:
+            raise NotFound(f"no allowance {charge.allowance_id}", allowance_id=charge.allowance_id)
+        if now_seconds >= allowance.valid_before:
+            raise AllowanceExpired(
+                f"allowance {charge.allowance_id} expired at {allowance.valid_before}",
+                allowance_id=charge.allowance_id,
+            )
+        if allowance.spent + charge.amount > allowance.cap:
+            raise AllowanceExhausted(
+                f"allowance {charge.allowance_id} has {allowance.cap - allowance.spent} left, needs {charge.amount}",
+                allowance_id=charge.allowance_id,
+                remaining=str(allowance.cap - allowance.spent),
+                needed=str(charge.amount),
+            )
+        self._debit(allowance.owner, charge.amount)
+        allowance.spent += charge.amount
+        return allowance
 
     def resolve(self, resolution: HoldResolution, now_seconds: int) -> None:
         hold = self.holds.get(resolution.hold_id)
@@ -68,9 +117,7 @@ class LedgerState:
             raise HoldNotOpen(f"hold {resolution.hold_id} is not open", hold_id=resolution.hold_id)
         expired = now_seconds >= hold.expires_at
         if resolution.outcome == "expire" and not expired:
-            raise HoldNotOpen(
-                f"hold {hold.hold_id} expires at {hold.expires_at}, not yet", hold_id=hold.hold_id
-            )
+            raise HoldNotOpen(f"hold {hold.hold_id} expires at {hold.expires_at}, not yet", hold_id=hold.hold_id)
         if resolution.outcome == "settle" and expired:
             raise HoldNotOpen(f"hold {hold.hold_id} expired at {hold.expires_at}", hold_id=hold.hold_id)
         if resolution.amount > hold.amount:
@@ -81,6 +128,8 @@ class LedgerState:
                 requested=str(resolution.amount),
             )
         del self.holds[hold.hold_id]
+        if hold.allowance_id is not None:  # what is not captured goes back to the allowance too
+            self.allowances[hold.allowance_id].spent -= hold.amount - resolution.amount
         self.held[hold.payer] -= hold.amount
         self._credit(hold.payer, hold.amount - resolution.amount)
         if resolution.amount:

@@ -45,6 +45,27 @@ class HoldRow:
     status: str  # open | settle | void | expire
     captured: int
     resolution_tx: TxId | None
+    allowance_id: TxId | None = None  # set on API-key charges
+
+
+@dataclass(frozen=True)
+class AllowanceRow:
+    allowance_id: TxId
+    owner: Address
+    spender: Address
+    cap: int
+    spent: int
+    valid_before: int  # seconds
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    key_hash: str  # SHA-256 of the key; the key itself is never stored
+    key_prefix: str  # the first characters of the key, to recognise it in lists
+    label: str
+    created_at: int  # ms
+    revoked: bool
+    allowance: AllowanceRow
 
 
 # Builds the next block from the previous head and the transactions to seal; returns the block
@@ -88,6 +109,24 @@ class LedgerStore(ABC):
     def expired_holds(self, now_seconds: int, limit: int) -> list[HoldRow]: ...
 
     @abstractmethod
+    def allowance(self, allowance_id: TxId) -> AllowanceRow | None: ...
+
+    @abstractmethod
+    def register_api_key(
+        self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at: int
+    ) -> None: ...
+
+    @abstractmethod
+    def api_key(self, key_hash: str) -> ApiKeyRow | None: ...
+
+    @abstractmethod
+    def api_keys(self) -> list[ApiKeyRow]: ...
+
+    @abstractmethod
+    def revoke_api_key(self, key_prefix_or_allowance: str) -> int:
+        """Revoke keys by key prefix or allowance id; returns how many were revoked."""
+
+    @abstractmethod
     def unsealed(self) -> tuple[int, int | None]:
         """(how many transactions wait to be sealed, acceptance time in ms of the oldest)."""
 
@@ -115,6 +154,10 @@ class LedgerStore(ABC):
     @abstractmethod
     def iter_raw_transactions(self, after_seq: int = 0, batch: int = 2000) -> Iterator[RawTx]:
         """Every transaction row in order, unparsed, streamed in batches (constant memory)."""
+
+    @abstractmethod
+    def iter_nonces(self) -> Iterator[tuple[str, str]]:
+        """Every used (signer, nonce), streamed."""
 
     @abstractmethod
     def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:

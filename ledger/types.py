@@ -28,10 +28,9 @@ UINT256_MAX = 2**256 - 1
 _BYTES32 = re.compile(r"0x[0-9a-f]{64}")
 _SIG65 = re.compile(r"0x[0-9a-fA-F]{130}")
 
-TxKind = Literal["mint", "transfer", "hold", "settle", "void", "expire"]
-TX_KINDS: tuple[str, ...] = ("mint", "transfer", "hold", "settle", "void", "expire")
-ISSUER_KINDS = frozenset({"mint"})
-SEALER_KINDS = frozenset({"settle", "void", "expire"})
+TxKind = Literal["mint", "transfer", "hold", "settle", "void", "expire", "allowance", "charge"]
+TX_KINDS: tuple[str, ...] = ("mint", "transfer", "hold", "settle", "void", "expire", "allowance", "charge")
+HOLD_KINDS = frozenset({"hold", "charge"})  # both reserve funds until settled, voided or expired
 
 
 # ---- field validators: each raises a specific error, never returns a half-valid value ----
@@ -181,8 +180,65 @@ class HoldResolution:
         )
 
 
-Message = Authorization | Mint | HoldResolution
-_MESSAGE_BY_KIND: dict[str, type[Authorization] | type[Mint] | type[HoldResolution]] = {
+@dataclass(frozen=True)
+class Allowance:
+    """A payer-signed spending allowance: ``spender`` may charge ``owner`` up to ``cap`` in total,
+    until ``valid_before`` (seconds). What an API key stands for."""
+
+    owner: Address
+    spender: Address
+    cap: Amount
+    valid_before: int
+    nonce: Bytes32Hex
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "owner": self.owner,
+            "spender": self.spender,
+            "cap": str(self.cap),
+            "validBefore": str(self.valid_before),
+            "nonce": self.nonce,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Allowance:
+        d = exact_keys(data, {"owner", "spender", "cap", "validBefore", "nonce"}, "allowance")
+        return cls(
+            owner=parse_address(d["owner"], "owner"),
+            spender=parse_address(d["spender"], "spender"),
+            cap=_value(d["cap"], "cap"),
+            valid_before=parse_uint(d["validBefore"], "validBefore", 2**63 - 1),
+            nonce=parse_bytes32(d["nonce"], "nonce"),
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A sealer-signed charge against an allowance for one request (``request_id``): it holds
+    ``amount`` (the most the request may cost) of the owner's balance and of the allowance, and
+    is then settled, voided or expired like any hold."""
+
+    allowance_id: TxId
+    amount: Amount
+    request_id: Bytes32Hex
+
+    def to_dict(self) -> dict[str, str]:
+        return {"allowanceId": self.allowance_id, "amount": str(self.amount), "requestId": self.request_id}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Charge:
+        d = exact_keys(data, {"allowanceId", "amount", "requestId"}, "charge")
+        return cls(
+            allowance_id=parse_bytes32(d["allowanceId"], "allowanceId"),
+            amount=_value(d["amount"], "amount"),
+            request_id=parse_bytes32(d["requestId"], "requestId"),
+        )
+
+
+Message = Authorization | Mint | HoldResolution | Allowance | Charge
+_MESSAGE_BY_KIND: dict[str, Any] = {
+    "allowance": Allowance,
+    "charge": Charge,
     "mint": Mint,
     "transfer": Authorization,
     "hold": Authorization,
@@ -209,6 +265,15 @@ class Transaction:
     accepted_at: int = 0
     hold_expires_at: int | None = None
 
+    def __post_init__(self) -> None:
+        # A transaction whose kind disagrees with its message could never be read back.
+        if self.kind not in _MESSAGE_BY_KIND or not isinstance(self.message, _MESSAGE_BY_KIND[self.kind]):
+            raise MalformedRecord(f"a {self.kind!r} transaction cannot carry a {type(self.message).__name__}")
+        if isinstance(self.message, HoldResolution) and self.message.outcome != self.kind:
+            raise MalformedRecord(f"transaction kind {self.kind!r} carries a {self.message.outcome!r} resolution")
+        if (self.kind in HOLD_KINDS) != (self.hold_expires_at is not None):
+            raise MalformedRecord("holdExpiresAt is required on holds and charges, and only on them")
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "kind": self.kind,
@@ -234,8 +299,6 @@ class Transaction:
         if isinstance(message, HoldResolution) and message.outcome != kind:
             raise MalformedRecord(f"transaction kind {kind!r} carries a {message.outcome!r} resolution")
         expires = d.get("holdExpiresAt")
-        if (kind == "hold") != (expires is not None):
-            raise MalformedRecord("holdExpiresAt is required on holds and only on holds")
         return cls(
             kind=kind,  # type: ignore[arg-type]
             message=message,
@@ -340,9 +403,7 @@ class ChainInfo:
 
     @classmethod
     def from_dict(cls, data: object) -> ChainInfo:
-        d = exact_keys(
-            data, {"chainId", "tokenAddress", "operator", "sealer", "name", "version"}, "chain info"
-        )
+        d = exact_keys(data, {"chainId", "tokenAddress", "operator", "sealer", "name", "version"}, "chain info")
         return cls(
             chain_id=parse_uint(d["chainId"], "chainId"),
             token_address=parse_address(d["tokenAddress"], "tokenAddress"),

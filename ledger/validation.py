@@ -11,22 +11,34 @@ from ledger import crypto
 from ledger.amounts import check_amount
 from ledger.encoding import signing_digest
 from ledger.errors import (
+    AllowanceExpired,
     AuthorizationExpired,
     InvalidInput,
     InvalidSignature,
     NotYetValid,
     Unauthorized,
 )
-from ledger.types import Address, Authorization, ChainInfo, HoldResolution, Mint, Transaction
+from ledger.types import (
+    Address,
+    Allowance,
+    Authorization,
+    ChainInfo,
+    Charge,
+    HoldResolution,
+    Mint,
+    Transaction,
+)
 
 
 def required_signer(chain: ChainInfo, tx: Transaction) -> Address:
     """Users sign their own transfers and holds; the issuer mints; the sealer resolves holds."""
     if isinstance(tx.message, Authorization):
         return tx.message.from_
+    if isinstance(tx.message, Allowance):
+        return tx.message.owner
     if isinstance(tx.message, Mint):
         return chain.operator
-    return chain.sealer
+    return chain.sealer  # hold resolutions and allowance charges
 
 
 def check_signature(chain: ChainInfo, tx: Transaction) -> None:
@@ -72,6 +84,14 @@ def check_transaction(chain: ChainInfo, tx: Transaction, now_seconds: int) -> No
         check_amount(message.amount, allow_zero=True)
         if message.outcome != "settle" and message.amount != 0:
             raise InvalidInput(f"a {message.outcome} captures nothing; amount must be 0")
+    elif isinstance(message, Allowance):
+        check_amount(message.cap)
+        if message.owner == message.spender:
+            raise InvalidInput("an allowance to oneself is refused", address=message.owner)
+        if now_seconds >= message.valid_before:
+            raise AllowanceExpired(f"allowance expired at {message.valid_before} (now {now_seconds})")
+    elif isinstance(message, Charge):
+        check_amount(message.amount)
     else:  # pragma: no cover - Transaction.from_dict admits no other message
         raise InvalidSignature("unknown message type")
     check_signature(chain, tx)

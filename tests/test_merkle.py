@@ -185,9 +185,7 @@ def test_vector_inclusion_mutations_rejected(v: dict[str, Any]) -> None:
     forged_root = node_hash(LEAF_HASHES[0], root)
     assert not verify_inclusion(leaf, index, size, [*proof, LEAF_HASHES[0]], forged_root)
     for position in range(len(proof)):
-        assert not verify_inclusion(
-            leaf, index, size, proof[:position] + proof[position + 1 :], root
-        )
+        assert not verify_inclusion(leaf, index, size, proof[:position] + proof[position + 1 :], root)
     # wrong root, wrong leaf
     assert not verify_inclusion(leaf, index, size, proof, _flip_bit(root, 0))
     for other in range(9):
@@ -360,9 +358,7 @@ def test_large_tree_root_and_proofs() -> None:
         assert verify_inclusion(leaves[index], index, len(leaves), proof, root)
     for old_size in (1, 8_192, 8_193, 9_999):
         proof = consistency_proof(leaves, old_size)
-        assert verify_consistency(
-            old_size, len(leaves), merkle_root(leaves[:old_size]), root, proof
-        )
+        assert verify_consistency(old_size, len(leaves), merkle_root(leaves[:old_size]), root, proof)
 
 
 @st.composite

@@ -1,0 +1,1 @@
+"""Upstream model servers for tests: fakes where nothing real can run offline."""
