@@ -343,44 +343,18 @@ def serve_model(
     """
     if model_name not in SUPPORTED_MODELS:
         raise ValueError(f"unsupported model {model_name!r}; supported: {', '.join(SUPPORTED_MODELS)}")
-    from gunicorn.app.base import BaseApplication
+    from gateway.wsgi_server import serve_wsgi
 
     spec = SUPPORTED_MODELS[model_name]
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    options: dict[str, Any] = {
-        "bind": [bind],
-        "workers": 1,
-        "worker_class": "gthread",
-        "threads": threads,
-        # The worker heartbeat runs beside the request threads, but a cold model load can take
-        # many seconds on a busy 2-core box: leave room before the arbiter kills the worker.
-        "timeout": 120,
-        "graceful_timeout": 10,
-        "keepalive": 5,
-        "accesslog": "-",
-        "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": f"inferpay-model-server[{spec.name}]",
-        # gunicorn 25.1+ opens one control socket per user at a fixed path; two servers on one
-        # machine would fight over it, and nothing here uses it.
-        "control_socket_disable": True,
-    }
 
-    class ModelServerApplication(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in options.items():
-                if key in self.cfg.settings:  # control_socket_disable is new in gunicorn 25.1
-                    self.cfg.set(key, value)
+    def load() -> Flask:
+        app = create_model_app(model_name)
+        if warm:
+            threading.Thread(target=_warm, args=(spec,), name="model-warmup", daemon=True).start()
+        return app
 
-        def load(self) -> Flask:
-            if not logging.getLogger().handlers:
-                logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-            app = create_model_app(model_name)
-            if warm:
-                threading.Thread(target=_warm, args=(spec,), name="model-warmup", daemon=True).start()
-            return app
-
-    ModelServerApplication().run()
+    # One worker: the model is large and requests are serialized on it anyway (see above).
+    serve_wsgi(load, host=host, port=port, workers=1, threads=threads, proc_name=f"inferpay-model-server[{spec.name}]")
 
 
 def _warm(spec: ModelSpec) -> None:

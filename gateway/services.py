@@ -5,6 +5,7 @@ on ``app.extensions``; there is no module-level state.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from flask import current_app
@@ -32,6 +33,7 @@ class Services:
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
         home = Home(config.home)
         sealer = home.sealer()
         ledger = Ledger(home.open_store(), sealer=sealer)

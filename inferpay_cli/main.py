@@ -57,9 +57,9 @@ def cli(ctx: click.Context, home: Path, password_file: Path | None) -> None:
 
 
 def _register() -> None:
-    from inferpay_cli import ledger_commands, wallet_commands
+    from inferpay_cli import gateway_commands, ledger_commands, wallet_commands
 
-    for module in (ledger_commands, wallet_commands):
+    for module in (ledger_commands, wallet_commands, gateway_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 
