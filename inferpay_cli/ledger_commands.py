@@ -14,11 +14,12 @@ from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
 from ledger import chain as chainlib
 from ledger.amounts import format_amount, parse_amount
-from ledger.audit import audit
+from ledger.audit import ChainSource, audit
 from ledger.errors import InvalidInput, WalletExists
 from ledger.ledger import Ledger, TxResult
 from ledger.sqlite_store import SQLiteStore
-from ledger.types import Mint
+from ledger.store import StoredTx
+from ledger.types import Mint, Transaction
 
 pass_home = click.make_pass_decorator(Home)
 
@@ -39,6 +40,32 @@ def password_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def node_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--node", default=None, metavar="URL", help="Ask a remote gateway (its base URL) instead of the local ledger."
+    )(func)
+
+
+def _node_get(node: str, path: str, **params: Any) -> Any:
+    import requests
+
+    url = node.rstrip("/") + "/ledger" + path
+    try:
+        response = requests.get(url, params=params, timeout=30)
+    except requests.RequestException as exc:
+        raise InvalidInput(f"cannot reach {node}: {type(exc).__name__}") from exc
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise InvalidInput(f"{url} did not answer JSON (status {response.status_code})") from exc
+    if response.status_code != 200:
+        from ledger.errors import error_from_code
+
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise error_from_code(str(error.get("code", "inferpay_error")), str(error.get("message", response.reason)))
+    return body
 
 
 def _after_write(ledger: Ledger) -> None:
@@ -151,34 +178,56 @@ def transfer(home: Home, sender: str, to: str, amount: str, valid_for: int, as_j
 
 @click.command()
 @click.argument("who")
+@node_option
 @json_option
 @pass_home
-def balance(home: Home, who: str, as_json: bool) -> None:
+def balance(home: Home, who: str, node: str | None, as_json: bool) -> None:
     """Show the balance of WHO (a wallet name or address): available, and held for open payments."""
     address = home.wallets.resolve(who)
-    ledger = home.open_ledger(with_sealer=False)
-    account = ledger.balance(address)
+    if node is not None:
+        data = _node_get(node, f"/accounts/{address}")
+        available, held = int(data["available"]), int(data["held"])
+    else:
+        ledger = home.open_ledger(with_sealer=False)
+        account = ledger.balance(address)
+        holds = [
+            {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at}
+            for h in ledger.store.open_holds(address)
+        ]
+        data = {**account.to_dict(), "holds": holds}
+        available, held = account.available, account.held
     if as_json:
-        emit_json({**account.to_dict(), "holds": [h.__dict__ for h in ledger.store.open_holds(address)]})
+        emit_json(data)
         return
-    held = f"  (held: {format_amount(account.held)})" if account.held else ""
-    click.echo(f"{format_amount(account.available)}{held}")
+    held_text = f"  (held: {format_amount(held)})" if held else ""
+    click.echo(f"{format_amount(available)}{held_text}")
 
 
 @click.command()
 @click.argument("who")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Rows per page.")
 @click.option("--before", type=click.IntRange(1), default=None, help="Page: only entries with seq below this.")
+@node_option
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @pass_home
-def history(home: Home, who: str, limit: int, before: int | None, as_json: bool, as_csv: bool) -> None:
+def history(
+    home: Home, who: str, limit: int, before: int | None, node: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List the transactions of WHO, newest first, with their block heights."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     address = home.wallets.resolve(who)
-    ledger = home.open_ledger(with_sealer=False)
-    rows = [history_row(s, address) for s in ledger.store.history(address, limit, before)]
+    if node is not None:
+        params = {"limit": limit, **({"before": before} if before else {})}
+        page = _node_get(node, f"/accounts/{address}/history", **params)
+        entries = [
+            StoredTx(e["seq"], e["txId"], Transaction.from_dict(e["transaction"]), b"", e["blockHeight"])
+            for e in page["entries"]
+        ]
+    else:
+        entries = home.open_ledger(with_sealer=False).store.history(address, limit, before)
+    rows = [history_row(s, address) for s in entries]
     if as_json:
         emit_json({"address": address, "entries": rows})
     elif as_csv:
@@ -190,7 +239,9 @@ def history(home: Home, who: str, limit: int, before: int | None, as_json: bool,
                     str(r["blockHeight"] if r["blockHeight"] is not None else "-"),
                     str(r["seq"]),
                     r["kind"],
-                    amount_text(r["availableChange"]) if r["availableChange"] is not None else amount_text(r["amount"]),
+                    amount_text(r["availableChange"])
+                    if r["availableChange"] is not None
+                    else f"(captured {amount_text(r['amount'])})",
                     r["counterparty"],
                     r["txId"][:18] + "…",
                 ]
@@ -280,17 +331,27 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
     is_flag=True,
     help="Also re-check every signature with a second, pure-Python ECDSA implementation (slow).",
 )
+@node_option
 @json_option
 @pass_home
-def verify(home: Home, independent: bool, as_json: bool) -> None:
-    """Replay the whole chain from genesis and report every problem; exit 1 if there is any."""
-    ledger = home.open_ledger(with_sealer=False)
-    total = ledger.head().header.tree_size + ledger.store.unsealed()[0]
+def verify(home: Home, independent: bool, node: str | None, as_json: bool) -> None:
+    """Replay the whole chain from genesis and report every problem; exit 1 if there is any.
+
+    With --node URL, download a remote gateway's sealed chain and verify it here, independently."""
+    source: ChainSource
+    if node is not None:
+        from gateway.remote_chain import RemoteChain
+
+        remote = RemoteChain(node)
+        source, total = remote, int(_node_get(node, "/head")["header"]["treeSize"])
+    else:
+        ledger = home.open_ledger(with_sealer=False)
+        source, total = ledger.store, ledger.head().header.tree_size + ledger.store.unsealed()[0]
     if sys.stderr.isatty() and not as_json:
         with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            report = audit(ledger.store, independent=independent, progress=bar.update)
+            report = audit(source, independent=independent, progress=bar.update)
     else:
-        report = audit(ledger.store, independent=independent)
+        report = audit(source, independent=independent)
     if as_json:
         emit_json(report.to_dict())
     elif report.ok:
@@ -301,7 +362,7 @@ def verify(home: Home, independent: bool, as_json: bool) -> None:
             + (", signatures re-checked independently" if independent else "")
         )
     else:
-        click.echo(f"chain INVALID: {len(report.problems)} problem(s); first:", err=True)
+        click.echo(f"chain INVALID: {len(report.problems)} problem(s), first one first:", err=True)
         for problem in report.problems:
             click.echo(f"  {problem}", err=True)
     if not report.ok:

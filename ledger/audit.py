@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ledger import chain as chainlib
 from ledger import merkle
@@ -188,7 +188,7 @@ class _Auditor:
         self.report.blocks += 1
 
 
-def _blocks(store: LedgerStore, auditor: _Auditor) -> Iterator[SignedBlock]:
+def _blocks(store: ChainSource, auditor: _Auditor) -> Iterator[SignedBlock]:
     for height, record in store.iter_raw_blocks():
         try:
             yield SignedBlock.from_dict(json.loads(record))
@@ -196,10 +196,24 @@ def _blocks(store: LedgerStore, auditor: _Auditor) -> Iterator[SignedBlock]:
             auditor.problem("malformed_block", f"block record does not parse: {exc}", height)
 
 
+class ChainSource(Protocol):
+    """What the auditor replays: the chain's identity, its blocks and its transactions, raw.
+    A ``LedgerStore`` is one; so is a remote node read over HTTP (``gateway.remote_chain``)."""
+
+    def chain_info(self) -> ChainInfo: ...
+
+    def iter_raw_blocks(self) -> Iterator[tuple[int, str]]: ...
+
+    def iter_raw_transactions(self, after_seq: int = 0, batch: int = 2000) -> Iterator[RawTx]: ...
+
+
 def audit(
-    store: LedgerStore, *, independent: bool = False, progress: Callable[[int], None] | None = None
+    store: ChainSource, *, independent: bool = False, progress: Callable[[int], None] | None = None
 ) -> AuditReport:
-    """Replay the whole ledger in ``store``; the report lists every problem, in chain order."""
+    """Replay the whole ledger in ``store``; the report lists every problem, in chain order.
+
+    When ``store`` is a ``LedgerStore``, the balances, supply, open holds and used nonces it
+    keeps are compared with the replayed ones too; a remote chain has only its history."""
     chain = store.chain_info()
     auditor = _Auditor(chain, independent, progress)
     report = auditor.report
@@ -244,7 +258,8 @@ def audit(
             pending = next(txs, None)
         if progress and unsealed:
             progress(unsealed)
-        _compare_state(store, auditor)
+        if isinstance(store, LedgerStore):
+            _compare_state(store, auditor)
     finally:
         auditor.seen.close()
     return report
