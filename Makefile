@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
+	$(VENV)/bin/inferpay demo
+
+walkthrough: $(VENV)/.installed
 	bash scripts/walkthrough.sh
 
 test: $(VENV)/.installed

@@ -241,6 +241,8 @@ def history(
                     r["kind"],
                     amount_text(r["availableChange"])
                     if r["availableChange"] is not None
+                    else f"(cap {amount_text(r['amount'])})"
+                    if r["kind"] == "allowance"
                     else f"(captured {amount_text(r['amount'])})",
                     r["counterparty"],
                     r["txId"][:18] + "…",

@@ -62,6 +62,9 @@ def _register() -> None:
     for module in (ledger_commands, wallet_commands, gateway_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
+    from inferpay_cli.demo import demo
+
+    cli.add_command(demo)
 
 
 _register()

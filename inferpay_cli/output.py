@@ -12,7 +12,7 @@ import click
 
 from ledger.amounts import format_amount
 from ledger.store import StoredTx
-from ledger.types import Address, Authorization, HoldResolution, Mint
+from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint
 
 
 def emit_json(data: Any) -> None:
@@ -42,6 +42,10 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
     elif isinstance(message, HoldResolution):
         amount = message.amount
         counterparty = message.hold_id
+    elif isinstance(message, Allowance):
+        amount, counterparty = message.cap, message.spender
+    elif isinstance(message, Charge):  # an API-key call holding funds, like a hold
+        amount, delta, counterparty = message.amount, -message.amount, message.allowance_id
     return {
         "seq": stored.seq,
         "txId": stored.tx_id,
@@ -50,7 +54,7 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
         "acceptedAt": tx.accepted_at,
         "amount": str(amount),
         "counterparty": counterparty,
-        "availableChange": str(delta) if not isinstance(message, HoldResolution) else None,
+        "availableChange": None if isinstance(message, HoldResolution | Allowance) else str(delta),
         "record": tx.to_dict(),
     }
 

@@ -1,0 +1,3 @@
+from inferpay_cli.main import cli
+
+cli()
