@@ -68,19 +68,26 @@ def split_signature(signature: SignatureHex) -> tuple[int, int, int]:
 
 def recover_address(digest: bytes, signature: SignatureHex) -> Address:
     """The address whose key made ``signature`` over ``digest``; raises if it is not a valid one."""
+    return Address(to_checksum_address(_recover_address_bytes(digest, signature)))
+
+
+def _recover_address_bytes(digest: bytes, signature: SignatureHex) -> bytes:
     r, s, recovery_id = split_signature(signature)
     compact = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([recovery_id])
     try:
         public_key = PublicKey.from_signature_and_message(compact, digest, hasher=None)
     except Exception as exc:  # coincurve raises bare Exception for unrecoverable signatures
         raise InvalidSignature("signature does not recover to a public key") from exc
-    return address_of_public_key(public_key.format(compressed=False))
+    return bytes(keccak(public_key.format(compressed=False)[1:])[-20:])
 
 
 def verify_signed_by(digest: bytes, signature: SignatureHex, expected: Address, what: str) -> None:
-    signer = recover_address(digest, signature)
-    if signer != expected:
-        raise InvalidSignature(f"{what} is not signed by {expected}", signer=signer, expected=expected)
+    # Compare raw 20-byte addresses: the EIP-55 checksum costs more than the recovery's hashing.
+    signer = _recover_address_bytes(digest, signature)
+    if signer != bytes.fromhex(expected[2:]):
+        raise InvalidSignature(
+            f"{what} is not signed by {expected}", signer=to_checksum_address(signer), expected=expected
+        )
 
 
 class KeySigner:

@@ -12,6 +12,7 @@ This module must never perform I/O or hold keys.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -66,6 +67,7 @@ def _bytes32(hex_text: str) -> bytes:
     return bytes.fromhex(hex_text[2:])
 
 
+@functools.lru_cache(maxsize=64)  # ChainInfo is frozen; one ledger has one domain
 def domain_separator(chain: ChainInfo) -> bytes:
     return keccak(
         _DOMAIN_TYPEHASH
