@@ -147,7 +147,8 @@ class Ledger:
     def hold(self, auth: Authorization, signature: SignatureHex, *, expires_at: int | None = None) -> TxResult:
         """Reserve ``auth.value`` of the payer's balance until ``expires_at`` (seconds; at most
         the authorization's validBefore, which is the default)."""
-        expiry = auth.valid_before if expires_at is None else min(expires_at, auth.valid_before)
+        # validBefore may be any uint256; a stored expiry is a signed 64-bit number of seconds.
+        expiry = min(auth.valid_before if expires_at is None else min(expires_at, auth.valid_before), 2**63 - 1)
         return self.submit(Transaction("hold", auth, auth.from_, signature, 0, expiry))
 
     def _resolve(self, hold_id: TxId, outcome: str, amount: int) -> TxResult:

@@ -273,6 +273,8 @@ class Transaction:
             raise MalformedRecord(f"transaction kind {self.kind!r} carries a {self.message.outcome!r} resolution")
         if (self.kind in HOLD_KINDS) != (self.hold_expires_at is not None):
             raise MalformedRecord("holdExpiresAt is required on holds and charges, and only on them")
+        if self.hold_expires_at is not None and not 0 <= self.hold_expires_at <= 2**63 - 1:
+            raise MalformedRecord("holdExpiresAt must be between 0 and 2**63-1 seconds")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -28,6 +28,7 @@ from ledger.errors import (
     InvalidAmount,
     InvalidInput,
     InvalidSignature,
+    MalformedRecord,
     NonceReused,
     NotFound,
     NotYetValid,
@@ -700,14 +701,9 @@ def test_history_is_newest_first_and_pages_by_seq(lf: LedgerFixture) -> None:
     assert len(store.history(alice.address, limit=100)) == 1 + 14 + 2
 
 
-# ---- bugs found while writing these tests (see the report for the fixes) ----
+# ---- edge cases found while writing these tests (each was a bug, now fixed) ----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ledger.hold stores expiry = validBefore unbounded; a validBefore >= 2**63 (legal in "
-    "EIP-3009) escapes as a raw OverflowError from sqlite3 instead of an InferpayError",
-)
 def test_hold_with_valid_before_beyond_int64_is_handled(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice"), lf.party("bob")
     auth, signature = lf.authorization(alice, bob.address, UNIT, ttl=2**64)
@@ -721,11 +717,6 @@ def test_hold_with_valid_before_beyond_int64_is_handled(lf: LedgerFixture) -> No
         assert stored.hold_expires_at is not None and stored.hold_expires_at <= MAX_AMOUNT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validation.check_transaction accepts a negative hold expiry; the stored record then "
-    "fails Transaction.from_dict (unreadable transaction, audit reports malformed_record)",
-)
 def test_hold_with_negative_expiry_is_refused(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice"), lf.party("bob")
     auth, signature = lf.authorization(alice, bob.address, UNIT)
@@ -756,12 +747,6 @@ def _authorization_submitted_as_a_mint(lf: LedgerFixture) -> Transaction:
     return Transaction("mint", auth, alice.address, signature)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ledger.submit/check_transaction never check that kind, message type and "
-    "holdExpiresAt agree; mismatches are stored as records Transaction.from_dict rejects "
-    "(or crash with AssertionError in SQLiteStore._apply)",
-)
 @pytest.mark.parametrize(
     "build",
     [
@@ -771,8 +756,10 @@ def _authorization_submitted_as_a_mint(lf: LedgerFixture) -> Transaction:
         _authorization_submitted_as_a_mint,
     ],
 )
-def test_submit_refuses_a_kind_that_does_not_match_its_message(
+def test_a_kind_that_does_not_match_its_message_cannot_even_be_built(
     lf: LedgerFixture, build: Callable[[LedgerFixture], Transaction]
 ) -> None:
-    tx = build(lf)
-    refused(lf, InvalidInput, lambda: lf.ledger.submit(tx))
+    """Transaction refuses a kind/message/expiry mismatch at construction, so no such record
+    can ever reach Ledger.submit or the store."""
+    with pytest.raises(MalformedRecord):
+        build(lf)
