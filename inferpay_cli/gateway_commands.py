@@ -8,6 +8,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -120,7 +121,7 @@ def key_list(home: Home, as_json: bool) -> None:
     """List API keys (by prefix; the keys themselves are stored only as hashes)."""
     rows = home.open_ledger(with_sealer=False).store.api_keys()
     now = int(time.time())
-    data = [
+    data: list[dict[str, Any]] = [
         {
             "prefix": r.key_prefix,
             "label": r.label,
@@ -140,12 +141,12 @@ def key_list(home: Home, as_json: bool) -> None:
     table(
         [
             [
-                d["prefix"] + "…",
-                d["status"],
+                f"{d['prefix']}…",
+                str(d["status"]),
                 format_amount(int(d["spent"])),
                 format_amount(int(d["cap"])),
-                d["owner"],
-                d["label"],
+                str(d["owner"]),
+                str(d["label"]),
             ]
             for d in data
         ],
