@@ -52,6 +52,7 @@ from gateway.client_payer import (
     gateway_error,
     receipt_of,
     request_target,
+    stream_receipt,
 )
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ __all__ = [
     "gateway_error",
     "receipt_of",
     "request_target",
+    "stream_receipt",
     "verify_receipt_inclusion",
 ]
 

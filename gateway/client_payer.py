@@ -324,6 +324,11 @@ class Payer:
             self.policy.release(payment.authorization.value)  # a failed settlement captured nothing
             error = _known_error(reason, f"the gateway reports a failed settlement ({reason})", {})
             raise error or ReceiptInvalid(f"the gateway reports a failed settlement ({reason!r})")
+        if settlement.get("status") == "pending" and "receipt" not in settlement:
+            # A streamed call: the charge is settled when the stream ends, and the signed receipt
+            # arrives in-stream as an SSE comment (read it with ``stream_receipt``). Until then
+            # the whole authorization stays counted against the spend policy.
+            return None
         if "receipt" not in settlement:
             if self.verify_receipts:
                 raise ReceiptInvalid("PAYMENT-RESPONSE carries no inferpay receipt")
@@ -389,3 +394,21 @@ def _signer_for(wallet: Any) -> tuple[Address, Callable[[ChainInfo, Authorizatio
         return signature
 
     return address, sign
+
+
+STREAM_RECEIPT_PREFIX = ": inferpay-receipt "
+
+
+def stream_receipt(line: str, sealer: Address) -> Receipt | None:
+    """The verified receipt carried by one SSE line of a streamed paid call, or None if the line
+    is not the receipt comment (the gateway sends it just before ``data: [DONE]``)."""
+    if not line.startswith(STREAM_RECEIPT_PREFIX):
+        return None
+    from gateway.x402 import decode_header
+
+    settlement = decode_header(line[len(STREAM_RECEIPT_PREFIX) :].strip(), "stream receipt")
+    if not isinstance(settlement, dict) or "receipt" not in settlement:
+        raise ReceiptInvalid("the stream's receipt comment carries no receipt")
+    receipt = Receipt.from_dict(settlement["receipt"])
+    receipt.verify(sealer)
+    return receipt

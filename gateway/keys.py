@@ -29,6 +29,10 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def looks_like_key(token: str) -> bool:
+    return token.startswith(KEY_PREFIX)
+
+
 def bearer_token(header: str | None) -> str | None:
     if not header:
         return None

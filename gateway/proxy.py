@@ -47,7 +47,7 @@ from gateway.x402 import (
     encode_header,
     network_id,
 )
-from ledger.errors import AuthorizationError, InferpayError, InsufficientFunds, NotFound
+from ledger.errors import AuthorizationError, InferpayError, InsufficientFunds, NonceReused, NotFound
 
 log = logging.getLogger("inferpay.gateway")
 proxy = Blueprint("proxy", __name__)
@@ -108,10 +108,14 @@ def paid_call(_subpath: str) -> Response:
     if route is None:
         raise NotFound(f"no paid route at {request.path}")
     facts = request_facts()
-    token = keys.bearer_token(request.headers.get("Authorization"))
     header = request.headers.get(PAYMENT_SIGNATURE_HEADER)
     v1 = header is None and V1_PAYMENT_HEADER in request.headers
     header = header if header is not None else request.headers.get(V1_PAYMENT_HEADER)
+    # A signed payment wins over a bearer token, and only inferpay keys are keys: SDKs such as
+    # openai always send their api_key, even when an x402 auth pays for the call.
+    token = keys.bearer_token(request.headers.get("Authorization")) if header is None else None
+    if token is not None and not keys.looks_like_key(token):
+        token = None
     if token is None and header is None:
         return payment_required(svc, route)
 
@@ -126,10 +130,11 @@ def paid_call(_subpath: str) -> Response:
         return payment_required(svc, route, exc)
 
     # 3. Call the upstream; anything but a 2xx releases the hold.
-    body, stream = _ask_for_usage(facts.body) if route.metered else (facts.body, False)
+    body, stream, client_wants_usage = _ask_for_usage(facts.body) if route.metered else (facts.body, False, False)
+    upstream_url = route.upstream + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
     upstream_started = time.perf_counter()
     try:
-        upstream = svc.upstream.send(request.method, route.upstream, dict(request.headers), body, stream=stream)
+        upstream = svc.upstream.send(request.method, upstream_url, dict(request.headers), body, stream=stream)
     except UpstreamError:
         svc.ledger.void(paid.hold_id)
         raise
@@ -138,7 +143,7 @@ def paid_call(_subpath: str) -> Response:
         svc.ledger.void(paid.hold_id)
         return _failed_upstream(upstream)
     if stream and upstream.headers.get("content-type", "").startswith("text/event-stream"):
-        return _stream_and_settle(svc, route, paid, upstream)
+        return _stream_and_settle(svc, route, paid, upstream, client_wants_usage)
 
     # 4. Settle what the call cost (flat, or metered from the upstream's usage) and sign a receipt.
     content = upstream.read() if stream else upstream.content
@@ -157,9 +162,12 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
     payment = PaymentPayload.from_header(header)
     check_payment(payment, route, svc.ledger.chain, svc.pay_to, facts)
     # The ledger checks the signature, the window, the nonce and the funds as it places the hold.
-    hold = svc.ledger.hold(
-        payment.authorization, payment.signature, expires_at=int(svc.ledger.clock()) + svc.config.hold_seconds
-    )
+    try:
+        hold = svc.ledger.hold(
+            payment.authorization, payment.signature, expires_at=int(svc.ledger.clock()) + svc.config.hold_seconds
+        )
+    except NonceReused as exc:  # the same authorization, held earlier under another expiry
+        raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call") from exc
     if hold.duplicate:
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call", tx_id=hold.tx_id)
     return PaidHold(hold.tx_id, payment.authorization.from_, payment.authorization.value, payment.network, v1)
@@ -174,17 +182,20 @@ def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
     return PaidHold(hold.tx_id, key.allowance.owner, amount, network_id(svc.ledger.chain.chain_id))
 
 
-def _ask_for_usage(body: bytes) -> tuple[bytes, bool]:
-    """For streamed metered calls, make the upstream report usage in its last chunk."""
+def _ask_for_usage(body: bytes) -> tuple[bytes, bool, bool]:
+    """For streamed metered calls, make the upstream report usage in its last chunk.
+    Returns (the body to send, whether it streams, whether the client asked for usage itself)."""
     try:
         payload = json.loads(body) if body else None
     except ValueError:
-        return body, False
+        return body, False, False
     if not isinstance(payload, dict) or payload.get("stream") is not True:
-        return body, False
+        return body, False, False
     options = payload.get("stream_options")
-    payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return json.dumps(payload).encode(), True
+    options = options if isinstance(options, dict) else {}
+    wanted = options.get("include_usage") is True
+    payload["stream_options"] = {**options, "include_usage": True}
+    return json.dumps(payload).encode(), True, wanted
 
 
 def _failed_upstream(upstream: httpx.Response) -> Response:
@@ -239,7 +250,9 @@ def _attach_receipt(response: Response, receipt: Receipt, v1: bool) -> None:
     response.headers["Access-Control-Expose-Headers"] = "PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X-Inferpay-Overhead-Ms"
 
 
-def _stream_and_settle(svc: Services, route: Route, paid: PaidHold, upstream: httpx.Response) -> Response:
+def _stream_and_settle(
+    svc: Services, route: Route, paid: PaidHold, upstream: httpx.Response, client_wants_usage: bool
+) -> Response:
     method = request.method
 
     def receipt_comment(usage: tuple[int, int] | None) -> bytes:
@@ -250,11 +263,13 @@ def _stream_and_settle(svc: Services, route: Route, paid: PaidHold, upstream: ht
         usage: tuple[int, int] | None = None
         settled = False
         try:
-            for chunk, chunk_usage, done in sse_events(upstream):
+            for chunk, chunk_usage, done, usage_only in sse_events(upstream):
                 usage = chunk_usage or usage
                 if done:
                     settled = True
                     yield receipt_comment(usage)
+                if usage_only and not client_wants_usage:
+                    continue  # we asked for it to bill; a client that did not expects no such chunk
                 yield chunk
             if not settled:  # the upstream ended without [DONE]: bill what it reported
                 settled = True

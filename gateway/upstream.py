@@ -83,10 +83,10 @@ def usage_from_body(body: bytes) -> tuple[int, int] | None:
         return None
 
 
-def sse_events(response: httpx.Response) -> Iterator[tuple[bytes, tuple[int, int] | None, bool]]:
+def sse_events(response: httpx.Response) -> Iterator[tuple[bytes, tuple[int, int] | None, bool, bool]]:
     """Re-emit each server-sent event as it arrives: (bytes to send, usage if the event carries
-    it, whether it is the final ``[DONE]``). Parsing is httpx-sse's; nothing is buffered past
-    one event."""
+    it, whether it is the final ``[DONE]``, whether it is a usage-only chunk with no choices).
+    Parsing is httpx-sse's; nothing is buffered past one event."""
     try:
         for event in EventSource(response).iter_sse():
             lines = []
@@ -96,12 +96,14 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[bytes, tuple[int, int
                 lines.append(f"id: {event.id}")
             lines.extend(f"data: {line}" for line in event.data.split("\n"))
             done = event.data.strip() == "[DONE]"
-            usage = None
+            usage, usage_only = None, False
             if not done:
                 try:
-                    usage = usage_from(json.loads(event.data))
+                    payload = json.loads(event.data)
                 except ValueError:
-                    usage = None
-            yield ("\n".join(lines) + "\n\n").encode(), usage, done
+                    payload = None
+                usage = usage_from(payload)
+                usage_only = usage is not None and isinstance(payload, dict) and payload.get("choices") == []
+            yield ("\n".join(lines) + "\n\n").encode(), usage, done, usage_only
     except (httpx.HTTPError, SSEError) as exc:
         raise UpstreamError(f"the model stream broke off: {type(exc).__name__}") from exc

@@ -35,6 +35,9 @@ def serve_wsgi(
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": proc_name,
+        # Above the app's own limits (an x402 header may be 8 KiB), so oversize requests get
+        # the app's JSON error instead of gunicorn's HTML 431.
+        "limit_request_field_size": 16384,
         # gunicorn 25.1+ opens one control socket per user at a fixed path; two servers on one
         # machine would fight over it, and nothing here uses it.
         "control_socket_disable": True,
