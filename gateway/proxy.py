@@ -125,9 +125,7 @@ def paid_call(_subpath: str) -> Response:
             _hold_for_key(svc, route, token) if token is not None else _hold_for_payment(svc, route, header, facts, v1)
         )
     except (AuthorizationError, InsufficientFunds) as exc:
-        if token is not None:
-            raise  # an API-key client gets a plain JSON error, not x402 terms
-        return payment_required(svc, route, exc)
+        return payment_required(svc, route, exc)  # the JSON error, and the terms a signing client could pay
 
     # 3. Call the upstream; anything but a 2xx releases the hold.
     body, stream, client_wants_usage = _ask_for_usage(facts.body) if route.metered else (facts.body, False, False)
@@ -175,7 +173,10 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
 
 def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
     key = keys.lookup_key(svc.ledger, token, svc.pay_to)
-    amount = route.authorized_amount
+    # Hold what the call may cost, but no more than the key has left: a metered call usually
+    # costs far less than its maximum, and the capture never exceeds what is held.
+    remaining = key.allowance.cap - key.allowance.spent
+    amount = max(route.price, min(route.authorized_amount, remaining))
     hold = svc.ledger.charge(
         key.allowance.allowance_id, amount, expires_at=int(svc.ledger.clock()) + svc.config.hold_seconds
     )

@@ -34,7 +34,7 @@ class Services:
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
-        home = Home(config.home)
+        home = Home(config.home, database=config.database)  # the ledger: config.database or ledger.db
         sealer = home.sealer()
         ledger = Ledger(home.open_store(), sealer=sealer)
         pay_to = home.wallets.resolve(config.pay_to)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.client import HttpxPaymentAuth, verify_receipt_inclusion
+from gateway.client import HttpxPaymentAuth, stream_receipt, verify_receipt_inclusion
 from gateway.errors import ReceiptInvalid
 from gateway.receipts import Receipt
 from gateway.x402 import decode_header
@@ -44,7 +44,7 @@ def chat_body(words: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_a_metered_stream_arrives_progressively_and_ends_with_a_signed_receipt(env: GatewayEnv) -> None:
-    auth = HttpxPaymentAuth(env.alice, verify_receipts=False)
+    auth = HttpxPaymentAuth(env.alice, trusted_sealer=env.chain.sealer)
     alice, operator = env.available(env.alice), env.available(env.operator)
     delay_ms = 150
     arrivals: list[tuple[float, str]] = []
@@ -76,9 +76,9 @@ def test_a_metered_stream_arrives_progressively_and_ends_with_a_signed_receipt(e
     # The receipt is a comment just before [DONE], and charges the metered cost of the usage chunk.
     assert lines[-1] == "data: [DONE]" and lines[-2].startswith(RECEIPT_PREFIX)
     assert sum(line.startswith(RECEIPT_PREFIX) for line in lines) == 1
-    settlement = decode_header(lines[-2][len(RECEIPT_PREFIX) :])
-    receipt = Receipt.from_dict(settlement["receipt"])
-    receipt.verify(env.chain.sealer)
+    receipt = stream_receipt(lines[-2], env.chain.sealer)  # the SDK's reader checks the sealer's signature
+    assert receipt is not None
+    assert receipt == Receipt.from_dict(decode_header(lines[-2][len(RECEIPT_PREFIX) :])["receipt"])
     usage = data[-1]["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (6, 6)
     assert receipt.charged == chat_cost(6, 6) == 200 + 9 + 15 and receipt.authorized == CHAT_MAX
@@ -151,11 +151,21 @@ def test_a_stream_whose_client_asked_for_usage_still_gets_one_usage_chunk(env: G
 
 
 def test_the_sdk_with_default_settings_pays_a_streamed_call(env: GatewayEnv) -> None:
+    """Regression: the SDK (verify_receipts=True) refused the streamed call's pending PAYMENT-RESPONSE."""
     auth = HttpxPaymentAuth(env.alice)
+    alice = env.available(env.alice)
     with httpx.Client(auth=auth, timeout=30) as client:
         try:
             with client.stream("POST", env.route_url(CHAT), json=chat_body(3)) as r:
-                lines = list(r.iter_lines())
+                lines = [line for line in r.iter_lines() if line]
         except ReceiptInvalid as exc:
             pytest.fail(f"the SDK refused a streamed call: {exc}")
-    assert "data: [DONE]" in lines
+    assert lines[-1] == "data: [DONE]"
+    receipts = [stream_receipt(line, env.chain.sealer) for line in lines]
+    found = [r for r in receipts if r is not None]
+    assert len(found) == 1 and found[0].charged == chat_cost(3, 3) and found[0].payer == env.alice.address
+    assert auth.spent == CHAT_MAX  # until the caller accounts for the in-stream receipt, the whole hold counts
+    env.wait_quiet()
+    assert env.available(env.alice) == alice - chat_cost(3, 3)
+    with pytest.raises(ReceiptInvalid):  # a receipt checked against another sealer is refused
+        stream_receipt(next(line for line in lines if line.startswith(RECEIPT_PREFIX)), env.alice.address)

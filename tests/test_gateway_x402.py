@@ -244,6 +244,9 @@ def test_one_payment_sent_by_eight_threads_at_once_is_charged_once(env: GatewayE
 
 
 def test_a_long_lived_payment_replayed_later_is_payment_already_used(env: GatewayEnv) -> None:
+    """Regression: a hold's id covers its expiry, min(now + hold_seconds, validBefore), so a payment
+    valid longer than hold_seconds replayed a second later is another hold id; it was refused as
+    nonce_reused, not payment_already_used."""
     header, _ = env.payment(env.alice, FLAT, valid_before=int(time.time()) + 3600)
     first = requests.post(env.route_url(FLAT), data=b"{}", headers={"PAYMENT-SIGNATURE": header}, timeout=30)
     assert first.status_code == 200, first.text
