@@ -36,7 +36,7 @@ class Services:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
         home = Home(config.home, database=config.database)  # the ledger: config.database or ledger.db
         sealer = home.sealer()
-        ledger = Ledger(home.open_store(), sealer=sealer)
+        ledger = Ledger(home.open_store(), sealer=sealer, group_commit=True)
         pay_to = home.wallets.resolve(config.pay_to)
         auto = AutoSealer(ledger, interval_ms=config.seal_interval_ms, max_txs=config.seal_max_txs)
         return cls(

@@ -22,6 +22,7 @@ from ledger import chain as chainlib
 from ledger import merkle
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InvalidInput, LedgerNotInitialized, NotFound
+from ledger.group_commit import GroupCommitter
 from ledger.store import LedgerStore, StoredTx
 from ledger.types import (
     Account,
@@ -82,6 +83,7 @@ class Ledger:
         sealer: chainlib.Signer | None = None,
         clock: Clock = time.time,
         block_max_txs: int = 1000,
+        group_commit: bool = False,
     ) -> None:
         self.store = store
         self.sealer = sealer
@@ -89,6 +91,8 @@ class Ledger:
         self.block_max_txs = block_max_txs
         self._chain: ChainInfo | None = None
         self._seal_lock = threading.Lock()
+        # Long-running multi-threaded servers share commits (ledger.group_commit); a CLI does not need to.
+        self._committer = GroupCommitter(store) if group_commit and hasattr(store, "append_many") else None
 
     @classmethod
     def create(
@@ -131,7 +135,8 @@ class Ledger:
             now_ms = self.now_ms()
             tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at)
             check_transaction(self.chain, tx, now_ms // 1000)
-            existing, created = self.store.append(tx, tx_id, leaf_hash(tx))
+            append = self._committer.append if self._committer is not None else self.store.append
+            existing, created = append(tx, tx_id, leaf_hash(tx))
         else:
             # A retry is answered with the first result only if it, too, is properly signed.
             check_signature(self.chain, tx)

@@ -25,6 +25,7 @@ from sqlite_utils import Migrations
 from ledger.amounts import MAX_AMOUNT
 from ledger.errors import (
     IdempotencyConflict,
+    InferpayError,
     InsufficientFunds,
     InvalidAmount,
     LedgerNotInitialized,
@@ -218,24 +219,42 @@ class SQLiteStore(LedgerStore):
     # ---- applying transactions ----
 
     def append(self, tx: Transaction, tx_id: TxId, leaf_hash: bytes) -> tuple[StoredTx, bool]:
-        try:
-            with self._write() as db:
-                existing = self._get(db, tx_id)
-                if existing is not None:
-                    return existing, False
-                touched = self._apply(db, tx, tx_id)
-                cursor = db.execute(
-                    "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at) VALUES (?, ?, ?, ?, ?)",
-                    [tx_id, tx.kind, json.dumps(tx.to_dict(), sort_keys=True), leaf_hash, tx.accepted_at],
-                )
-                seq = int(cursor.lastrowid or 0)
-                db.conn.executemany(
-                    "INSERT OR IGNORE INTO postings (address, seq) VALUES (?, ?)", [(a, seq) for a in touched]
-                )
-                return StoredTx(seq, tx_id, tx, leaf_hash, None), True
-        except sqlite3.IntegrityError as exc:
-            # Only reachable if a rule was bypassed: the CHECK constraints are the last line.
-            raise InsufficientFunds(f"refused by the ledger's constraints: {exc}") from exc
+        result = self.append_many([(tx, tx_id, leaf_hash)])[0]
+        if isinstance(result, InferpayError):
+            raise result
+        return result
+
+    def append_many(self, items: list[tuple[Transaction, TxId, bytes]]) -> list[tuple[StoredTx, bool] | InferpayError]:
+        """Apply several transactions with one durable commit (group commit). Each runs in its own
+        savepoint, so a refused one is rolled back alone and reported in its slot; the others
+        are committed together, and none is acknowledged before that commit is on disk."""
+        results: list[tuple[StoredTx, bool] | InferpayError] = []
+        with self._write() as db:
+            for tx, tx_id, leaf_hash in items:
+                try:
+                    with db.atomic():  # a savepoint per transaction
+                        results.append(self._append_one(db, tx, tx_id, leaf_hash))
+                except InferpayError as exc:
+                    results.append(exc)
+                except sqlite3.IntegrityError as exc:
+                    # Only reachable if a rule was bypassed: the CHECK constraints are the last line.
+                    results.append(InsufficientFunds(f"refused by the ledger's constraints: {exc}"))
+        return results
+
+    def _append_one(
+        self, db: sqlite_utils.Database, tx: Transaction, tx_id: TxId, leaf_hash: bytes
+    ) -> tuple[StoredTx, bool]:
+        existing = self._get(db, tx_id)
+        if existing is not None:
+            return existing, False
+        touched = self._apply(db, tx, tx_id)
+        cursor = db.execute(
+            "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at) VALUES (?, ?, ?, ?, ?)",
+            [tx_id, tx.kind, json.dumps(tx.to_dict(), sort_keys=True), leaf_hash, tx.accepted_at],
+        )
+        seq = int(cursor.lastrowid or 0)
+        db.conn.executemany("INSERT OR IGNORE INTO postings (address, seq) VALUES (?, ?)", [(a, seq) for a in touched])
+        return StoredTx(seq, tx_id, tx, leaf_hash, None), True
 
     def _use_nonce(self, db: sqlite_utils.Database, signer: Address, nonce: str, tx_id: TxId) -> None:
         cursor = db.execute(
