@@ -25,3 +25,19 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Benchmarks (bench/, docs/performance.md); never part of `make test`, and they decide nothing there.
+.PHONY: bench bench-quick bench-profile
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench.run
+
+bench-quick: $(VENV)/.bench-installed
+	$(PY) -m bench.run --quick
+
+bench-profile: $(VENV)/.bench-installed
+	$(PY) -m bench.profile all

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -45,6 +46,8 @@ def gateway_command(home: Home, config_path: Path) -> None:
     from gateway.server import serve_gateway
 
     config = load_config(config_path, home=home.path)
+    if config.database is None and home.database:  # [gateway] database wins over --database
+        config = dataclasses.replace(config, database=home.database)
     click.echo(
         f"inferpay gateway on http://{config.host}:{config.port} ({len(config.routes)} routes, "
         f"{config.workers} workers)",

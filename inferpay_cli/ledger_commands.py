@@ -1,10 +1,13 @@
-"""Ledger commands: init, info, mint, transfer, balance, history, seal, blocks, tx, verify."""
+"""Ledger commands: init, info, mint, transfer, balance, history, seal, blocks, tx, verify, export, import."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,10 @@ from inferpay_cli.output import amount_text, emit_json, history_row, table, writ
 from ledger import chain as chainlib
 from ledger.amounts import format_amount, parse_amount
 from ledger.audit import ChainSource, audit
-from ledger.errors import InvalidInput, WalletExists
+from ledger.errors import InvalidInput, LedgerNotInitialized, WalletExists
 from ledger.ledger import Ledger, TxResult
-from ledger.sqlite_store import SQLiteStore
-from ledger.store import StoredTx
+from ledger.store import LedgerStore, StoredTx
+from ledger.stores import is_postgres_url
 from ledger.types import Mint, Transaction
 
 pass_home = click.make_pass_decorator(Home)
@@ -88,22 +91,46 @@ def _print_result(result: TxResult, ledger: Ledger, as_json: bool) -> None:
 @password_file_option
 @pass_home
 def init(home: Home, chain_id: int | None) -> None:
-    """Create a new ledger, the operator (issuer) wallet and the sealer key in the home directory."""
-    if home.ledger_path.exists() or home.sealer_path.exists():
+    """Create a new ledger, the operator (issuer) wallet and the sealer key in the home directory.
+
+    With --database URL the ledger is created in that database instead of ledger.db; the
+    wallets and the sealer key are still written to the home directory."""
+    if home.sealer_path.exists() or home.has_local_ledger_file():
         raise WalletExists(f"{home.path} already holds a ledger; use another --home")
     home.ensure()
     if home.wallets.exists(OPERATOR_WALLET):
         raise WalletExists(f"a wallet named {OPERATOR_WALLET!r} already exists in {home.path}")
-    password = home.password("Password for the operator wallet", confirm=True)
-    operator = home.wallets.create(OPERATOR_WALLET, password)
-    sealer = home.create_sealer_key()
-    ledger = Ledger.create(SQLiteStore(home.ledger_path), operator=operator.address, sealer=sealer, chain_id=chain_id)
-    chain = ledger.chain
+    store = None
+    if is_postgres_url(home.ledger_location):  # reach the server before writing any key
+        store = _empty_store(home)
+    try:
+        password = home.password("Password for the operator wallet", confirm=True)
+        operator = home.wallets.create(OPERATOR_WALLET, password)
+        sealer = home.create_sealer_key()
+        store = store or home.create_store()
+        ledger = Ledger.create(store, operator=operator.address, sealer=sealer, chain_id=chain_id)
+        chain = ledger.chain
+    finally:
+        if store is not None:
+            store.close()
     click.echo(f"ledger created in {home.path}")
+    if home.database:
+        click.echo(f"ledger database: {home.ledger_description}")
     click.echo(f"chain id:      {chain.chain_id}")
     click.echo(f"token address: {chain.token_address}")
     click.echo(f"operator:      {chain.operator}")
     click.echo(f"sealer:        {chain.sealer}")
+
+
+def _empty_store(home: Home) -> LedgerStore:
+    """The store of ``home``'s ledger location, which must not hold a ledger yet."""
+    store = home.create_store()
+    try:
+        store.chain_info()
+    except LedgerNotInitialized:
+        return store
+    store.close()
+    raise WalletExists(f"{home.ledger_description} already holds a ledger; use another database or schema")
 
 
 @click.command()
@@ -118,11 +145,13 @@ def info(home: Home, as_json: bool) -> None:
         "supply": str(ledger.store.supply()),
         "head": head.to_dict(),
         "home": str(home.path),
+        "ledger": home.ledger_description,
     }
     if as_json:
         emit_json(data)
         return
     click.echo(f"home:          {home.path}")
+    click.echo(f"ledger:        {home.ledger_description}")
     click.echo(f"chain id:      {chain.chain_id}  (x402 network eip155:{chain.chain_id})")
     click.echo(f"token address: {chain.token_address}")
     click.echo(f"EIP-712:       name={chain.name!r} version={chain.version!r}")
@@ -371,5 +400,92 @@ def verify(home: Home, independent: bool, node: str | None, as_json: bool) -> No
         sys.exit(1)
 
 
-COMMANDS = [init, info, mint, transfer, balance, history, seal, blocks, tx_command, verify]
+@click.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@json_option
+@pass_home
+def export_command(home: Home, file: Path, as_json: bool) -> None:
+    """Write the whole ledger to FILE ('-': stdout) as JSON Lines: chain, blocks, transactions, API keys.
+
+    Stop the gateway first: the dump is the ledger as of its head. `inferpay import` rebuilds it
+    in another database (SQLite or PostgreSQL)."""
+    from ledger.transfer_dump import export_ledger
+
+    store = home.open_store()
+    try:
+        total = store.head().header.tree_size + store.unsealed()[0]
+        if str(file) == "-":
+            result = _with_progress(total, "exporting", lambda progress: export_ledger(store, sys.stdout, progress))
+        else:
+            partial = file.with_name(file.name + ".partial")  # never leave half a dump under FILE
+            with open(partial, "w", encoding="utf-8") as handle:
+                result = _with_progress(total, "exporting", lambda progress: export_ledger(store, handle, progress))
+            partial.replace(file)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), sort_keys=True), err=str(file) == "-")
+        return
+    click.echo(
+        f"exported {result.transactions} transactions, {result.blocks} blocks and {result.api_keys} API keys "
+        f"from {home.ledger_description}; head {result.head.block_hash}",
+        err=True,
+    )
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+@json_option
+@pass_home
+def import_command(home: Home, file: Path, as_json: bool) -> None:
+    """Rebuild a ledger from an `inferpay export` FILE ('-': stdin) in --database (or ledger.db).
+
+    Every transaction is replayed through the target's own rules (balances, nonces, holds and
+    allowances are rebuilt, never copied), then the signed blocks are re-attached. The target
+    must hold no ledger yet; wallets and sealer.key are not in the dump: copy them to --home."""
+    from ledger.transfer_dump import import_ledger, read_header
+
+    if home.has_local_ledger_file():
+        raise WalletExists(f"{home.ledger_description} already holds a ledger; import into a new one")
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin if str(file) == "-" else stack.enter_context(open(file, encoding="utf-8"))
+        lines: Iterator[str] = iter(source)
+        first = next(lines, "")
+        total = int(read_header([first]).get("transactions", 0))  # a bad file fails before the target is made
+        store = _empty_store(home)
+        stack.callback(store.close)
+        result = _with_progress(
+            total, "importing", lambda progress: import_ledger(store, itertools.chain([first], lines), progress)
+        )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(
+        f"imported {result.transactions} transactions, {result.blocks} blocks and {result.api_keys} API keys "
+        f"into {home.ledger_description}; head {result.head.block_hash}"
+    )
+
+
+def _with_progress(total: int, label: str, work: Callable[[Callable[[int], None] | None], Any]) -> Any:
+    """Run ``work(progress)`` with a progress bar on a terminal's stderr, quietly otherwise."""
+    if not sys.stderr.isatty():
+        return work(None)
+    with click.progressbar(length=max(total, 1), label=label, file=sys.stderr) as bar:
+        return work(bar.update)
+
+
+COMMANDS = [
+    init,
+    info,
+    mint,
+    transfer,
+    balance,
+    history,
+    seal,
+    blocks,
+    tx_command,
+    verify,
+    export_command,
+    import_command,
+]
 __all__ = ["COMMANDS", "InvalidInput"]

@@ -50,10 +50,19 @@ def _default_home() -> str:
     default=None,
     help="Read wallet passwords from this file (else $INFERPAY_PASSWORD, else a prompt).",
 )
+@click.option(
+    "--database",
+    envvar="INFERPAY_DATABASE",
+    default=None,
+    metavar="URL",
+    show_envvar=True,
+    help="Where the ledger lives: postgresql://user@host/db[?schema=NAME] or a SQLite file "
+    "(default: ledger.db in --home). Wallets and the sealer key stay in --home.",
+)
 @click.pass_context
-def cli(ctx: click.Context, home: Path, password_file: Path | None) -> None:
+def cli(ctx: click.Context, home: Path, password_file: Path | None, database: str | None) -> None:
     """inferpay: pay-per-inference with a signed, verifiable token ledger."""
-    ctx.obj = Home(home.expanduser(), password_file)
+    ctx.obj = Home(home.expanduser(), database=database or None, password_file=password_file)
 
 
 def _register() -> None:

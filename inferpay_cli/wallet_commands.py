@@ -55,7 +55,7 @@ def wallet_show(home: Home, name: str, as_json: bool) -> None:
     """Show wallet NAME: address, keystore file and balance."""
     address = home.wallets.address(name)
     data = {"name": name, "address": address, "keystore": str(home.wallets.path(name))}
-    if home.ledger_path.exists():
+    if home.database or home.ledger_path.exists():
         account = home.open_ledger(with_sealer=False).balance(address)
         data.update(available=str(account.available), held=str(account.held))
     if as_json:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ hashes = st.binary(min_size=32, max_size=32)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> LedgerFixture:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerFixture]:
     """One ledger, sealed into len(BLOCK_SIZES) blocks holding every kind of transaction."""
     lf = make_ledger(Path(tmp_path_factory.mktemp("chain")), FakeClock(1_700_000_000.0))
     alice, bob, carol = lf.party("alice"), lf.party("bob"), lf.party("carol")
@@ -74,7 +74,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> LedgerFixture:
             one_transaction()
         lf.clock.advance(7)
         assert lf.ledger.seal() is not None
-    return lf
+    yield lf
+    lf.close()
 
 
 def all_blocks(lf: LedgerFixture) -> list[SignedBlock]:
@@ -250,6 +251,10 @@ def _attacker_signature_claiming_the_sealer(proof: dict[str, Any]) -> None:
     proof["block"] = dataclasses.replace(forged, sealer=block.sealer).to_dict()
 
 
+def _block_relabelled_to_another_sealer(proof: dict[str, Any]) -> None:
+    proof["block"]["sealer"] = ATTACKER.address  # the real sealer's signature, someone else's name
+
+
 def _header_field(field: str, rehash: bool) -> Tamper:
     def tamper(proof: dict[str, Any]) -> None:
         header = proof["block"]["header"]
@@ -303,6 +308,7 @@ TAMPERINGS: list[Any] = [
     pytest.param(_edit_leaf_hash, id="leafHash"),
     pytest.param(_block_signed_by_the_attacker, id="block-signed-by-attacker"),
     pytest.param(_attacker_signature_claiming_the_sealer, id="block-attacker-signature-as-sealer"),
+    pytest.param(_block_relabelled_to_another_sealer, id="block-relabelled-sealer"),
     *(pytest.param(_header_field(f, False), id=f"header-{f}") for f in HEADER_FIELDS),
     *(pytest.param(_header_field(f, True), id=f"header-{f}-rehashed") for f in HEADER_FIELDS),
     pytest.param(_root_of_the_attackers_choice, id="header-root-re-signed-by-attacker"),
@@ -399,6 +405,15 @@ def test_a_forged_old_head_signed_by_an_attacker_is_refused(built: LedgerFixture
     as_sealer = dataclasses.replace(forged, sealer=built.chain.sealer)
     with pytest.raises(InvalidSignature):
         verify_consistency(as_sealer, new_block, proof, built.chain)
+    # Even the true header, merely re-signed by someone else, is not a head of this chain.
+    for head in (old_block, new_block):
+        resigned = sign_header(head.header, ATTACKER)
+        for claimed in (resigned, dataclasses.replace(resigned, sealer=built.chain.sealer)):
+            with pytest.raises(InvalidSignature):
+                if head is old_block:
+                    verify_consistency(claimed, new_block, proof, built.chain)
+                else:
+                    verify_consistency(old_block, claimed, proof, built.chain)
 
 
 @pytest.mark.parametrize("old", range(1, len(BLOCK_SIZES)))

@@ -17,8 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ledger.audit import audit
 from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest

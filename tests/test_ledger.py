@@ -3,7 +3,7 @@
 Money is checked in exact base units. Every refused input is checked twice: it raises the
 specific error a caller can act on, and the database is byte-for-byte what it was before
 (``dump``), because a refusal that half-applied would be worse than no refusal at all.
-Tests marked ``xfail(strict=True)`` document ledger bugs found while writing these tests.
+The last section keeps, as regressions, the ledger bugs found while these tests were written.
 """
 
 from __future__ import annotations

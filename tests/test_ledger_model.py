@@ -50,6 +50,8 @@ other_offset = st.integers(1, len(PARTIES) - 1)
 pick = st.integers(0, 2**16)  # an index into a list that grows, taken modulo its length
 # How much to move, relative to what the payer has: part of it, all of it, or more than it.
 spend = st.tuples(st.sampled_from(["part", "all", "over"]), st.integers(1, 100))
+# How much of a hold to capture: part of it (zero included), all of it, or more than it.
+capture = st.tuples(st.sampled_from(["part", "all", "over"]), st.integers(0, 100))
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,18 @@ class LedgerModel(RuleBasedStateMachine):
             return max(1, have)
         return have + percent
 
+    def choose_hold(self, which: int) -> str:
+        """Mostly an open hold (where settle, void and expiry do something), sometimes any."""
+        still_open = sorted(h for h in self.holds if h not in self.resolutions)
+        pool = still_open if still_open and which % 4 else sorted(self.holds)
+        return pool[(which // 4) % len(pool)]
+
+    @staticmethod
+    def payment_outcome(amount: int, have: int) -> str:
+        if amount > MAX_AMOUNT:  # only after the supply reached the cap: refused before funds
+            return "too large"
+        return "accepted" if amount <= have else "insufficient"
+
     def parties(self, payer: int, offset: int) -> tuple[int, str]:
         return payer, self.addresses[(payer + offset) % len(self.addresses)]
 
@@ -119,13 +133,21 @@ class LedgerModel(RuleBasedStateMachine):
 
     @rule(to=party_index, value=st.integers(1, 1000 * UNIT))
     def mint(self, to: int, value: int) -> None:
+        if self.minted + value > MAX_AMOUNT:
+            self.refused(InvalidAmount, lambda: self.lf.mint(self.addresses[to], value))
+            return
         self.record(self.lf.mint(self.addresses[to], value))
         self.minted += value
 
-    @precondition(lambda self: self.minted > 0)
-    @rule(to=party_index)
-    def mint_past_the_supply_cap(self, to: int) -> None:
-        self.refused(InvalidAmount, lambda: self.lf.mint(self.addresses[to], MAX_AMOUNT - self.minted + 1))
+    @precondition(lambda self: 0 < self.minted < MAX_AMOUNT)
+    @rule(to=party_index, over=st.booleans())
+    def mint_up_to_the_supply_cap(self, to: int, over: bool) -> None:
+        # Exactly the room left is accepted; one base unit more is refused.
+        room = MAX_AMOUNT - self.minted
+        if over:
+            self.refused(InvalidAmount, lambda: self.lf.mint(self.addresses[to], room + 1))
+        else:
+            self.mint(to, room)
 
     @rule(payer=party_index, offset=other_offset, how=spend)
     def transfer(self, payer: int, offset: int, how: tuple[str, int]) -> None:
@@ -133,12 +155,15 @@ class LedgerModel(RuleBasedStateMachine):
         party, address = self.lf.party(PARTIES[index]), self.addresses[index]
         amount = self.amount_for(address, how)
         have = self.model.available.get(address, 0)
-        event(f"transfer: {'accepted' if amount <= have else 'insufficient'}")
-        if amount <= have:
+        outcome = self.payment_outcome(amount, have)
+        event(f"transfer: {outcome}")
+        if outcome == "accepted":
             self.record(self.lf.transfer(party, payee, amount))
-            return
-        error = self.refused(InsufficientFunds, lambda: self.lf.transfer(party, payee, amount))
-        assert error.details == {"address": address, "available": str(have), "needed": str(amount)}
+        elif outcome == "too large":
+            self.refused(InvalidAmount, lambda: self.lf.transfer(party, payee, amount))
+        else:
+            error = self.refused(InsufficientFunds, lambda: self.lf.transfer(party, payee, amount))
+            assert error.details == {"address": address, "available": str(have), "needed": str(amount)}
 
     @rule(
         payer=party_index,
@@ -153,9 +178,11 @@ class LedgerModel(RuleBasedStateMachine):
         amount = self.amount_for(address, how)
         auth, signature = self.lf.authorization(party, payee, amount, ttl=ttl)
         expires_at = None if expires_in is None else self.now() + expires_in
-        event(f"hold: {'insufficient' if amount > self.model.available.get(address, 0) else 'accepted'}")
-        if amount > self.model.available.get(address, 0):
-            self.refused(InsufficientFunds, lambda: self.ledger.hold(auth, signature, expires_at=expires_at))
+        outcome = self.payment_outcome(amount, self.model.available.get(address, 0))
+        event(f"hold: {outcome}")
+        if outcome != "accepted":
+            error = InvalidAmount if outcome == "too large" else InsufficientFunds
+            self.refused(error, lambda: self.ledger.hold(auth, signature, expires_at=expires_at))
             return
         tx = self.record(self.ledger.hold(auth, signature, expires_at=expires_at))
         expected_expiry = auth.valid_before if expires_at is None else min(expires_at, auth.valid_before)
@@ -164,11 +191,17 @@ class LedgerModel(RuleBasedStateMachine):
         self.holds[hold_id] = HoldInfo(address, payee, amount, expected_expiry)
 
     @precondition(lambda self: self.holds)
-    @rule(which=pick, percent=st.integers(0, 150))
-    def settle(self, which: int, percent: int) -> None:
-        hold_id = sorted(self.holds)[which % len(self.holds)]
+    @rule(which=pick, how=capture)
+    def settle(self, which: int, how: tuple[str, int]) -> None:
+        hold_id = self.choose_hold(which)
         info = self.holds[hold_id]
-        amount = info.amount * percent // 100 + (1 if percent > 100 else 0)
+        mode, percent = how
+        if mode == "part":
+            amount = info.amount * percent // 100
+        elif mode == "all":
+            amount = info.amount
+        else:  # above the hold: often by exactly one base unit, the edge that matters
+            amount = info.amount + (1 if percent < 50 else percent)
         prior = self.resolutions.get(hold_id)
         # The order the ledger decides in: a known settlement, a resolved hold, expiry, the cap.
         if prior == ("settle", amount):
@@ -195,7 +228,7 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.holds)
     @rule(which=pick)
     def void(self, which: int) -> None:
-        hold_id = sorted(self.holds)[which % len(self.holds)]
+        hold_id = self.choose_hold(which)
         prior = self.resolutions.get(hold_id)
         if prior == ("void", 0):
             self.expect_duplicate(lambda: self.ledger.void(hold_id))
@@ -208,6 +241,16 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(seconds=st.integers(0, 5) | st.integers(30, 120))
     def advance_clock(self, seconds: int) -> None:
         self.lf.clock.advance(seconds)
+
+    @precondition(lambda self: self.holds)
+    @rule(which=pick, early=st.booleans())
+    def advance_to_an_expiry(self, which: int, early: bool) -> None:
+        # Land on a hold's expiry second (or the one before): where settle flips to refused and
+        # expire_holds to releasing, and where an off-by-one would hide.
+        info = self.holds[self.choose_hold(which)]
+        target = info.expires_at - 1 if early else info.expires_at
+        if target > self.now():
+            self.lf.clock.now = float(target)
 
     @rule()
     def expire_holds(self) -> None:
@@ -321,7 +364,7 @@ class LedgerModel(RuleBasedStateMachine):
             assert report.ok, [str(p) for p in report.problems]
             assert report.transactions == len(self.accepted)
         finally:
-            self.store.close()
+            self.lf.close()
             shutil.rmtree(self.directory, ignore_errors=True)
 
 

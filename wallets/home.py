@@ -3,6 +3,8 @@
 ``ledger.db`` (SQLite), ``wallets/*.json`` (Web3 v3 keystores) and ``sealer.key`` (mode 0600):
 the service key that seals blocks, resolves holds and signs receipts without a person present,
 kept apart from the issuer ("operator") wallet, which is password-protected and only mints.
+The ledger may live elsewhere instead: ``database`` (a ``postgresql://`` URL, or another SQLite
+file) replaces ``ledger.db``; the wallets and the sealer key stay in the home directory.
 Shared by the CLI and the gateway; it never prompts (the CLI does).
 """
 
@@ -15,8 +17,8 @@ from pathlib import Path
 from ledger.crypto import KeySigner, new_private_key
 from ledger.errors import InvalidInput, LedgerNotInitialized
 from ledger.ledger import Ledger
-from ledger.sqlite_store import SQLiteStore
 from ledger.store import LedgerStore
+from ledger.stores import describe, is_postgres_url, open_store
 from wallets.store import WalletStore
 
 OPERATOR_WALLET = "operator"
@@ -25,10 +27,26 @@ OPERATOR_WALLET = "operator"
 @dataclass
 class Home:
     path: Path
+    database: str | None = None  # where the ledger lives, if not in ledger.db: a URL or a file
 
     @property
     def ledger_path(self) -> Path:
         return self.path / "ledger.db"
+
+    @property
+    def ledger_location(self) -> str | Path:
+        """Where this home's ledger lives: ``database`` if set, else ``ledger.db``."""
+        return self.database if self.database else self.ledger_path
+
+    @property
+    def ledger_description(self) -> str:
+        """The ledger's location as it is safe to print (never a database password)."""
+        return describe(self.ledger_location)
+
+    def has_local_ledger_file(self) -> bool:
+        """Whether the ledger is a SQLite file that exists (a database server is asked instead)."""
+        location = self.ledger_location
+        return not is_postgres_url(location) and Path(location).expanduser().exists()
 
     @property
     def sealer_path(self) -> Path:
@@ -59,9 +77,18 @@ class Home:
             raise InvalidInput(f"{self.sealer_path} does not hold a valid key") from exc
 
     def open_store(self) -> LedgerStore:
-        if not self.ledger_path.exists():
-            raise LedgerNotInitialized(f"no ledger in {self.path}: run `inferpay init` (or set --home)")
-        return SQLiteStore(self.ledger_path)
+        """The ledger's store; a PostgreSQL ledger not initialized yet fails on first use."""
+        location = self.ledger_location
+        if not is_postgres_url(location) and not Path(location).expanduser().exists():
+            where = self.path if self.database is None else location
+            raise LedgerNotInitialized(f"no ledger in {where}: run `inferpay init` (or set --home/--database)")
+        return open_store(location)
+
+    def create_store(self) -> LedgerStore:
+        """The store for a new ledger (``init``, ``import``): created if missing."""
+        if self.database is None:
+            self.ensure()
+        return open_store(self.ledger_location)
 
     def open_ledger(self, *, with_sealer: bool = True) -> Ledger:
         store = self.open_store()
