@@ -17,14 +17,14 @@ from typing import Protocol
 
 from ledger.errors import InferpayError, StorageUnavailable
 from ledger.store import LedgerStore, StoredTx
-from ledger.types import Transaction, TxId
+from ledger.types import HOLD_KINDS, Transaction, TxId
 
 Item = tuple[Transaction, TxId, bytes]
 Outcome = tuple[StoredTx, bool] | InferpayError
 
 
 class BatchingStore(Protocol):
-    def append_many(self, items: list[Item]) -> list[Outcome]: ...
+    def append_many(self, items: list[Item], *, durable: bool = True) -> list[Outcome]: ...
 
 
 @dataclass
@@ -64,7 +64,9 @@ class GroupCommitter:
                 except queue.Empty:
                     break
             try:
-                outcomes = batcher.append_many([w.item for w in batch])
+                # fsync unless every transaction in the batch is a hold (see SQLiteStore.append_many)
+                durable = any(w.item[0].kind not in HOLD_KINDS for w in batch)
+                outcomes = batcher.append_many([w.item for w in batch], durable=durable)
                 for waiting, outcome in zip(batch, outcomes, strict=True):
                     waiting.outcome = outcome
             except InferpayError as exc:

@@ -35,6 +35,7 @@ from ledger.errors import (
 )
 from ledger.store import AllowanceRow, ApiKeyRow, BlockMaker, HoldRow, LedgerStore, RawTx, StoredTx
 from ledger.types import (
+    HOLD_KINDS,
     Account,
     Address,
     Allowance,
@@ -219,16 +220,29 @@ class SQLiteStore(LedgerStore):
     # ---- applying transactions ----
 
     def append(self, tx: Transaction, tx_id: TxId, leaf_hash: bytes) -> tuple[StoredTx, bool]:
-        result = self.append_many([(tx, tx_id, leaf_hash)])[0]
+        result = self.append_many([(tx, tx_id, leaf_hash)], durable=tx.kind not in HOLD_KINDS)[0]
         if isinstance(result, InferpayError):
             raise result
         return result
 
-    def append_many(self, items: list[tuple[Transaction, TxId, bytes]]) -> list[tuple[StoredTx, bool] | InferpayError]:
-        """Apply several transactions with one durable commit (group commit). Each runs in its own
+    def append_many(
+        self, items: list[tuple[Transaction, TxId, bytes]], *, durable: bool = True
+    ) -> list[tuple[StoredTx, bool] | InferpayError]:
+        """Apply several transactions with one commit (group commit). Each runs in its own
         savepoint, so a refused one is rolled back alone and reported in its slot; the others
-        are committed together, and none is acknowledged before that commit is on disk."""
+        are committed together, and none is acknowledged before that commit returns.
+
+        ``durable=False`` is for holds only: their commit skips the fsync (WAL, synchronous=
+        NORMAL), which survives a process crash but not a power cut. Nothing is acknowledged on a
+        hold alone: the settle or void that follows commits with FULL, and its fsync makes every
+        earlier WAL frame (the hold included) durable with it, in order. A hold lost to a power
+        cut released nothing that was ever promised to anyone."""
         results: list[tuple[StoredTx, bool] | InferpayError] = []
+        db = self._db()
+        wanted = "FULL" if durable else "NORMAL"
+        if getattr(self._local, "synchronous", "FULL") != wanted:
+            db.execute(f"PRAGMA synchronous={wanted}")
+            self._local.synchronous = wanted
         with self._write() as db:
             for tx, tx_id, leaf_hash in items:
                 try:

@@ -21,9 +21,9 @@ def test_concurrent_writers_share_commits_and_never_overspend(tmp_path: Path) ->
     batches: list[int] = []
     real_append_many = store.append_many
 
-    def counting(items):  # type: ignore[no-untyped-def]
+    def counting(items, *, durable=True):  # type: ignore[no-untyped-def]
         batches.append(len(items))
-        return real_append_many(items)
+        return real_append_many(items, durable=durable)
 
     store.append_many = counting  # type: ignore[method-assign]
     ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock, group_commit=True)
@@ -86,3 +86,25 @@ def test_a_single_writer_through_the_committer_behaves_like_a_direct_append(tmp_
     assert again.duplicate and again.tx_id == first.tx_id
     with pytest.raises(InsufficientFunds):
         ledger.transfer(*lf.authorization(alice, bob.address, 1))
+
+
+def test_holds_skip_the_fsync_and_what_acknowledges_them_does_not(tmp_path: Path) -> None:
+    """A hold acknowledges nothing, so its commit skips the fsync; the settle that follows commits
+    with synchronous=FULL, which makes the hold durable with it (WAL frames are in order)."""
+    lf = make_ledger(tmp_path, FakeClock())
+    store = SQLiteStore(lf.path)
+    modes: list[int] = []
+    real_append_many = store.append_many
+
+    def watching(items, *, durable=True):  # type: ignore[no-untyped-def]
+        outcomes = real_append_many(items, durable=durable)
+        modes.append(store._db().execute("PRAGMA synchronous").fetchone()[0])
+        return outcomes
+
+    store.append_many = watching  # type: ignore[method-assign]
+    ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock)
+    alice, bob = lf.party("alice"), lf.party("bob")
+    lf.mint(alice.address, UNIT)
+    hold = ledger.hold(*lf.authorization(alice, bob.address, UNIT))
+    ledger.settle(hold.tx_id, UNIT // 2)
+    assert modes == [1, 2]  # NORMAL for the hold, FULL for the settle
