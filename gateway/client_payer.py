@@ -77,7 +77,7 @@ def gateway_error(body: bytes) -> InferpayError | None:
     (OpenAI's also has ``error.code``) is not mistaken for a gateway error."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
@@ -201,7 +201,7 @@ class Payer:
         header = headers.get(PAYMENT_REQUIRED_HEADER)
         try:
             data = decode_header(header, PAYMENT_REQUIRED_HEADER) if header else json.loads(body)
-        except (MalformedPayment, ValueError, UnicodeDecodeError):
+        except (MalformedPayment, ValueError, UnicodeDecodeError, RecursionError):
             return None
         if not isinstance(data, dict) or data.get("x402Version") != X402_VERSION:
             return None
@@ -343,6 +343,8 @@ class Payer:
             raise ReceiptInvalid(f"the receipt names payer {receipt.payer}, not this wallet {self.address}")
         if receipt.charged > value:
             raise ReceiptInvalid(f"the receipt charges {receipt.charged}, more than the {value} authorized")
+        if receipt.nonce != payment.authorization.nonce:  # a receipt replayed from another payment
+            raise ReceiptInvalid("the receipt is for another payment (its nonce is not this authorization's)")
         if receipt.pay_to != payment.authorization.to:
             raise ReceiptInvalid(f"the receipt pays {receipt.pay_to}, not {payment.authorization.to}")
         if settlement.get("transaction", receipt.tx_id) != receipt.tx_id:

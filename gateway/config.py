@@ -122,7 +122,11 @@ def _route(data: object, index: int) -> Route:
     if not isinstance(path, str) or not path.startswith("/") or path.startswith(("/ledger", "/openapi")):
         raise ConfigError(f"{where}.path: must start with '/' and not shadow /ledger or /openapi.json, got {path!r}")
     upstream = data["upstream"]
-    parts = urlsplit(upstream) if isinstance(upstream, str) else None
+    try:
+        parts = urlsplit(upstream) if isinstance(upstream, str) else None
+        _ = parts.port if parts is not None else None  # a bad port is only noticed when asked for
+    except ValueError:
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{where}.upstream: expected an http(s) URL, got {upstream!r}")
     route = Route(

@@ -90,13 +90,13 @@ def blocks() -> Any:
     start = _int_arg("from", 0, 0, 2**63 - 1)
     limit = _int_arg("limit", 100, 1, MAX_PAGE)
     assert start is not None and limit is not None
-    return {"blocks": [b.to_dict() for b in ledger.store.blocks(start, start + limit)]}
+    return {"blocks": [b.to_dict() for b in ledger.store.blocks(start, min(start + limit, 2**63 - 1))]}
 
 
 @ledger_api.get("/blocks/<int:height>")
 def block(height: int) -> Any:
     ledger = services().ledger
-    found = ledger.store.block(height)
+    found = ledger.store.block(height) if height < 2**63 else None
     if found is None:
         raise NotFound(f"no block at height {height}")
     return {**found.to_dict(), "transactions": [_stored(s) for s in ledger.store.block_transactions(height)]}
@@ -113,7 +113,10 @@ def consistency() -> Any:
 
 @ledger_api.post("/transfers")
 def submit_transfer() -> Any:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError as exc:  # json recurses once per nesting level
+        raise InvalidInput("the request body is nested too deeply") from exc
     if not isinstance(body, dict) or set(body) != {"authorization", "signature"}:
         raise InvalidInput('expected a JSON object {"authorization": {...}, "signature": "0x..."}')
     auth = Authorization.from_dict(body["authorization"])

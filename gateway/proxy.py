@@ -98,6 +98,7 @@ class PaidHold:
     authorized: int
     network: str
     v1: bool = False
+    nonce: str = ""  # the paying authorization's nonce; "" for an API-key charge
 
 
 @proxy.route("/<path:_subpath>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -168,7 +169,8 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call") from exc
     if hold.duplicate:
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call", tx_id=hold.tx_id)
-    return PaidHold(hold.tx_id, payment.authorization.from_, payment.authorization.value, payment.network, v1)
+    auth = payment.authorization
+    return PaidHold(hold.tx_id, auth.from_, auth.value, payment.network, v1, auth.nonce)
 
 
 def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
@@ -219,6 +221,7 @@ def _settle(svc: Services, route: Route, paid: PaidHold, usage: tuple[int, int] 
     return Receipt(
         tx_id=settled.tx_id,
         hold_id=paid.hold_id,
+        nonce=paid.nonce,
         payer=paid.payer,
         pay_to=svc.pay_to,
         network=paid.network,

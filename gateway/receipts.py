@@ -32,13 +32,14 @@ _RECEIPT_FIELDS = {
     "method",
     "path",
     "issuedAt",
+    "nonce",
 }
 
 
 @dataclass(frozen=True)
 class Receipt:
     tx_id: str  # the settling transaction
-    hold_id: str  # the hold it resolved ("" for API-key charges, which need no hold)
+    hold_id: str  # the hold (or API-key charge) it resolved
     payer: Address
     pay_to: Address
     network: str
@@ -48,6 +49,7 @@ class Receipt:
     method: str
     path: str
     issued_at: int  # ms
+    nonce: str = ""  # the paying authorization's EIP-3009 nonce ("" for API-key calls): binds receipt to payment
     sealer: Address = ""
     signature: str = ""
 
@@ -64,6 +66,7 @@ class Receipt:
             "method": self.method,
             "path": self.path,
             "issuedAt": self.issued_at,
+            "nonce": self.nonce,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +93,7 @@ class Receipt:
                 method=str(d["method"]),
                 path=str(d["path"]),
                 issued_at=parse_uint(d["issuedAt"], "issuedAt"),
+                nonce=parse_bytes32(d["nonce"], "nonce") if d["nonce"] else "",
                 sealer=parse_address(d["sealer"], "sealer"),
                 signature=parse_signature(d["signature"]),
             )

@@ -51,6 +51,8 @@ def decode_header(text: str, what: str = "payment header") -> Any:
         return json.loads(raw.decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayment(f"{what} is not base64-encoded JSON") from exc
+    except RecursionError as exc:  # json recurses once per nesting level; 8 KiB of "[" is enough
+        raise MalformedPayment(f"{what} is nested too deeply") from exc
 
 
 def network_id(chain_id: int) -> str:

@@ -23,7 +23,7 @@ from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InferpayError
 from ledger.state import LedgerState
 from ledger.store import LedgerStore, RawTx
-from ledger.types import Allowance, Authorization, ChainInfo, Mint, SignedBlock, Transaction
+from ledger.types import Allowance, Authorization, ChainInfo, Charge, Mint, SignedBlock, Transaction
 from ledger.validation import check_transaction
 
 
@@ -85,6 +85,8 @@ class _Auditor:
         self.state = LedgerState()
         self.seen = DiskSet()
         self.expected_seq = 1
+        self.log_size = 0  # leaves replayed into the log tree so far
+        self.postings = 0  # (address, seq) pairs the history index should hold
         self.nonces = 0  # (signer, nonce) pairs history used; the store's nonce table must match
 
     def problem(self, code: str, message: str, height: int | None = None, raw: RawTx | None = None) -> None:
@@ -140,11 +142,31 @@ class _Auditor:
             return leaf
         if isinstance(tx.message, Authorization | Mint | Allowance):
             self.nonces += 1
+        touched = self.touched(tx)
         try:
             self.state.apply(tx, computed_id)
         except InferpayError as exc:
             self.problem(exc.code, f"replay refuses it: {exc}", height, raw)
+            return leaf
+        for address in touched:  # the account-history index must list exactly these
+            self.seen.add(f"post:{address}:{raw.seq}")
+        self.postings += len(touched)
         return leaf
+
+    def touched(self, tx: Transaction) -> set[str]:
+        """The accounts whose history shows ``tx`` (taken before it is applied)."""
+        m = tx.message
+        if isinstance(m, Mint):
+            return {m.to}
+        if isinstance(m, Authorization):
+            return {m.from_, m.to}
+        if isinstance(m, Allowance):
+            return {m.owner}
+        if isinstance(m, Charge):
+            allowance = self.state.allowances.get(m.allowance_id)
+            return {allowance.owner, allowance.spender} if allowance else set()
+        hold = self.state.holds.get(m.hold_id)
+        return {hold.payer, hold.payee} if hold else set()
 
     def check_block(
         self, block: SignedBlock, previous: SignedBlock | None, txs: list[RawTx], frontier: list[bytes]
@@ -179,10 +201,11 @@ class _Auditor:
                 "transactions do not hash to the block's merkle root (edited, deleted, added or reordered)",
                 height,
             )
-        size = previous.header.tree_size if previous else 0
+        # The log's size is what history replayed, never what a (possibly edited) header claims.
         for leaf in leaves:
-            chainlib.frontier_append(frontier, size, leaf)
-            size += 1
+            chainlib.frontier_append(frontier, self.log_size, leaf)
+            self.log_size += 1
+        size = self.log_size
         if size != header.tree_size or "0x" + chainlib.frontier_root(frontier).hex() != header.tree_root:
             self.problem("log_root_mismatch", "the log tree root in the header does not match history", height)
         self.report.blocks += 1
@@ -279,8 +302,34 @@ def _compare_nonces(store: LedgerStore, auditor: _Auditor) -> None:
         )
 
 
+def _compare_index_and_allowances(store: LedgerStore, auditor: _Auditor) -> None:
+    """The history index (what `history` shows) and the allowances (what API keys may still
+    spend) are derived tables too: an edit there must not pass unnoticed."""
+    stored = 0
+    for address, seq in store.iter_postings():
+        stored += 1
+        if auditor.seen.add(f"post:{address}:{seq}"):
+            auditor.problem(
+                "postings_mismatch", f"history index lists tx #{seq} for {address}, which it does not touch"
+            )
+    if stored != auditor.postings:
+        auditor.problem(
+            "postings_mismatch", f"history index has {stored} entries, history gives {auditor.postings} (rows deleted?)"
+        )
+    replayed = {i: (a.owner, a.spender, a.cap, a.spent, a.valid_before) for i, a in auditor.state.allowances.items()}
+    kept = {a.allowance_id: (a.owner, a.spender, a.cap, a.spent, a.valid_before) for a in store.iter_allowances()}
+    for allowance_id in sorted(set(replayed) | set(kept)):
+        if replayed.get(allowance_id) != kept.get(allowance_id):
+            auditor.problem(
+                "allowances_mismatch",
+                f"allowance {allowance_id}: database says {kept.get(allowance_id)}, "
+                f"history gives {replayed.get(allowance_id)}",
+            )
+
+
 def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
     _compare_nonces(store, auditor)
+    _compare_index_and_allowances(store, auditor)
     state = auditor.state
     stored_addresses = set()
     for account in store.accounts():

@@ -223,7 +223,10 @@ class Ledger:
     def maybe_seal(self, *, max_age_ms: int, max_txs: int) -> list[SignedBlock]:
         """Auto-sealing policy: seal when enough transactions wait, or the oldest waited long enough."""
         count, oldest = self.store.unsealed()
-        if count and (count >= max_txs or oldest is None or self.now_ms() - oldest >= max_age_ms):
+        # A negative age means the clock stepped back since the oldest was accepted: seal anyway
+        # rather than wait for the clock to catch up.
+        age = self.now_ms() - oldest if oldest is not None else max_age_ms
+        if count and (count >= max_txs or age >= max_age_ms or age < 0):
             return self.seal_all()
         return []
 

@@ -653,6 +653,25 @@ class PostgresStore(LedgerStore):
             yield from ((str(a), str(b)) for a, b in rows)
             after = rows[-1]
 
+    def iter_postings(self) -> Iterator[tuple[str, int]]:
+        after: tuple[Any, ...] = ("", 0)
+        while True:
+            rows = self._all(
+                "SELECT address, seq FROM postings WHERE (address, seq) > (%s, %s) ORDER BY address, seq LIMIT 5000",
+                list(after),
+            )
+            if not rows:
+                return
+            yield from ((str(a), int(s)) for a, s in rows)
+            after = rows[-1]
+
+    def iter_allowances(self) -> Iterator[AllowanceRow]:
+        rows = self._all(
+            "SELECT allowance_id, owner, spender, cap, spent, valid_before FROM allowances ORDER BY allowance_id"
+        )
+        for row in rows:
+            yield AllowanceRow(*row)
+
     def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:
         after = -1
         while True:

@@ -600,6 +600,26 @@ class SQLiteStore(LedgerStore):
             yield from ((str(a), str(b)) for a, b in rows)
             after = rows[-1]
 
+    def iter_postings(self) -> Iterator[tuple[str, int]]:
+        db = self._db()
+        after: tuple[str, int] = ("", 0)
+        while True:
+            rows = db.execute(
+                "SELECT address, seq FROM postings WHERE (address, seq) > (?, ?) ORDER BY address, seq LIMIT 5000",
+                list(after),
+            ).fetchall()
+            if not rows:
+                return
+            yield from ((str(a), int(s)) for a, s in rows)
+            after = rows[-1]
+
+    def iter_allowances(self) -> Iterator[AllowanceRow]:
+        rows = self._db().execute(
+            "SELECT allowance_id, owner, spender, cap, spent, valid_before FROM allowances ORDER BY allowance_id"
+        )
+        for row in rows:
+            yield AllowanceRow(*row)
+
     def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:
         db = self._db()
         after = -1

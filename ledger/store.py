@@ -160,6 +160,14 @@ class LedgerStore(ABC):
         """Every used (signer, nonce), streamed."""
 
     @abstractmethod
+    def iter_postings(self) -> Iterator[tuple[str, int]]:
+        """Every (address, seq) of the account-history index, streamed."""
+
+    @abstractmethod
+    def iter_allowances(self) -> Iterator[AllowanceRow]:
+        """Every allowance with what it has spent (captured plus held), streamed."""
+
+    @abstractmethod
     def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:
         """Every block row (height, record) in height order, unparsed."""
 

@@ -191,6 +191,7 @@ class GatewayDouble:
             request.method,
             target,
             int(time.time() * 1000),
+            auth.nonce,
         )
         receipt_dict = self.forge(receipt)
         settlement = {
