@@ -153,11 +153,13 @@ class SQLiteStore(LedgerStore):
         self._local = threading.local()
         self._all: list[sqlite_utils.Database] = []
         self._lock = threading.Lock()
-        db = self._db()
-        if migrations.pending(db):
-            # Several workers may open a new file at once; one migrates, the others wait.
-            with open(f"{self.path}.migrate.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+        # Several workers may open a new file at once: switching it to WAL and migrating both need
+        # exclusive access, which SQLite's busy handler does not always wait for. One process at a
+        # time does them, under a file lock; once done they are no-ops for the others.
+        with open(f"{self.path}.migrate.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            db = self._db()
+            if migrations.pending(db):
                 migrations.apply(db)
 
     # ---- connections and transactions ----
@@ -167,9 +169,9 @@ class SQLiteStore(LedgerStore):
         if db is None:
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False, strict=True)
+            db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             self._local.db = db
             with self._lock:
                 self._all.append(db)
