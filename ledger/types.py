@@ -8,6 +8,7 @@ they are ``int``. Bytes that are hashed or signed are made in ``ledger.encoding`
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,11 +39,21 @@ HOLD_KINDS = frozenset({"hold", "charge"})  # both reserve funds until settled, 
 
 def parse_address(value: object, field: str = "address") -> Address:
     """Accept only an EIP-55 checksummed address (or an all-lowercase one, which has no checksum)."""
-    if not isinstance(value, str) or not value.startswith("0x") or not is_hex_address(value):
-        raise InvalidAddress(f"{field}: not an address: {value!r}")
+    if isinstance(value, str) and len(value) == 42:
+        try:
+            return _checked_address(value)
+        except InvalidAddress as exc:
+            raise InvalidAddress(f"{field}: {exc.message}") from None
+    raise InvalidAddress(f"{field}: not an address: {value!r}")
+
+
+@functools.lru_cache(maxsize=65536)  # payers and payees repeat; each check costs two keccaks
+def _checked_address(value: str) -> Address:
+    if not value.startswith("0x") or not is_hex_address(value):
+        raise InvalidAddress(f"not an address: {value!r}")
     body = value[2:]
     if body != body.lower() and not is_checksum_address(value):
-        raise InvalidAddress(f"{field}: bad EIP-55 checksum in {value!r} (mistyped?)")
+        raise InvalidAddress(f"bad EIP-55 checksum in {value!r} (mistyped?)")
     return Address(to_checksum_address(value))
 
 
