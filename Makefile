@@ -41,3 +41,13 @@ bench-quick: $(VENV)/.bench-installed
 
 bench-profile: $(VENV)/.bench-installed
 	$(PY) -m bench.profile all
+
+# The reliability suite (reliability/, docs/reliability.md): Jepsen-style bank workload, crashes,
+# clock steps, attacks, fuzzing, tampering. Writes reliability/out/report.json.
+.PHONY: reliability reliability-quick
+
+reliability: $(VENV)/.installed
+	$(PY) -m reliability --full
+
+reliability-quick: $(VENV)/.installed
+	$(PY) -m reliability --quick

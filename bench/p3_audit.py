@@ -1,0 +1,67 @@
+"""P3, audit: ``ledger.audit.audit`` (what ``inferpay verify`` runs) on chains of two lengths,
+each in a fresh process, against twice the single-core signature-recovery rate measured in the
+same run (the machine's two cores, each doing nothing but recovering signers), and the peak
+memory of each audit.
+
+The chains hold 100 payers and 1000 recipients whatever their length, so the live state (the
+balances the auditor must hold) is the same size in both, and any memory growth comes from the
+length of history alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from bench.chains import build_chain
+
+PAYERS, RECIPIENTS = 100, 1000
+
+
+@dataclass
+class Settings:
+    sizes: tuple[int, int] = (10_000, 100_000)
+
+
+QUICK = Settings(sizes=(2_000, 10_000))
+
+
+def audit_in_child(path: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.audit_child", path], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"audit of {path} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(settings: Settings, single_core_verify_per_s: float, log: Any = print) -> dict[str, Any]:
+    limit = 2 * single_core_verify_per_s
+    audits = {}
+    for size in settings.sizes:
+        path, meta = build_chain("audit", size, payers=PAYERS, recipients=RECIPIENTS, log=log)
+        result = audit_in_child(str(path))
+        # The auditor's own peak, plus its largest child's should it ever fork workers.
+        result["memory_kb"] = result["peak_rss_kb"] + result.get("largest_child_peak_rss_kb", 0)
+        result["per_s"] = round(result["transactions"] / result["seconds"], 1)
+        result["vs_limit"] = round(result["per_s"] / limit, 4)
+        result["chain_build_seconds"] = meta["build_seconds"]
+        audits[str(size)] = result
+        log(f"  P3 audit of {size} transactions: {result['seconds']:.1f} s, {result['per_s']:.0f} tx/s,"
+            f" peak RSS {result['memory_kb'] / 1024:.1f} MiB, ok={result['ok']}")
+    small, large = (audits[str(s)] for s in settings.sizes)
+    small_growth = max(1, small["memory_kb"] - small["rss_before_audit_kb"])
+    return {
+        "settings": {"sizes": list(settings.sizes), "payers": PAYERS, "recipients": RECIPIENTS},
+        "limit_per_s": round(limit, 1),
+        "limit": "2 x single-core coincurve recovery rate (P2's, same run)",
+        "audits": audits,
+        "verify_vs_limit": large["vs_limit"],
+        "verify_memory_ratio": round(large["memory_kb"] / small["memory_kb"], 4),
+        "verify_memory_growth_ratio": round(
+            (large["memory_kb"] - large["rss_before_audit_kb"]) / small_growth, 4
+        ),
+    }

@@ -1,0 +1,254 @@
+"""The benchmark's three outputs: ``report.json`` (everything), ``report.md`` (the key figures
+and the absolute numbers behind them, for people) and ``report.png`` (a chart)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.common import write_json
+
+# key: (target, "ge" | "le", what it is)
+TARGETS: dict[str, tuple[float | None, str, str]] = {
+    "paid_vs_passthrough_throughput": (0.85, "ge", "paid req/s ÷ pass-through req/s, 16 clients: median of"
+                                       " rounds, worse route"),
+    "added_latency_p50_ms": (1.0, "le", "paid p50 − pass-through p50, 16 clients: median of rounds, worse route"),
+    "added_latency_p99_ms": (None, "le", "paid p99 − pass-through p99, 16 clients: median of rounds, worse route"),
+    "ingest_vs_verify_limit": (0.5, "ge", "durable transfers/s ÷ all-core signature recovery/s"),
+    "verify_vs_limit": (0.8, "ge", "audit tx/s (larger chain) ÷ 2 × single-core recovery/s"),
+    "verify_memory_ratio_100k_vs_10k": (1.2, "le", "audit peak RSS, larger chain ÷ smaller chain"),
+    "balance_latency_ratio_1m_vs_1k": (1.2, "le", "balance lookup p50, long ledger ÷ short ledger"),
+}
+
+
+def key(value: float, name: str, note: str = "") -> dict[str, Any]:
+    target, sense, what = TARGETS[name]
+    passed = None if target is None else (value >= target if sense == "ge" else value <= target)
+    return {"value": value, "target": target, "comparison": ">=" if sense == "ge" else "<=",
+            "pass": passed, "what": what, "note": note}
+
+
+def write(report: dict[str, Any], stem: Path) -> None:
+    write_json(stem.with_suffix(".json"), report)
+    stem.with_suffix(".md").write_text(markdown(report, stem.with_suffix(".png").name))
+    chart(report, stem.with_suffix(".png"))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _mean_cpu(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU ms per request of each process group, averaged over the rounds."""
+    names = rounds[0]["cpu_ms_per_request"]
+    return {n: statistics.fmean(r["cpu_ms_per_request"][n] for r in rounds) for n in names}
+
+
+def markdown(report: dict[str, Any], png_name: str) -> str:
+    lines = [
+        f"# inferpay benchmark ({report['mode']} run)",
+        "",
+        f"Run {report['started_at']} for {report['seconds']:.0f} s on {report['machine']['cpus']} CPUs"
+        f" ({report['machine']['cpu_model']}), Python {report['machine']['python']},"
+        f" SQLite {report['machine']['sqlite']}. Sources measured: "
+        + ", ".join(f"{k} `{v}`" for k, v in report["sources"].items()) + ".",
+        "Every key is a ratio of two things measured in this run; the absolute numbers follow.",
+        "",
+        "| key | value | target | pass |",
+        "|---|---:|---:|:---:|",
+    ]
+    for name, k in report["keys"].items():
+        target = "—" if k["target"] is None else f"{k['comparison']} {k['target']}"
+        verdict = "—" if k["pass"] is None else ("PASS" if k["pass"] else "FAIL")
+        lines.append(f"| `{name}` | {_fmt(k['value'], 4)} | {target} | {verdict} |")
+    lines.append("")
+    for name, k in report["keys"].items():
+        if k["note"]:
+            lines.append(f"- `{name}`: {k['note']}")
+    lines += ["", f"![chart]({png_name})", ""]
+    if report.get("sources_at_end") and report["sources_at_end"] != report["sources"]:
+        lines += ["**The measured sources changed during the run** (now: "
+                  + ", ".join(f"{k} `{v}`" for k, v in report["sources_at_end"].items())
+                  + "): phases that ran after the change measured other code. Run again.", ""]
+    disturbed = [(p, m) for p, m in report.get("machine_load", {}).items() if m["foreign_share_of_machine"] > 0.05]
+    if disturbed:
+        lines.append("**Shared machine:** other programs used "
+                     + "; ".join(f"{m['foreign_share_of_machine']:.0%} of the machine during {p}" for p, m in disturbed)
+                     + ". Ratios are measured side by side and hold up better than absolute numbers.")
+        lines.append("")
+    if "p1" in report:
+        p1 = report["p1"]
+        lines += ["## P1 payment overhead", "",
+                  f"{p1['settings']['connections']} keep-alive clients, {p1['settings']['rounds']} round(s) of "
+                  f"{p1['settings']['duration']} s (after {p1['settings']['warmup']} s warm-up) per scenario, the"
+                  " three scenarios back to back in each round; ratios are medians of the per-round ratios;"
+                  " req/s and latencies below pool all rounds; "
+                  f"gunicorn {p1['servers']['workers']} workers × {p1['servers']['threads']} threads. "
+                  f"Ledger audit after the load: ok={p1['ledger_audit_after_run']['ok']}"
+                  f" ({p1['ledger_audit_after_run']['transactions']} transactions).", "",
+                  "| route | target | req/s | p50 ms | p99 ms | errors | CPU ms/req (server) | CPU ms/req (upstream)"
+                  " | CPU ms/req (load gen) | 1-client p50 ms |",
+                  # (CPU per request: mean over rounds, read from /proc for each process tree)
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for route, r in p1["routes"].items():
+            for kind, server in (("direct", "upstream"), ("passthrough", "passthrough"), ("paid", "gateway")):
+                s = r["scenarios"][kind]
+                cpu = _mean_cpu(s["rounds"])
+                single = r["single_client"][kind]["latency"]["p50_ms"]
+                lines.append(
+                    f"| {route} | {kind} | {_fmt(s['throughput_rps'], 1)} | {_fmt(s['latency']['p50_ms'], 2)} |"
+                    f" {_fmt(s['latency']['p99_ms'], 2)} | {s['errors']} |"
+                    f" {_fmt(cpu[server], 3) if kind != 'direct' else '—'} | {_fmt(cpu['upstream'], 3)} |"
+                    f" {_fmt(cpu['load_generator'], 3)} | {_fmt(single, 3)} |")
+        lines.append("")
+        for route, r in p1["routes"].items():
+            overheads = [x["gateway_reported_overhead"]["p50_ms"] for x in r["scenarios"]["paid"]["rounds"]
+                         if x.get("gateway_reported_overhead")]
+            overhead = {"p50_ms": statistics.median(overheads) if overheads else 0.0}
+            lines.append(
+                f"- {route}: paid/pass-through {r['paid_vs_passthrough_throughput']:.3f} (rounds: "
+                + ", ".join(f"{x['paid_vs_passthrough_throughput']:.3f}" for x in r.get("per_round", []))
+                + f"), pass-through/direct"
+                f" {r['passthrough_vs_direct_throughput']:.3f}; added p50 {r['added_latency_p50_ms']:.2f} ms, p99"
+                f" {r['added_latency_p99_ms']:.2f} ms; one client: added p50"
+                f" {r['single_client_added_latency_p50_ms']:.3f} ms; gateway's own X-Inferpay-Overhead-Ms p50"
+                f" {overhead.get('p50_ms', 0):.2f} ms (median of rounds).")
+        lines.append("")
+    if "p2" in report:
+        p2 = report["p2"]
+        v = p2["verification"]
+        lines += ["## P2 ledger ingest", "",
+                  f"Signature recovery: {_fmt(v['single_core_per_s'], 0)}/s on one core,"
+                  f" {_fmt(v['all_cores_per_s'], 0)}/s on {v['processes']} processes at once. Ledger connection:"
+                  f" journal_mode={p2['durability']['journal_mode']}, synchronous={p2['durability']['synchronous']}.",
+                  "", "| threads | group commit | transfers | seconds | transfers/s |", "|---:|:---:|---:|---:|---:|"]
+        for r in p2["ingest"]:
+            lines.append(f"| {r['threads']} | {'yes' if r.get('group_commit') else 'no'} | {r['transfers']} |"
+                         f" {r['seconds']} | {_fmt(r['per_s'], 1)} |")
+        lines += ["", f"Best ingest ÷ single-core recovery: {p2['ingest_vs_single_core_verify']:.4f}.", ""]
+    if "p3" in report:
+        p3 = report["p3"]
+        lines += ["## P3 audit", "", f"Limit: {_fmt(p3['limit_per_s'], 0)} tx/s ({p3['limit']}).", "",
+                  "| transactions | seconds | tx/s | ÷ limit | RSS before audit MiB | peak RSS MiB | ok |",
+                  "|---:|---:|---:|---:|---:|---:|:---:|"]
+        for size, a in p3["audits"].items():
+            lines.append(f"| {size} | {a['seconds']} | {_fmt(a['per_s'], 1)} | {a['vs_limit']:.4f} |"
+                         f" {a['rss_before_audit_kb'] / 1024:.1f} | {a['memory_kb'] / 1024:.1f} | {a['ok']} |")
+        lines += ["", "Peak-RSS growth above the process baseline, larger ÷ smaller:"
+                  f" {p3['verify_memory_growth_ratio']:.3f}.", ""]
+    if "p4" in report:
+        p4 = report["p4"]
+        lines += ["## P4 growth", "",
+                  "| ledger | balance p50 µs | balance p99 µs | history page (50) p50 ms | rows of the payer |",
+                  "|---:|---:|---:|---:|---:|"]
+        for label in ("small", "large"):
+            g = p4[label]
+            lines.append(f"| {g['transactions']} tx | {g['balance']['p50_ms'] * 1000:.1f} |"
+                         f" {g['balance']['p99_ms'] * 1000:.1f} |"
+                         f" {g['history_page_50']['p50_ms']:.3f} | {g['history_rows_of_one_payer']} |")
+        if p4["large_is_fallback"]:
+            lines.append(f"\nThe long ledger holds {p4['large']['transactions']} transactions, not"
+                         f" {p4['large']['requested']}: building that many was projected past the build budget.")
+        lines += ["", f"History page latency, long ÷ short: {p4['history_latency_ratio']:.3f}.", "",
+                  "| block size | seal ms | µs per tx |", "|---:|---:|---:|"]
+        for size, s in p4["sealing"].items():
+            lines.append(f"| {size} | {s['seal_ms']:.2f} | {s['per_tx_us']:.1f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig.suptitle(f"inferpay benchmark ({report['mode']}, {report['started_at']})", fontsize=13)
+
+    ax = axes[0][0]
+    if "p1" in report:
+        routes = list(report["p1"]["routes"])
+        kinds = ["direct", "passthrough", "paid"]
+        width = 0.25
+        for i, kind in enumerate(kinds):
+            values = [report["p1"]["routes"][r]["scenarios"][kind]["throughput_rps"] for r in routes]
+            bars = ax.bar([x + (i - 1) * width for x in range(len(routes))], values, width, label=kind)
+            ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        ax.set_xticks(range(len(routes)), routes)
+        ax.set_ylabel("requests / s (16 clients)")
+        ax.set_title("P1 throughput: upstream direct, pass-through, paid")
+        ax.legend(fontsize=8)
+    else:
+        ax.set_axis_off()
+
+    ax = axes[0][1]
+    if "p1" in report:
+        routes = list(report["p1"]["routes"])
+        labels, p50, p99 = [], [], []
+        for r in routes:
+            for kind in ("passthrough", "paid"):
+                lat = report["p1"]["routes"][r]["scenarios"][kind]["latency"]
+                labels.append(f"{r}\n{kind}")
+                p50.append(lat["p50_ms"])
+                p99.append(lat["p99_ms"])
+        x = range(len(labels))
+        ax.bar([i - 0.2 for i in x], p50, 0.4, label="p50")
+        ax.bar([i + 0.2 for i in x], p99, 0.4, label="p99")
+        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency ms (log), 16 clients")
+        ax.set_title("P1 latency")
+        ax.legend(fontsize=8)
+    else:
+        ax.set_axis_off()
+
+    ax = axes[1][0]
+    labels, values, colors = [], [], []
+    if "p2" in report:
+        v = report["p2"]["verification"]
+        labels += ["recover\n1 core", f"recover\n{v['processes']} procs"]
+        values += [v["single_core_per_s"], v["all_cores_per_s"]]
+        colors += ["tab:gray", "tab:gray"]
+        for r in report["p2"]["ingest"]:
+            labels.append(f"ingest\n{r['threads']} thr{' GC' if r.get('group_commit') else ''}")
+            values.append(r["per_s"])
+            colors.append("tab:blue")
+    if "p3" in report:
+        for size, a in report["p3"]["audits"].items():
+            labels.append(f"audit\n{int(size) // 1000}k")
+            values.append(a["per_s"])
+            colors.append("tab:orange")
+    if labels:
+        bars = ax.bar(range(len(labels)), values, color=colors)
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("per second (log)")
+        ax.set_title("P2/P3: signature recovery vs durable ingest vs audit")
+    else:
+        ax.set_axis_off()
+
+    ax = axes[1][1]
+    if "p4" in report:
+        seal = report["p4"]["sealing"]
+        sizes = [int(s) for s in seal]
+        ax.plot(sizes, [seal[str(s)]["seal_ms"] for s in sizes], "o-", label="seal time (ms)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("block size (transactions)")
+        ax.set_ylabel("ms (log)")
+        small, large = report["p4"]["small"], report["p4"]["large"]
+        ax.set_title(
+            f"P4 sealing; balance p50 {small['balance']['p50_ms'] * 1000:.1f} µs @ {small['transactions']} tx vs"
+            f" {large['balance']['p50_ms'] * 1000:.1f} µs @ {large['transactions']} tx", fontsize=9)
+        ax.legend(fontsize=8)
+    else:
+        ax.set_axis_off()
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,116 @@
+"""``python -m bench.run [--quick] [--only p1,p2,p3,p4]``: the whole benchmark, one command.
+
+A full run writes ``bench/report.json``, ``bench/report.md`` and ``bench/report.png``; a quick
+run (small sizes, short durations, under two minutes once its small chains are cached) writes
+``bench/out/report-quick.*`` so it never replaces the full report. Scratch files (ledgers,
+server logs, cached chains) go to ``bench/out/``. Used by ``make bench`` / ``make bench-quick``,
+never by the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report
+from bench.common import OUT, ROOT, MachineLoad, machine, measured_sources
+
+PHASES = ("p1", "p2", "p3", "p4")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 2 min)")
+    parser.add_argument("--only", default=",".join(PHASES), help="comma-separated phases (default: all)")
+    parser.add_argument("--p4-build-budget", type=float, default=600.0,
+                        help="seconds the 1M-transaction ledger may take to build before 200k is used instead")
+    ns = parser.parse_args(argv)
+    phases = [p.strip() for p in ns.only.split(",") if p.strip()]
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    quick = ns.quick
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "sources": measured_sources(),
+        "machine_load": {},
+    }
+    keys: dict[str, Any] = {}
+
+    def phase(name: str, body: Any) -> Any:
+        log(f"{name} ...")
+        load = MachineLoad()
+        value = body()
+        result["machine_load"][name] = load.stop()
+        result[name] = value
+        return value
+
+    if "p1" in phases:
+        p1 = phase("p1", lambda: p1_gateway.run(OUT / "p1", p1_gateway.QUICK if quick else p1_gateway.Settings(),
+                                               log=log))
+        routes = ", ".join(f"{r}: {v['paid_vs_passthrough_throughput']:.3f}" for r, v in p1["routes"].items())
+        keys["paid_vs_passthrough_throughput"] = report.key(p1["paid_vs_passthrough_throughput"],
+                                                            "paid_vs_passthrough_throughput", f"per route: {routes}")
+        lat = ", ".join(f"{r}: {v['added_latency_p50_ms']:.2f} ms" for r, v in p1["routes"].items())
+        single = ", ".join(f"{r}: {v['single_client_added_latency_p50_ms']:.2f} ms" for r, v in p1["routes"].items())
+        keys["added_latency_p50_ms"] = report.key(p1["added_latency_p50_ms"], "added_latency_p50_ms",
+                                                  f"per route: {lat}; with one client instead of 16: {single}")
+        keys["added_latency_p99_ms"] = report.key(p1["added_latency_p99_ms"], "added_latency_p99_ms")
+    verification = None
+    if "p2" in phases:
+        p2 = phase("p2", lambda: p2_ingest.run(OUT / "p2", p2_ingest.QUICK if quick else p2_ingest.Settings(), log=log))
+        verification = p2["verification"]
+        keys["ingest_vs_verify_limit"] = report.key(
+            p2["ingest_vs_verify_limit"], "ingest_vs_verify_limit",
+            f"best ingest {p2['best_ingest_per_s']:.0f}/s ({p2['best_threads']} thread(s)"
+            f"{', group commit' if p2.get('best_group_commit') else ''}) vs"
+            f" {verification['all_cores_per_s']:.0f}/s recovery on all cores; vs one core:"
+            f" {p2['ingest_vs_single_core_verify']:.4f}")
+    if "p3" in phases:
+        def p3_body() -> Any:
+            rates = verification or p2_ingest.standalone_verification(1.0 if quick else 3.0)
+            out = p3_audit.run(p3_audit.QUICK if quick else p3_audit.Settings(), rates["single_core_per_s"], log=log)
+            out["verification_used"] = rates
+            return out
+
+        p3 = phase("p3", p3_body)
+        small, large = p3["settings"]["sizes"]
+        keys["verify_vs_limit"] = report.key(p3["verify_vs_limit"], "verify_vs_limit",
+                                             f"{large}-transaction chain: {p3['audits'][str(large)]['per_s']:.0f} tx/s"
+                                             f" vs {p3['limit_per_s']:.0f} tx/s")
+        keys["verify_memory_ratio_100k_vs_10k"] = report.key(
+            p3["verify_memory_ratio"], "verify_memory_ratio_100k_vs_10k",
+            f"chains of {large} and {small} transactions; peak RSS of the whole process (interpreter included);"
+            f" growth above baseline: {p3['verify_memory_growth_ratio']:.3f}")
+    if "p4" in phases:
+        settings = p4_growth.QUICK if quick else p4_growth.Settings(build_budget_seconds=ns.p4_build_budget)
+        p4 = phase("p4", lambda: p4_growth.run(OUT / "p4", settings, log=log))
+        note = f"ledgers of {p4['small']['transactions']} and {p4['large']['transactions']} transactions"
+        if p4["large_is_fallback"]:
+            note += f" ({p4['large']['requested']} would have taken longer than the build budget)"
+        keys["balance_latency_ratio_1m_vs_1k"] = report.key(p4["balance_latency_ratio"],
+                                                            "balance_latency_ratio_1m_vs_1k", note)
+    result["keys"] = keys
+    result["sources_at_end"] = measured_sources()
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    stem = OUT / "report-quick" if quick else ROOT / "bench" / "report"
+    report.write(result, stem)
+    log(f"wrote {stem}.json, .md, .png in {result['seconds']:.0f} s")
+    for name, k in keys.items():
+        verdict = "—" if k["pass"] is None else ("PASS" if k["pass"] else "FAIL")
+        target = "" if k["target"] is None else f" (target {k['comparison']} {k['target']})"
+        log(f"  {name:36s} {k['value']:>12}{target:18s} {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
