@@ -1,0 +1,97 @@
+"""The run: one deployment, the phases in order, each adding its figures and findings to the report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from reliability.bank import run_load_phase, seal_after_clock_correction
+from reliability.clock import ClockControl
+from reliability.deploy import Deployment, backup_database, env_summary
+from reliability.faults import Plan
+from reliability.profiles import Profile
+from reliability.report import Report
+
+
+class Run:
+    def __init__(self, profile: Profile, seed: int, root: Path, report: Report) -> None:
+        self.profile = profile
+        self.seed = seed
+        self.root = root
+        self.report = report
+        self.clock_control = ClockControl(root)
+        self.dep = Deployment(root, self.clock_control)
+        self.acknowledged: list[Any] = []  # ok ops of every load phase, for the tamper phase
+        self.rollback_copy: Path | None = None
+        self.rollback_head: dict[str, Any] | None = None
+
+    def __enter__(self) -> Run:
+        started = time.monotonic()
+        self.dep.create({})
+        self.report.data["deployment"] = {**env_summary(self.dep), "startSeconds": round(time.monotonic() - started, 1)}
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.clock_control.reset()
+        self.report.data["gatewayLogTracebacks"] = self.dep.gateway_log().count("Traceback")
+        self.dep.stop()
+
+    # ---- load phases ----
+
+    def bank(self) -> None:
+        def copy_for_rollback() -> None:
+            # An old copy of the database, for the tamper phase's "restore an old copy".
+            self.rollback_copy = self.root / "rollback-copy.db"
+            backup_database(self.dep.home / "ledger.db", self.rollback_copy)
+
+        self._load("bank", self.profile.bank, Plan(), at_half_time=copy_for_rollback)
+
+    def crash(self) -> None:
+        plan = Plan(gateway_kills=self.profile.crash_gateway_kills, upstream_kills=self.profile.crash_upstream_kills)
+        self._load("crash", self.profile.crash, plan)
+
+    def clock(self) -> None:
+        plan = Plan(gateway_kills=self.profile.clock_gateway_kills, clock_offsets=list(self.profile.clock_offsets))
+        self._load("clock", self.profile.clock, plan)
+        probe, findings = seal_after_clock_correction(self.dep, ahead=max(self.profile.clock_offsets), wait=8.0)
+        self.report.data["phases"]["clock"]["sealAfterClockCorrection"] = probe
+        self.report.findings += [("clock", f) for f in findings]
+
+    def _load(self, name: str, settings: Any, plan: Plan, **kw: Any) -> None:
+        figures, findings, workload = run_load_phase(self.dep, name, settings, plan, self.seed, **kw)
+        self.acknowledged += [op for op in workload.ops if op.outcome == "ok"]
+        self.report.phase(name, figures, findings)
+        ops = figures["operations"]
+        print(
+            f"   {ops['total']} operations ({ops['perSecond']}/s), {ops['acknowledged']} acknowledged, "
+            f"{figures['faults']['injected']} faults, {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
+    # ---- the others ----
+
+    def attacks(self) -> None:
+        from reliability.attacks import run_attacks
+
+        figures, findings = run_attacks(self.dep, self.profile, self.seed)
+        self.report.phase("attacks", figures, findings)
+
+    def fuzz(self) -> None:
+        from reliability.fuzz import run_fuzz
+
+        figures, findings = run_fuzz(self.dep, self.profile, self.seed)
+        self.report.phase("fuzz", figures, findings)
+
+    def tamper(self) -> None:
+        from reliability.tamper import run_tamper
+
+        figures, findings = run_tamper(
+            self.dep, self, self.profile.tamper_base_txs, self.profile.tamper_audit_clean_cases
+        )
+        self.report.phase("tamper", figures, findings)
