@@ -48,7 +48,7 @@ class ClockControl:
             self.steps.append({"from": self.offset, "to": offset, "at": _real_time()})
             self.offset = offset
             self._write(offset)
-        time.time = self._shifted if offset else _real_time  # type: ignore[method-assign]
+        time.time = self._shifted if offset else _real_time
 
     def now(self) -> float:
         """The simulated machine's wall clock (the ledger's clock)."""
