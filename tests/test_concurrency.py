@@ -8,7 +8,6 @@ naive check-then-update at the bottom shows the race these tests would catch: it
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 import sqlite3
 import threading
 import time
@@ -18,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ledger.audit import audit
-from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
-from ledger.encoding import signing_digest
+from ledger.crypto import address_of, new_private_key
 from ledger.errors import IdempotencyConflict, InsufficientFunds
-from ledger.ledger import Ledger
 from ledger.sqlite_store import SQLiteStore
-from ledger.types import Account, Authorization, ChainInfo
+from ledger.types import Account
 from tests.ledger_helpers import UNIT, LedgerFixture
+from tests.process_workers import seal_in_process, spend_in_process
 
 BARRIER_TIMEOUT = 60  # seconds: a racer that never arrives fails the test instead of hanging it
 
@@ -251,70 +249,6 @@ def test_workers_opening_a_fresh_ledger_file_at_once_all_succeed(tmp_path: Path)
 # from plain values (paths and hex keys), as an independent worker process would.
 
 
-def _signed_transfers(
-    chain: ChainInfo, payer_key: bytes, payee: str, value: int, count: int
-) -> list[tuple[Authorization, str]]:
-    now = int(time.time())
-    out = []
-    for _ in range(count):
-        auth = Authorization(address_of(payer_key), payee, value, now - 5, now + 600, "0x" + secrets.token_hex(32))
-        out.append((auth, sign_digest(payer_key, signing_digest(chain, auth))))
-    return out
-
-
-def _spend_in_process(
-    path: str,
-    sealer_hex: str,
-    payer_hex: str,
-    chain_info: dict[str, Any],
-    payee: str,
-    attempts: int,
-    barrier: Any,
-    results: Any,
-) -> None:
-    ok = refused = 0
-    other: list[str] = []
-    try:
-        store = SQLiteStore(path)
-        ledger = Ledger(store, sealer=KeySigner(bytes.fromhex(sealer_hex)))
-        chain = ChainInfo.from_dict(chain_info)
-        if ledger.chain != chain:
-            other.append("chain info in the database differs from the one passed in")
-        signed = _signed_transfers(chain, bytes.fromhex(payer_hex), payee, UNIT, attempts)
-        barrier.wait(BARRIER_TIMEOUT)
-        for auth, sig in signed:
-            try:
-                ledger.transfer(auth, sig)
-                ok += 1
-            except InsufficientFunds:
-                refused += 1
-        store.close()
-    except Exception as exc:
-        other.append(repr(exc))
-    results.put(("spender", ok, refused, other))
-
-
-def _seal_in_process(path: str, sealer_hex: str, max_txs: int, barrier: Any, stop: Any, results: Any) -> None:
-    heights: list[int] = []
-    other: list[str] = []
-    try:
-        store = SQLiteStore(path)
-        ledger = Ledger(store, sealer=KeySigner(bytes.fromhex(sealer_hex)), block_max_txs=max_txs)
-        barrier.wait(BARRIER_TIMEOUT)
-        while True:
-            block = ledger.seal()
-            if block is not None:
-                heights.append(block.header.height)
-            elif stop.is_set():
-                break
-            else:
-                time.sleep(0.001)
-        store.close()
-    except Exception as exc:
-        other.append(repr(exc))
-    results.put(("sealer", heights, other))
-
-
 def test_four_processes_and_two_sealer_processes_spend_exactly_what_is_there(lf: LedgerFixture) -> None:
     """M=4 processes x N=10 transfers of 1 from a wallet holding 15, while two other processes
     seal concurrently: exactly 15 succeed, the balance is never negative, the chain is whole."""
@@ -330,9 +264,9 @@ def test_four_processes_and_two_sealer_processes_spend_exactly_what_is_there(lf:
     results = ctx.Queue()
     spender_args = (str(lf.path), lf.sealer_key.hex(), payer_key.hex(), lf.chain.to_dict(), payee, attempts)
     children = [
-        ctx.Process(target=_spend_in_process, args=(*spender_args, barrier, results)) for _ in range(processes)
+        ctx.Process(target=spend_in_process, args=(*spender_args, barrier, results)) for _ in range(processes)
     ] + [
-        ctx.Process(target=_seal_in_process, args=(str(lf.path), lf.sealer_key.hex(), 4, barrier, stop, results))
+        ctx.Process(target=seal_in_process, args=(str(lf.path), lf.sealer_key.hex(), 4, barrier, stop, results))
         for _ in range(2)
     ]
     for child in children:

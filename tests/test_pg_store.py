@@ -48,7 +48,7 @@ from ledger.sealer import AutoSealer
 from ledger.store import LedgerStore
 from ledger.stores import open_store
 from ledger.transfer_dump import export_ledger, import_ledger
-from ledger.types import Account, Allowance, Authorization, ChainInfo, SignedBlock
+from ledger.types import Account, Allowance, SignedBlock
 from tests import test_ledger_model as model
 from tests.ledger_helpers import (
     POSTGRES_URL,
@@ -61,6 +61,7 @@ from tests.ledger_helpers import (
     snapshot,
     using_backend,
 )
+from tests.process_workers import seal_in_process, spend_in_process
 
 pytestmark = pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
 
@@ -480,68 +481,6 @@ def test_workers_opening_a_fresh_schema_at_once_all_succeed() -> None:
 # values (the URL and hex keys), as a gateway worker on another host would.
 
 
-def _signed_transfers(
-    chain: ChainInfo, payer_key: bytes, payee: str, value: int, count: int
-) -> list[tuple[Authorization, str]]:
-    now = int(time.time())
-    out = []
-    for _ in range(count):
-        auth = Authorization(address_of(payer_key), payee, value, now - 5, now + 600, "0x" + secrets.token_hex(32))
-        out.append((auth, sign_digest(payer_key, signing_digest(chain, auth))))
-    return out
-
-
-def _spend_in_process(
-    url: str,
-    sealer_hex: str,
-    payer_hex: str,
-    chain_info: dict[str, Any],
-    payee: str,
-    attempts: int,
-    barrier: Any,
-    results: Any,
-) -> None:
-    ok = refused = 0
-    other: list[str] = []
-    try:
-        store = open_store(url)
-        ledger = Ledger(store, sealer=KeySigner(bytes.fromhex(sealer_hex)))
-        chain = ChainInfo.from_dict(chain_info)
-        signed = _signed_transfers(chain, bytes.fromhex(payer_hex), payee, UNIT, attempts)
-        barrier.wait(TIMEOUT)
-        for auth, sig in signed:
-            try:
-                ledger.transfer(auth, sig)
-                ok += 1
-            except InsufficientFunds:
-                refused += 1
-        store.close()
-    except Exception as exc:
-        other.append(repr(exc))
-    results.put(("spender", ok, refused, other))
-
-
-def _seal_in_process(url: str, sealer_hex: str, max_txs: int, barrier: Any, stop: Any, results: Any) -> None:
-    heights: list[int] = []
-    other: list[str] = []
-    try:
-        store = open_store(url)
-        ledger = Ledger(store, sealer=KeySigner(bytes.fromhex(sealer_hex)), block_max_txs=max_txs)
-        barrier.wait(TIMEOUT)
-        while True:
-            block = ledger.seal()
-            if block is not None:
-                heights.append(block.header.height)
-            elif stop.is_set() and store.unsealed()[0] == 0:
-                break
-            else:
-                time.sleep(0.001)
-        store.close()
-    except Exception as exc:
-        other.append(repr(exc))
-    results.put(("sealer", heights, other))
-
-
 def _collect(results: Any, want: int, deadline: float) -> list[tuple[Any, ...]]:
     got: list[tuple[Any, ...]] = []
     while len(got) < want:
@@ -573,11 +512,11 @@ def test_four_processes_spend_exactly_what_is_there_while_two_processes_seal(pg:
     url, sealer_hex = str(pg.path), pg.sealer_key.hex()
     children = [
         ctx.Process(
-            target=_spend_in_process,
+            target=spend_in_process,
             args=(url, sealer_hex, payer_key.hex(), pg.chain.to_dict(), payee, attempts, barrier, results),
         )
         for _ in range(processes)
-    ] + [ctx.Process(target=_seal_in_process, args=(url, sealer_hex, 3, barrier, stop, results)) for _ in range(2)]
+    ] + [ctx.Process(target=seal_in_process, args=(url, sealer_hex, 3, barrier, stop, results)) for _ in range(2)]
     for child in children:
         child.start()
     deadline = time.monotonic() + 120
@@ -628,7 +567,7 @@ def test_two_sealer_processes_at_once_keep_blocks_contiguous(pg: LedgerFixture) 
     barrier, stop, results = ctx.Barrier(2), ctx.Event(), ctx.Queue()
     stop.set()  # seal until nothing is left, then stop
     children = [
-        ctx.Process(target=_seal_in_process, args=(str(pg.path), pg.sealer_key.hex(), 2, barrier, stop, results))
+        ctx.Process(target=seal_in_process, args=(str(pg.path), pg.sealer_key.hex(), 2, barrier, stop, results))
         for _ in range(2)
     ]
     for child in children:
@@ -664,7 +603,7 @@ def _seal_slowly_in_process(url: str, sealer_hex: str, inside: Any, results: Any
         results.put(("slow sealer failed", repr(exc)))
 
 
-def _auto_seal_in_process(url: str, sealer_hex: str, stop: Any, results: Any) -> None:
+def _autoseal_in_process(url: str, sealer_hex: str, stop: Any, results: Any) -> None:
     try:
         store = open_store(url)
         ledger = Ledger(store, sealer=KeySigner(bytes.fromhex(sealer_hex)), block_max_txs=4)
@@ -695,7 +634,7 @@ def test_a_sealer_killed_mid_block_leaves_nothing_and_another_process_takes_over
         # It holds the seal lock: nobody else may seal now, and nothing it did is visible.
         assert pg.ledger.seal() is None
         assert pg.ledger.head().header.height == 1 and pg.ledger.store.unsealed()[0] == 6
-        takeover = ctx.Process(target=_auto_seal_in_process, args=(url, sealer_hex, stop, results))
+        takeover = ctx.Process(target=_autoseal_in_process, args=(url, sealer_hex, stop, results))
         takeover.start()
         for _ in range(4):
             pg.transfer(payer, payee.address, UNIT)
