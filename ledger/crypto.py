@@ -13,10 +13,10 @@ import re
 import secrets
 
 from coincurve import PrivateKey, PublicKey
-from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
 from ledger.errors import HighSSignature, InvalidSignature
+from ledger.keccak import keccak
 from ledger.types import Address, SignatureHex
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

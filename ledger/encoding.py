@@ -17,9 +17,8 @@ import hashlib
 import json
 from typing import Any
 
-from eth_hash.auto import keccak
-
 from ledger import merkle
+from ledger.keccak import keccak
 from ledger.types import (
     Allowance,
     Authorization,

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
 from ledger import chain as chainlib
@@ -23,6 +22,7 @@ from ledger import merkle
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InvalidInput, LedgerNotInitialized, NotFound
 from ledger.group_commit import GroupCommitter
+from ledger.keccak import keccak
 from ledger.store import LedgerStore, StoredTx
 from ledger.types import (
     Account,
@@ -129,12 +129,18 @@ class Ledger:
 
     def submit(self, tx: Transaction) -> TxResult:
         """Validate and record ``tx``. A retry of the same transaction returns the first result."""
+        return self._submit(tx, signed_here=False)
+
+    def _submit(self, tx: Transaction, *, signed_here: bool) -> TxResult:
         tx_id = transaction_id(tx)
-        existing = self.store.get(tx_id)
+        # A retry of a user's transaction is answered from what is stored, without the write lock.
+        # The ledger's own resolutions and charges are new by construction (the store still
+        # answers a repeated one with the first result, under the lock).
+        existing = None if signed_here else self.store.get(tx_id)
         if existing is None:
             now_ms = self.now_ms()
             tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at)
-            check_transaction(self.chain, tx, now_ms // 1000)
+            check_transaction(self.chain, tx, now_ms // 1000, signature=not signed_here)
             append = self._committer.append if self._committer is not None else self.store.append
             existing, created = append(tx, tx_id, leaf_hash(tx))
         else:
@@ -160,7 +166,8 @@ class Ledger:
         resolution = HoldResolution(parse_bytes32(hold_id, "holdId"), outcome, amount)  # type: ignore[arg-type]
         signer = self._require_sealer()
         signature = signer.sign_digest(signing_digest(self.chain, resolution))
-        return self.submit(Transaction(outcome, resolution, signer.address, signature))  # type: ignore[arg-type]
+        tx = Transaction(outcome, resolution, signer.address, signature)  # type: ignore[arg-type]
+        return self._submit(tx, signed_here=True)
 
     def settle(self, hold_id: TxId, amount: int) -> TxResult:
         """Capture ``amount`` (<= the hold) for the payee; the rest goes back to the payer."""
@@ -193,7 +200,7 @@ class Ledger:
         charge = Charge(parse_bytes32(allowance_id, "allowanceId"), amount, request_id or "0x" + secrets.token_hex(32))
         signer = self._require_sealer()
         signature = signer.sign_digest(signing_digest(self.chain, charge))
-        return self.submit(Transaction("charge", charge, signer.address, signature, 0, expires_at))
+        return self._submit(Transaction("charge", charge, signer.address, signature, 0, expires_at), signed_here=True)
 
     def _require_sealer(self) -> chainlib.Signer:
         if self.sealer is None:

@@ -78,7 +78,9 @@ def edit_transfer_recipient_rehashed(path: Path) -> str:
 
 def edit_balance(path: Path) -> str:
     with attacker(path) as conn:
-        conn.execute("UPDATE accounts SET available = available + 1000000 WHERE rowid = 1")
+        conn.execute(
+            "UPDATE accounts SET available = available + 1000000 WHERE address = (SELECT min(address) FROM accounts)"
+        )
     return "one account's available balance raised by 1 token"
 
 

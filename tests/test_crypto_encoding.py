@@ -387,3 +387,23 @@ def test_parse_address_known_checksum() -> None:
 def test_parse_address_requires_the_0x_prefix(text: str) -> None:
     with pytest.raises(InvalidAddress):
         parse_address(text)
+
+
+# ---- Keccak-256: the fast C implementation against pycryptodome's ----
+
+
+def test_keccak_known_answers() -> None:
+    from ledger.keccak import keccak as fast_keccak
+
+    # Keccak-256 (Ethereum), not FIPS SHA3-256, whose digest of b"" is a7ffc6f8...
+    assert fast_keccak(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    assert fast_keccak(b"cow") == COW_KEY
+
+
+@given(st.binary(max_size=600))
+def test_keccak_agrees_with_pycryptodome(data: bytes) -> None:
+    from eth_hash.backends import pycryptodome
+
+    from ledger.keccak import keccak as fast_keccak
+
+    assert fast_keccak(data) == pycryptodome.keccak256(data)

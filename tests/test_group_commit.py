@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,71 @@ def test_holds_skip_the_fsync_and_what_acknowledges_them_does_not(tmp_path: Path
     hold = ledger.hold(*lf.authorization(alice, bob.address, UNIT))
     ledger.settle(hold.tx_id, UNIT // 2)
     assert modes == [1, 2]  # NORMAL for the hold, FULL for the settle
+
+
+def test_a_lone_writer_commits_in_its_own_thread(tmp_path: Path) -> None:
+    """No handoff to a writer thread when nobody else is writing: the caller leads its own commit."""
+    lf = make_ledger(tmp_path, FakeClock())
+    store = SQLiteStore(lf.path)
+    threads: list[str] = []
+    real_append_many = store.append_many
+
+    def recording(items, *, durable=True):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real_append_many(items, durable=durable)
+
+    store.append_many = recording  # type: ignore[method-assign]
+    ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock, group_commit=True)
+    alice, bob = lf.party("alice"), lf.party("bob")
+    lf.mint(alice.address, 2 * UNIT)
+    ledger.transfer(*lf.authorization(alice, bob.address, UNIT))
+    hold = ledger.hold(*lf.authorization(alice, bob.address, UNIT))
+    ledger.settle(hold.tx_id, UNIT)
+    assert threads == [threading.current_thread().name] * 3
+
+
+def test_a_failing_commit_fails_every_caller_in_its_batch_and_the_next_batch_still_commits(tmp_path: Path) -> None:
+    lf = make_ledger(tmp_path, FakeClock())
+    store = SQLiteStore(lf.path)
+    real_append_many = store.append_many
+    calls = 0
+    entered, release = threading.Event(), threading.Event()
+
+    def flaky(items, *, durable=True):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first batch: hold the lead until the others have queued, then fail
+            entered.set()
+            release.wait(10)
+            raise OSError("disk gone")
+        return real_append_many(items, durable=durable)
+
+    store.append_many = flaky  # type: ignore[method-assign]
+    ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock, group_commit=True)
+    alice, bob = lf.party("alice"), lf.party("bob")
+    lf.mint(alice.address, 10 * UNIT)
+    payments = [lf.authorization(alice, bob.address, UNIT) for _ in range(5)]
+    outcomes: dict[int, object] = {}
+
+    def pay(i: int) -> None:
+        try:
+            outcomes[i] = ledger.transfer(*payments[i])
+        except Exception as exc:
+            outcomes[i] = exc
+
+    first = threading.Thread(target=pay, args=(0,))
+    first.start()
+    assert entered.wait(10)
+    others = [threading.Thread(target=pay, args=(i,)) for i in range(1, 5)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # they queue behind the leader
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    from ledger.errors import StorageUnavailable
+
+    assert isinstance(outcomes[0], StorageUnavailable)  # the failed batch: not acknowledged
+    assert all(not isinstance(outcomes[i], Exception) for i in range(1, 5))  # the next leader committed them
+    assert store.account(bob.address).available == 4 * UNIT
+    assert audit(SQLiteStore(lf.path)).ok
