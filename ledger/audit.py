@@ -19,12 +19,13 @@ from typing import Any, Protocol
 from ledger import chain as chainlib
 from ledger import merkle
 from ledger.disk_set import DiskSet
-from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InferpayError
+from ledger.precheck import Precheck, prechecked, second_opinion
 from ledger.state import LedgerState
 from ledger.store import LedgerStore, RawTx
 from ledger.types import Allowance, Authorization, ChainInfo, Charge, Mint, SignedBlock, Transaction
-from ledger.validation import check_transaction
+
+Checked = tuple[RawTx, Precheck]
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,9 @@ class _Auditor:
             Problem(code, message, height, raw.seq if raw else None, raw.tx_id if raw else None)
         )
 
-    def second_opinion(self, digest: bytes, signature: str, expected: str) -> bool:
-        from ledger.independent_verifier import recover_address_independently
-
-        try:
-            return recover_address_independently(digest, signature) == expected
-        except Exception:
-            return False
-
-    def check_tx(self, raw: RawTx, height: int | None) -> bytes | None:
-        """Check one stored transaction and apply it; return its recomputed leaf hash."""
+    def check_tx(self, raw: RawTx, pre: Precheck, height: int | None) -> bytes | None:
+        """Replay one stored transaction, checked on its own already (``pre``); return its
+        recomputed leaf hash."""
         self.report.transactions += 1
         if raw.seq != self.expected_seq:
             self.problem(
@@ -113,27 +107,20 @@ class _Auditor:
                 raw,
             )
         self.expected_seq = raw.seq + 1
-        try:
-            tx = Transaction.from_dict(json.loads(raw.record))
-        except (ValueError, InferpayError) as exc:
-            self.problem("malformed_record", f"record does not parse: {exc}", height, raw)
+        tx, leaf, computed_id = pre.tx, pre.leaf, pre.tx_id
+        if tx is None or leaf is None or computed_id is None:
+            self.problem("malformed_record", f"record does not parse: {pre.parse_error}", height, raw)
             return None
-        leaf = leaf_hash(tx)
         if leaf != raw.leaf_hash:
             self.problem("leaf_mismatch", "stored leaf hash does not match the record (edited?)", height, raw)
-        computed_id = transaction_id(tx)
         if computed_id != raw.tx_id:
             self.problem("id_mismatch", f"record hashes to id {computed_id}, stored as {raw.tx_id}", height, raw)
         if not self.seen.add("id:" + computed_id):
             self.problem("duplicate_transaction", "the same transaction appears twice", height, raw)
-        try:
-            check_transaction(self.chain, tx, tx.accepted_at // 1000)
-        except InferpayError as exc:
-            self.problem(exc.code, str(exc), height, raw)
+        if pre.invalid is not None:
+            self.problem(pre.invalid[0], pre.invalid[1], height, raw)
             return leaf
-        if self.independent and not self.second_opinion(
-            signing_digest(self.chain, tx.message), tx.signature, tx.signer
-        ):
+        if self.independent and not pre.independent_ok:
             self.problem("independent_check_failed", "the independent verifier rejects the signature", height, raw)
         if isinstance(tx.message, Authorization | Mint | Allowance) and not self.seen.add(
             f"nonce:{tx.signer}:{tx.message.nonce}"
@@ -169,13 +156,13 @@ class _Auditor:
         return {hold.payer, hold.payee} if hold else set()
 
     def check_block(
-        self, block: SignedBlock, previous: SignedBlock | None, txs: list[RawTx], frontier: list[bytes]
+        self, block: SignedBlock, previous: SignedBlock | None, txs: list[Checked], frontier: list[bytes]
     ) -> None:
         header = block.header
         height = header.height
         try:
             chainlib.check_block_signature(block, self.chain.sealer)
-            if self.independent and not self.second_opinion(
+            if self.independent and not second_opinion(
                 bytes.fromhex(block.block_hash[2:]), block.signature, self.chain.sealer
             ):
                 self.problem("independent_check_failed", "the independent verifier rejects the block signature", height)
@@ -190,8 +177,8 @@ class _Auditor:
             if header.prev_hash != previous.block_hash:
                 self.problem("broken_link", f"prev_hash does not match block {previous.header.height}'s hash", height)
         leaves = []
-        for raw in txs:
-            leaf = self.check_tx(raw, height)
+        for raw, pre in txs:
+            leaf = self.check_tx(raw, pre, height)
             leaves.append(leaf if leaf is not None else raw.leaf_hash)
         if len(txs) != header.tx_count:
             self.problem("tx_count_mismatch", f"header says {header.tx_count} transactions, found {len(txs)}", height)
@@ -231,32 +218,39 @@ class ChainSource(Protocol):
 
 
 def audit(
-    store: ChainSource, *, independent: bool = False, progress: Callable[[int], None] | None = None
+    store: ChainSource,
+    *,
+    independent: bool = False,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> AuditReport:
     """Replay the whole ledger in ``store``; the report lists every problem, in chain order.
 
     When ``store`` is a ``LedgerStore``, the balances, supply, open holds and used nonces it
-    keeps are compared with the replayed ones too; a remote chain has only its history."""
+    keeps are compared with the replayed ones too; a remote chain has only its history.
+    Signatures are checked in ``workers`` processes (default: one per core) once the chain is
+    longer than a few thousand transactions (``ledger.precheck``); ``workers=1``: in this one."""
     chain = store.chain_info()
     auditor = _Auditor(chain, independent, progress)
     report = auditor.report
     try:
-        txs = store.iter_raw_transactions()
-        pending: RawTx | None = next(txs, None)
+        txs = prechecked(chain, store.iter_raw_transactions(), independent=independent, workers=workers)
+        pending: Checked | None = next(txs, None)
         previous: SignedBlock | None = None
         frontier: list[bytes] = []
         for block in _blocks(store, auditor):
             height = block.header.height
-            group: list[RawTx] = []
-            while pending is not None and pending.block_height is not None and pending.block_height <= height:
-                if pending.block_height < height:
+            group: list[Checked] = []
+            while pending is not None and pending[0].block_height is not None and pending[0].block_height <= height:
+                raw = pending[0]
+                if raw.block_height is not None and raw.block_height < height:
                     auditor.problem(
                         "orphan_transaction",
-                        f"transaction claims block {pending.block_height}, which is missing or out of order",
-                        pending.block_height,
-                        pending,
+                        f"transaction claims block {raw.block_height}, which is missing or out of order",
+                        raw.block_height,
+                        raw,
                     )
-                    auditor.check_tx(pending, None)
+                    auditor.check_tx(raw, pending[1], None)
                 else:
                     group.append(pending)
                 pending = next(txs, None)
@@ -269,15 +263,16 @@ def audit(
             auditor.problem("no_genesis", "the ledger has no blocks at all")
         unsealed = 0
         while pending is not None:
-            if pending.block_height is not None:
+            raw = pending[0]
+            if raw.block_height is not None:
                 auditor.problem(
                     "orphan_transaction",
-                    f"transaction claims block {pending.block_height}, which does not exist (blocks deleted?)",
-                    pending.block_height,
-                    pending,
+                    f"transaction claims block {raw.block_height}, which does not exist (blocks deleted?)",
+                    raw.block_height,
+                    raw,
                 )
             unsealed += 1
-            auditor.check_tx(pending, None)
+            auditor.check_tx(raw, pending[1], None)
             pending = next(txs, None)
         if progress and unsealed:
             progress(unsealed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from ledger import chain as chainlib
+from ledger import precheck
 from ledger.audit import AuditReport, Problem, audit
 from ledger.crypto import KeySigner, new_private_key, sign_digest
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
@@ -83,6 +85,22 @@ def build_chain(lf: LedgerFixture) -> BuiltChain:
     return BuiltChain(lf, entries)
 
 
+@pytest.fixture(autouse=True, params=["in-process", "workers"])
+def audit_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every tamper case twice: signatures checked in the auditor's process, and in worker
+    processes (the path long chains take), with chunks small enough that these short chains
+    cross several of them."""
+    workers = 1 if request.param == "in-process" else 2
+    monkeypatch.setattr(sys.modules[__name__], "AUDIT_WORKERS", workers)
+    if workers > 1:
+        monkeypatch.setattr(precheck, "PARALLEL_AFTER", 3)
+        monkeypatch.setattr(precheck, "CHUNK", 4)
+    return workers
+
+
+AUDIT_WORKERS = 1  # set per test by the fixture above
+
+
 @pytest.fixture
 def built(lf: LedgerFixture) -> BuiltChain:
     chain = build_chain(lf)
@@ -100,7 +118,7 @@ def attacker(path: Path) -> Iterator[sqlite3.Connection]:
 def audit_file(path: Path, **kw: Any) -> AuditReport:
     store = SQLiteStore(path)  # fresh, as a verifier that never saw the ledger live would open it
     try:
-        return audit(store, **kw)
+        return audit(store, workers=AUDIT_WORKERS, **kw)
     finally:
         store.close()
 
@@ -185,6 +203,39 @@ def test_changed_recipient_with_recomputed_hashes_breaks_the_signature(built: Bu
     assert problem.code == "invalid_signature", problem
     assert (problem.block_height, problem.seq, problem.tx_id) == (entry.height, entry.seq, new_id)
     assert "merkle_mismatch" in codes
+
+
+def test_worker_processes_report_exactly_what_the_auditor_finds_alone(
+    built: BuiltChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same tampered chain, checked in one process and across worker processes: the same
+    problems, in the same order (workers only precompute; the replay stays in order)."""
+    entry = built["t_ab"]
+    with attacker(built.lf.path) as conn:
+        record = read_record(conn, entry.seq)
+        record["message"]["to"] = built.lf.party("mallory").address
+        tx = Transaction.from_dict(record)
+        conn.execute(
+            "UPDATE transactions SET record = ?, tx_id = ?, leaf_hash = ? WHERE seq = ?",
+            [json.dumps(record, sort_keys=True), transaction_id(tx), leaf_hash(tx), entry.seq],
+        )
+        conn.execute("DELETE FROM transactions WHERE seq = ?", [built["t_bc"].seq])
+    alone = audit_file(built.lf.path)
+    monkeypatch.setattr(precheck, "PARALLEL_AFTER", 2)
+    monkeypatch.setattr(precheck, "CHUNK", 3)
+    used: list[int] = []
+    real = precheck._in_workers
+
+    def spying(*args: Any) -> Any:
+        used.append(args[-1])
+        yield from real(*args)
+
+    monkeypatch.setattr(precheck, "_in_workers", spying)
+    store = SQLiteStore(built.lf.path)
+    in_workers = audit(store, workers=2)
+    store.close()
+    assert used == [2]
+    assert not alone.ok and [p.to_dict() for p in in_workers.problems] == [p.to_dict() for p in alone.problems]
 
 
 def test_deleted_transaction_leaves_a_sequence_gap(built: BuiltChain) -> None:
