@@ -20,7 +20,7 @@ from eth_utils import to_checksum_address
 from ledger import chain as chainlib
 from ledger import merkle
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
-from ledger.errors import InvalidInput, LedgerNotInitialized, NotFound
+from ledger.errors import InferpayError, InvalidInput, LedgerNotInitialized, NotFound
 from ledger.group_commit import GroupCommitter
 from ledger.keccak import keccak
 from ledger.store import LedgerStore, StoredTx
@@ -148,6 +148,46 @@ class Ledger:
             check_signature(self.chain, tx)
             created = False
         return TxResult(tx_id, existing.seq, existing.tx.kind, not created, existing.block_height)
+
+    def submit_many(self, txs: list[Transaction]) -> list[TxResult | InferpayError]:
+        """Validate and record a batch, each on its own terms (a refused one is refused alone and
+        its slot holds the error), with one durable commit for the lot where the store can
+        (SQLite); for bulk ingest: imports, back-fills, a client's queued payments. A transaction
+        already in the ledger is answered with its first result, as ``submit`` does."""
+        results: list[TxResult | InferpayError | None] = [None] * len(txs)
+        batch: list[tuple[Transaction, TxId, bytes]] = []
+        slots: list[int] = []
+        now_ms = self.now_ms()
+        for index, tx in enumerate(txs):
+            try:
+                stamped = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at)
+                check_transaction(self.chain, stamped, now_ms // 1000)
+            except InferpayError as exc:
+                # A retry of a stored one may be past its window by now: answer it as submit does.
+                try:
+                    results[index] = self.submit(tx)
+                except InferpayError:
+                    results[index] = exc
+                continue
+            batch.append((stamped, transaction_id(tx), leaf_hash(stamped)))
+            slots.append(index)
+        append_many = getattr(self.store, "append_many", None)
+        if append_many is not None:
+            outcomes: list[tuple[StoredTx, bool] | InferpayError] = append_many(batch)
+        else:
+            outcomes = []
+            for item in batch:
+                try:
+                    outcomes.append(self.store.append(*item))
+                except InferpayError as exc:
+                    outcomes.append(exc)
+        for index, outcome in zip(slots, outcomes, strict=True):
+            if isinstance(outcome, InferpayError):
+                results[index] = outcome
+            else:
+                stored, created = outcome
+                results[index] = TxResult(stored.tx_id, stored.seq, stored.tx.kind, not created, stored.block_height)
+        return [r for r in results if r is not None]
 
     def mint(self, mint: Mint, signature: SignatureHex) -> TxResult:
         return self.submit(Transaction("mint", mint, self.chain.operator, signature))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ledger.amounts import MAX_AMOUNT
+from ledger.audit import audit
 from ledger.crypto import SECP256K1_N, KeySigner, sign_digest
 from ledger.encoding import signing_digest, transaction_id
 from ledger.errors import (
@@ -763,3 +764,31 @@ def test_a_kind_that_does_not_match_its_message_cannot_even_be_built(
     can ever reach Ledger.submit or the store."""
     with pytest.raises(MalformedRecord):
         build(lf)
+
+
+# ---- batches ----
+
+
+def test_a_batch_is_recorded_each_on_its_own_terms(lf: LedgerFixture) -> None:
+    """submit_many: good ones recorded in order, a reused nonce, an overspend and a bad signature
+    refused in their own slots, a retry answered with its first result; the books balance."""
+    alice, bob = funded(lf, "alice", 3 * UNIT), lf.party("bob")
+    earlier_auth, earlier_sig = lf.authorization(alice, bob.address, UNIT)
+    earlier = lf.ledger.transfer(earlier_auth, earlier_sig)
+    good = [lf.authorization(alice, bob.address, UNIT // 2) for _ in range(2)]
+    reused = lf.authorization(alice, bob.address, 1, nonce=good[0][0].nonce)
+    overspend = lf.authorization(alice, bob.address, 5 * UNIT)
+    forged_auth, _ = lf.authorization(alice, bob.address, 1)
+    _, other_sig = lf.authorization(bob, alice.address, 1)
+    batch = [good[0], reused, overspend, (earlier_auth, earlier_sig), (forged_auth, other_sig), good[1]]
+    results = lf.ledger.submit_many([Transaction("transfer", a, a.from_, s) for a, s in batch])
+    assert len(results) == len(batch)
+    first, again = results[0], results[5]
+    assert isinstance(first, TxResult) and isinstance(again, TxResult) and again.seq == first.seq + 1
+    assert isinstance(results[1], NonceReused)
+    assert isinstance(results[2], InsufficientFunds)
+    assert results[3] == dataclasses.replace(earlier, duplicate=True)
+    assert isinstance(results[4], InvalidSignature)
+    assert balances(lf, alice) == (UNIT, 0) and balances(lf, bob) == (2 * UNIT, 0)
+    lf.ledger.seal_all()
+    assert audit(lf.ledger.store).ok
