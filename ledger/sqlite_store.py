@@ -295,6 +295,14 @@ class SQLiteStore(LedgerStore):
         if getattr(self._local, "synchronous", "FULL") != wanted:
             db.execute(f"PRAGMA synchronous={wanted}")
             self._local.synchronous = wanted
+        if len(items) == 1:  # alone: no savepoint, a refusal rolls the whole transaction back
+            try:
+                with self._write() as db:
+                    return [self._append_one(db, *items[0])]
+            except InferpayError as exc:
+                return [exc]
+            except sqlite3.IntegrityError as exc:
+                return [InsufficientFunds(f"refused by the ledger's constraints: {exc}")]
         with self._write() as db:
             for tx, tx_id, leaf_hash in items:
                 try:
