@@ -40,6 +40,7 @@ _ROUTE_KEYS = {
     "price_per_1k_output_tokens",
     "max_amount",
     "description",
+    "free",
 }
 
 
@@ -52,6 +53,7 @@ class Route:
     price_per_1k_output_tokens: int = 0
     max_amount: int = 0  # for metered routes: the hold, and the most one call may cost
     description: str = ""
+    free: bool = False  # forwarded without payment: nothing held, charged or signed
 
     @property
     def metered(self) -> bool:
@@ -115,7 +117,13 @@ def _route(data: object, index: int) -> Route:
         raise ConfigError(f"{where}: expected a table")
     if unknown := set(data) - _ROUTE_KEYS:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for key in ("path", "upstream", "price"):
+    free = data.get("free", False)
+    if not isinstance(free, bool):
+        raise ConfigError(f"{where}.free: expected true or false, got {free!r}")
+    prices = {"price", "price_per_1k_input_tokens", "price_per_1k_output_tokens", "max_amount"}
+    if free and (priced := sorted(set(data) & prices)):
+        raise ConfigError(f"{where}: a free route has no prices (remove {', '.join(priced)})")
+    for key in ("path", "upstream") if free else ("path", "upstream", "price"):
         if key not in data:
             raise ConfigError(f"{where}: missing {key!r}")
     path = data["path"]
@@ -132,7 +140,7 @@ def _route(data: object, index: int) -> Route:
     route = Route(
         path=path,
         upstream=upstream,
-        price=_amount(data["price"], f"{where}.price", allow_zero=True),
+        price=_amount(data.get("price", "0"), f"{where}.price", allow_zero=True),
         price_per_1k_input_tokens=_amount(
             data.get("price_per_1k_input_tokens", "0"), f"{where}.price_per_1k_input_tokens", allow_zero=True
         ),
@@ -143,7 +151,10 @@ def _route(data: object, index: int) -> Route:
         ),
         max_amount=_amount(data["max_amount"], f"{where}.max_amount") if "max_amount" in data else 0,
         description=str(data.get("description", "")),
+        free=free,
     )
+    if route.free:
+        return route
     if route.metered and not route.max_amount:
         raise ConfigError(f"{where}: a route priced per token needs max_amount (the most one call may cost)")
     if route.metered and route.max_amount < route.price:

@@ -53,6 +53,17 @@ def _paid_route(path: str, metered: bool, description: str) -> dict[str, Any]:
     }
 
 
+def _free_route(path: str, description: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": description or f"Free call to {path}",
+            "description": "Forwarded to the model endpoint without payment (`free = true`).",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "the upstream's answer"}, **_errors(404, 413, 502)},
+        }
+    }
+
+
 def build_document() -> dict[str, Any]:
     svc = services()
     block = {"$ref": "#/components/schemas/Block"}
@@ -153,7 +164,11 @@ def build_document() -> dict[str, Any]:
         },
     }
     for route in svc.config.routes:
-        paths[route.path] = _paid_route(route.path, route.metered, route.description)
+        paths[route.path] = (
+            _free_route(route.path, route.description)
+            if route.free
+            else _paid_route(route.path, route.metered, route.description)
+        )
     return {
         "openapi": "3.1.0",
         "info": {"title": "inferpay gateway", "version": "1", "description": "Pay-per-inference over x402"},

@@ -108,6 +108,8 @@ def paid_call(_subpath: str) -> Response:
     route = svc.config.route_for(request.path)
     if route is None:
         raise NotFound(f"no paid route at {request.path}")
+    if route.free:
+        return _free_call(svc, route, started)
     facts = request_facts()
     header = request.headers.get(PAYMENT_SIGNATURE_HEADER)
     v1 = header is None and V1_PAYMENT_HEADER in request.headers
@@ -153,6 +155,40 @@ def paid_call(_subpath: str) -> Response:
     _attach_receipt(response, receipt, paid.v1)
     overhead = (time.perf_counter() - started) * 1000 - upstream_ms
     response.headers[OVERHEAD_HEADER] = f"{overhead:.3f}"
+    return response
+
+
+def _free_call(svc: Services, route: Route, started: float) -> Response:
+    """A route configured ``free = true``: forwarded as it came (payment headers stripped, as
+    on every route), answered as the upstream answered, streams included; nothing is held,
+    charged or signed. Serves free models and health checks, and is the benchmark's baseline:
+    the same gateway with payment switched off."""
+    upstream_url = route.upstream + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+    upstream_started = time.perf_counter()
+    upstream = svc.upstream.send(
+        request.method, upstream_url, dict(request.headers), request.get_data(cache=False), stream=True
+    )
+    headers = response_headers(upstream)
+    if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+
+        def relay() -> Iterator[bytes]:
+            try:
+                yield from upstream.iter_raw()
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"the model stream broke off: {type(exc).__name__}") from exc
+            finally:
+                upstream.close()
+
+        return Response(stream_with_context(relay()), status=upstream.status_code, headers=headers)
+    try:
+        content = upstream.read()
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"the model endpoint broke off its answer: {type(exc).__name__}") from exc
+    finally:
+        upstream.close()
+    upstream_ms = (time.perf_counter() - upstream_started) * 1000
+    response = Response(content, status=upstream.status_code, headers=headers)
+    response.headers[OVERHEAD_HEADER] = f"{(time.perf_counter() - started) * 1000 - upstream_ms:.3f}"
     return response
 
 

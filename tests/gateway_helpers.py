@@ -71,6 +71,7 @@ FLAT2 = "/v1/flat2"  # same terms as FLAT, another path: a payment bound to one 
 EMBED = "/v1/embeddings"  # metered on input tokens -> echo upstream /v1/embeddings
 CHAT = "/v1/chat/completions"  # metered on input and output tokens, streams -> chat upstream
 DEAD = "/v1/dead"  # upstream is a closed port
+FREE = "/v1/free-echo"  # free = true -> echo upstream /v1/echo, no payment
 FLAT_PRICE = 1000
 EMBED_PRICE, EMBED_PER_1K_IN, EMBED_MAX = 100, 1500, 10_000
 CHAT_PRICE, CHAT_PER_1K_IN, CHAT_PER_1K_OUT, CHAT_MAX = 200, 1500, 2500, 20_000
@@ -139,6 +140,12 @@ description = "metered chat"
 path = "{dead}"
 upstream = "http://127.0.0.1:{dead_port}/v1/echo"
 price = "0.001"
+
+[[routes]]
+path = "/v1/free-echo"
+upstream = "{echo}/v1/echo"
+free = true
+description = "the echo, unpaid"
 """
 
 # Fills the port into the config, then runs the CLI as the `inferpay` script would.

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import requests
 
+from gateway.config import parse_config
+from gateway.errors import ConfigError
 from gateway.x402 import MAX_HEADER_BYTES, decode_header
 from ledger.types import HoldResolution
 from tests.gateway_helpers import (
@@ -33,6 +35,7 @@ from tests.gateway_helpers import (
     FLAT,
     FLAT2,
     FLAT_PRICE,
+    FREE,
     UPSTREAM_TIMEOUT_SECONDS,
     GatewayEnv,
     b64json,
@@ -243,6 +246,34 @@ def test_the_query_string_reaches_the_upstream(env: GatewayEnv) -> None:
     response = post(env, FLAT + "?model=big", header)
     assert response.status_code == 200, response.text
     assert response.json()["query"] == "model=big"
+
+
+# ---- free routes: forwarded unpaid, the ledger untouched ----
+
+
+def test_a_free_route_answers_without_payment_and_charges_nothing(env: GatewayEnv) -> None:
+    before = env.quiet_dump()
+    header, _ = env.payment(env.alice)  # sent anyway: it must not be used, nor travel upstream
+    response = post(env, FREE + "?q=1", header)
+    assert response.status_code == 200, response.text
+    echoed = response.json()
+    assert echoed["query"] == "q=1" and "payment-signature" not in echoed["headers"]
+    assert "PAYMENT-RESPONSE" not in response.headers and float(response.headers["X-Inferpay-Overhead-Ms"]) >= 0
+    assert env.quiet_dump() == before
+    spec = requests.get(env.route_url("/openapi.json"), timeout=10).json()
+    assert "without payment" in spec["paths"][FREE]["post"]["description"]
+
+
+@pytest.mark.parametrize(
+    "route, message",
+    [
+        ({"free": True, "price": "0.001"}, r"routes\[0\]: a free route has no prices \(remove price\)"),
+        ({"free": "yes"}, r"routes\[0\]\.free: expected true or false"),
+    ],
+)
+def test_a_free_route_with_prices_or_a_non_boolean_is_a_config_error(route: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"routes": [{"path": "/v1/x", "upstream": "http://127.0.0.1:9/v1/x", **route}]})
 
 
 # ---- 502: the upstream fails after the hold was placed: the hold is voided, nothing is charged ----
