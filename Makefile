@@ -42,6 +42,17 @@ bench-quick: $(VENV)/.bench-installed
 bench-profile: $(VENV)/.bench-installed
 	$(PY) -m bench.profile all
 
+# P1 and P2 with the ledger in PostgreSQL, one and two gateway processes (a throwaway schema per
+# run in BENCH_POSTGRES); adds a PostgreSQL section to bench/report.* (quick: bench/out/report-quick.*).
+.PHONY: bench-pg bench-pg-quick
+BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
+
+bench-pg: $(VENV)/.bench-installed
+	$(PY) -m bench.run --database '$(BENCH_POSTGRES)'
+
+bench-pg-quick: $(VENV)/.bench-installed
+	$(PY) -m bench.run --quick --database '$(BENCH_POSTGRES)'
+
 # The reliability suite (reliability/, docs/reliability.md): Jepsen-style bank workload, crashes,
 # clock steps, attacks, fuzzing, tampering. Writes reliability/out/report.json.
 .PHONY: reliability reliability-quick

@@ -24,7 +24,7 @@ from eth_utils import to_checksum_address
 from ledger.crypto import KeySigner, new_private_key
 from ledger.encoding import signing_digest
 from ledger.ledger import Ledger
-from ledger.sqlite_store import SQLiteStore
+from ledger.stores import is_postgres_url, open_store
 from ledger.types import Address, Authorization, ChainInfo, Mint
 from wallets.wallet import Wallet
 
@@ -61,7 +61,7 @@ def random_address() -> Address:
 class Fixture:
     """A new ledger with an operator, a sealer and funded payers."""
 
-    path: Path
+    path: Path | str  # the SQLite file, or the PostgreSQL URL (naming the run's own schema)
     ledger: Ledger
     operator: Wallet
     sealer_key: bytes
@@ -72,12 +72,16 @@ class Fixture:
         return self.ledger.chain
 
 
-def new_ledger(path: Path, payers: int, *, sealer_key: bytes | None = None, block_max_txs: int = 1000) -> Fixture:
-    """Create a ledger at ``path`` (which must not exist) and mint ``PAYER_FUNDS`` to each payer."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def new_ledger(
+    path: Path | str, payers: int, *, sealer_key: bytes | None = None, block_max_txs: int = 1000
+) -> Fixture:
+    """Create a ledger at ``path`` (a SQLite file that must not exist, or a ``postgresql://`` URL
+    naming an empty schema) and mint ``PAYER_FUNDS`` to each payer."""
+    if not is_postgres_url(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     operator = Wallet.generate("operator")
     sealer_key = sealer_key or new_private_key()
-    ledger = Ledger.create(SQLiteStore(path), operator=operator.address, sealer=KeySigner(sealer_key),
+    ledger = Ledger.create(open_store(path), operator=operator.address, sealer=KeySigner(sealer_key),
                            chain_id=CHAIN_ID)
     ledger.block_max_txs = block_max_txs
     wallets = [Wallet.generate(f"payer{i}") for i in range(payers)]

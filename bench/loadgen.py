@@ -7,7 +7,8 @@ own CPU (reported) stays a small share of the two cores it shares with the serve
 
 Requests are pre-built bytes. Paid requests each carry their own pre-signed payment and are
 used once; the generator stops issuing when the list runs out (``exhausted``). Unpaid
-requests can be cycled.
+requests can be cycled. Several servers (one port each, e.g. two gateways standing in for two
+hosts) share the connections round-robin: connection i always talks to ``ports[i % len(ports)]``.
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ class LoadResult:
 
 
 class _Conn:
-    __slots__ = ("sock", "out", "buf", "started", "header_end", "body_len", "chunked", "status", "close_after")
+    __slots__ = ("sock", "port", "out", "buf", "started", "header_end", "body_len", "chunked", "status", "close_after")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, port: int) -> None:
         self.sock = sock
+        self.port = port
         self.out = memoryview(b"")
         self.buf = bytearray()
         self.started = 0.0
@@ -134,7 +136,7 @@ def _overhead(conn: _Conn) -> float | None:
 
 
 def run_load(
-    port: int,
+    port: int | Sequence[int],
     requests: Sequence[bytes],
     *,
     connections: int,
@@ -144,9 +146,11 @@ def run_load(
     host: str = "127.0.0.1",
 ) -> LoadResult:
     """Keep ``connections`` requests in flight for ``warmup + duration`` seconds; measure the
-    requests that start after the warm-up and finish before the end."""
+    requests that start after the warm-up and finish before the end. ``port`` may be several
+    ports: the connections are spread over them round-robin."""
+    ports = [port] if isinstance(port, int) else list(port)
     selector = selectors.DefaultSelector()
-    conns = [_Conn(_connect(host, port)) for _ in range(connections)]
+    conns = [_Conn(_connect(host, ports[i % len(ports)]), ports[i % len(ports)]) for i in range(connections)]
     next_index = 0
     latencies: list[float] = []
     overheads: list[float] = []
@@ -200,7 +204,7 @@ def run_load(
                 statuses[599] = statuses.get(599, 0) + 1
                 first_error = first_error or "connection closed mid-request"
                 reconnects += 1
-                conn.sock = _connect(host, port)
+                conn.sock = _connect(host, conn.port)
                 if time.perf_counter() < stop_at:
                     issue(conn)
                 continue
@@ -222,7 +226,7 @@ def run_load(
                         overheads.append(value)
             if conn.close_after:
                 conn.sock.close()
-                conn.sock = _connect(host, port)
+                conn.sock = _connect(host, conn.port)
                 reconnects += 1
             if now < stop_at:
                 issue(conn)

@@ -1,13 +1,14 @@
 """P1, payment overhead: the paid gateway against a pass-through proxy and the upstream itself.
 
 Three servers share one fast upstream (``bench.upstream``): the real gateway (``inferpay
-gateway --config``: 2 gunicorn workers x 8 threads), the pass-through baseline
-(``bench.passthrough``: the same gunicorn settings, the same pooled upstream client, no
-payment), and the upstream called directly. The same requests (same bytes, a payment header
-included) go to each, from the same closed-loop generator with the same number of keep-alive
-connections, on a flat route and a metered route. Every paid request carries its own payment,
-signed before the timed region. The generator, the servers and the upstream share the
-machine's cores; the CPU each one used per request is reported so that the sharing is visible.
+gateway --config``: 2 gunicorn workers x 8 threads), the pass-through baseline (the same
+gateway with payment switched off: the same routes marked ``free = true``, same settings, a
+ledger of its own; ``bench.servers.start_passthrough``), and the upstream called directly. The
+same requests (same bytes, a payment header included) go to each, from the same closed-loop
+generator with the same number of keep-alive connections, on a flat route and a metered route.
+Every paid request carries its own payment, signed before the timed region. The generator, the
+servers and the upstream share the machine's cores; the CPU each one used per request is
+reported so that the sharing is visible.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.servers import Server, start_gateway, start_passthrough, start_upstre
 from gateway.x402 import PAYMENT_SIGNATURE_HEADER, PaymentPayload, PaymentRequirement, decode_header, encode_header
 from ledger.audit import audit  # imported up front: the whole run measures the code as it was at its start
 from ledger.sqlite_store import SQLiteStore
+from ledger.store import LedgerStore
 from ledger.types import ChainInfo
 from wallets.home import Home
 from wallets.wallet import Wallet
@@ -157,7 +159,7 @@ def _measure(target: Server, servers: dict[str, Server], requests: list[bytes], 
     }
 
 
-def _wait_quiet(store: SQLiteStore, timeout: float = 30.0) -> None:
+def _wait_quiet(store: LedgerStore, timeout: float = 30.0) -> None:
     """Until the gateway's auto-sealers have resolved and sealed everything from the last run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -322,7 +324,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
     return {
         "settings": settings.__dict__,
         "servers": {"workers": WORKERS, "threads": THREADS, "server": "gunicorn gthread",
-                    "passthrough": "bench/passthrough.py (see its docstring)",
+                    "passthrough": "inferpay gateway, the same routes with free = true",
                     "upstream": "bench/upstream.py, 1 gunicorn gthread worker x 16 threads"},
         "routes": routes,
         "ledger_audit_after_run": audit_ok,
@@ -341,7 +343,7 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 4) if b else 0.0
 
 
-def _audit_after(store: SQLiteStore) -> dict[str, Any]:
+def _audit_after(store: LedgerStore) -> dict[str, Any]:
     """The gateway's ledger after the load: still a valid chain? (a fast gateway that corrupts
     the ledger would not count)."""
     try:

@@ -29,10 +29,13 @@ def key(value: float, name: str, note: str = "") -> dict[str, Any]:
             "pass": passed, "what": what, "note": note}
 
 
-def write(report: dict[str, Any], stem: Path) -> None:
+def write(report: dict[str, Any], stem: Path, *, with_chart: bool = True) -> None:
+    """``with_chart=False`` leaves the chart as it is (a run that measured only PostgreSQL has
+    nothing new for it)."""
     write_json(stem.with_suffix(".json"), report)
     stem.with_suffix(".md").write_text(markdown(report, stem.with_suffix(".png").name))
-    chart(report, stem.with_suffix(".png"))
+    if with_chart:
+        chart(report, stem.with_suffix(".png"))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -55,20 +58,25 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         f" ({report['machine']['cpu_model']}), Python {report['machine']['python']},"
         f" SQLite {report['machine']['sqlite']}. Sources measured: "
         + ", ".join(f"{k} `{v}`" for k, v in report["sources"].items()) + ".",
-        "Every key is a ratio of two things measured in this run; the absolute numbers follow.",
-        "",
-        "| key | value | target | pass |",
-        "|---|---:|---:|:---:|",
     ]
-    for name, k in report["keys"].items():
-        target = "—" if k["target"] is None else f"{k['comparison']} {k['target']}"
-        verdict = "—" if k["pass"] is None else ("PASS" if k["pass"] else "FAIL")
-        lines.append(f"| `{name}` | {_fmt(k['value'], 4)} | {target} | {verdict} |")
-    lines.append("")
-    for name, k in report["keys"].items():
-        if k["note"]:
-            lines.append(f"- `{name}`: {k['note']}")
-    lines += ["", f"![chart]({png_name})", ""]
+    if report.get("keys"):
+        lines += [
+            "Every key is a ratio of two things measured in this run; the absolute numbers follow.",
+            "",
+            "| key | value | target | pass |",
+            "|---|---:|---:|:---:|",
+        ]
+        for name, k in report["keys"].items():
+            target = "—" if k["target"] is None else f"{k['comparison']} {k['target']}"
+            verdict = "—" if k["pass"] is None else ("PASS" if k["pass"] else "FAIL")
+            lines.append(f"| `{name}` | {_fmt(k['value'], 4)} | {target} | {verdict} |")
+        lines.append("")
+        for name, k in report["keys"].items():
+            if k["note"]:
+                lines.append(f"- `{name}`: {k['note']}")
+        lines += ["", f"![chart]({png_name})", ""]
+    else:
+        lines += ["No SQLite phase has been run into this report yet; the PostgreSQL section follows.", ""]
     if report.get("sources_at_end") and report["sources_at_end"] != report["sources"]:
         lines += ["**The measured sources changed during the run** (now: "
                   + ", ".join(f"{k} `{v}`" for k, v in report["sources_at_end"].items())
@@ -157,6 +165,10 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         for size, s in p4["sealing"].items():
             lines.append(f"| {size} | {s['seal_ms']:.2f} | {s['per_tx_us']:.1f} |")
         lines.append("")
+    if report.get("postgresql"):
+        from bench import report_pg
+
+        lines.append(report_pg.markdown(report["postgresql"]))
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,18 @@
-"""``python -m bench.run [--quick] [--only p1,p2,p3,p4]``: the whole benchmark, one command.
+"""``python -m bench.run [--quick] [--only p1,p2,p3,p4] [--database postgresql://...]``: the whole
+benchmark, one command.
 
 A full run writes ``bench/report.json``, ``bench/report.md`` and ``bench/report.png``; a quick
 run (small sizes, short durations, under two minutes once its small chains are cached) writes
 ``bench/out/report-quick.*`` so it never replaces the full report. Scratch files (ledgers,
 server logs, cached chains) go to ``bench/out/``. Used by ``make bench`` / ``make bench-quick``,
 never by the test suite.
+
+``--database URL`` runs P1 and P2 with the ledger in PostgreSQL instead (phases ``p1pg`` and
+``p2pg``; ``--only p1,p2`` means those then): with one and with two gateway (or writer)
+processes on one database, each ledger in a throwaway schema of the server at URL. Their
+figures go to the report's ``postgresql`` section (``bench.report_pg``), added to the report
+already there, so the SQLite figures stay as they were measured. Used by ``make bench-pg`` /
+``make bench-pg-quick``.
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report
+from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report, report_pg
 from bench.common import OUT, ROOT, MachineLoad, machine, measured_sources
 
 PHASES = ("p1", "p2", "p3", "p4")
+PG_PHASES = ("p1pg", "p2pg")  # P1 and P2 with the ledger in PostgreSQL (--database)
 
 
 def log(message: str) -> None:
@@ -28,13 +37,38 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 2 min)")
-    parser.add_argument("--only", default=",".join(PHASES), help="comma-separated phases (default: all)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated phases (default: p1,p2,p3,p4; with --database: p1pg,p2pg)")
     parser.add_argument("--p4-build-budget", type=float, default=600.0,
                         help="seconds the 1M-transaction ledger may take to build before 200k is used instead")
+    parser.add_argument("--database", metavar="URL", default=None,
+                        help="run P1 and P2 with the ledger in PostgreSQL at URL (postgresql://user@host:port/db;"
+                             " each run makes and drops a schema of its own): phases p1pg, p2pg")
     ns = parser.parse_args(argv)
-    phases = [p.strip() for p in ns.only.split(",") if p.strip()]
-    if unknown := set(phases) - set(PHASES):
+    phases = [p.strip() for p in ns.only.split(",") if p.strip()] if ns.only else []
+    if ns.database:
+        phases = phases or list(PG_PHASES)
+        if sqlite_only := [p for p in phases if p in ("p3", "p4")]:
+            parser.error(f"{', '.join(sqlite_only)} measure the SQLite ledger only; with --database use p1, p2")
+        phases = [p + "pg" if p in ("p1", "p2") else p for p in phases]
+    phases = phases or list(PHASES)
+    if unknown := set(phases) - set(PHASES) - set(PG_PHASES):
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    if any(p in PG_PHASES for p in phases) and not ns.database:
+        parser.error("p1pg and p2pg need --database postgresql://...")
+    database = None
+    if ns.database:
+        from bench import pg
+
+        try:
+            database = pg.check_base_url(ns.database)
+            pg.server_info(database)  # answers now, or the run stops before measuring anything
+        except ValueError as exc:
+            parser.error(str(exc))
+        except Exception as exc:  # psycopg's errors: unreachable, unknown database, refused
+            from ledger.stores import describe  # the URL without any password in it
+
+            parser.error(f"PostgreSQL at {describe(ns.database)} does not answer: {str(exc).strip().splitlines()[0]}")
     quick = ns.quick
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -99,17 +133,63 @@ def main(argv: list[str] | None = None) -> int:
             note += f" ({p4['large']['requested']} would have taken longer than the build budget)"
         keys["balance_latency_ratio_1m_vs_1k"] = report.key(p4["balance_latency_ratio"],
                                                             "balance_latency_ratio_1m_vs_1k", note)
+    postgresql = None
+    if database is not None and any(p in PG_PHASES for p in phases):
+        postgresql = _postgres_phases(phases, database, quick, result)
     result["keys"] = keys
     result["sources_at_end"] = measured_sources()
     result["seconds"] = round(time.perf_counter() - started, 1)
     stem = OUT / "report-quick" if quick else ROOT / "bench" / "report"
-    report.write(result, stem)
-    log(f"wrote {stem}.json, .md, .png in {result['seconds']:.0f} s")
+    existing = report_pg.load_existing(stem)
+    sqlite_measured = any(p in PHASES for p in phases)
+    if sqlite_measured:
+        # The SQLite figures are this run's; a PostgreSQL section measured earlier stays.
+        if postgresql is None and existing and existing.get("postgresql"):
+            result["postgresql"] = existing["postgresql"]
+    else:
+        # Only PostgreSQL measured: its section joins the report already there, SQLite figures untouched.
+        result = existing if existing and existing.get("keys") is not None else {**result, "keys": {}}
+    if postgresql is not None:
+        postgresql["seconds"] = round(time.perf_counter() - started, 1)
+        postgresql["sources_at_end"] = result["sources_at_end"] if sqlite_measured else measured_sources()
+        result["postgresql"] = postgresql
+    report.write(result, stem, with_chart=sqlite_measured)
+    log(f"wrote {stem}.json, .md{', .png' if sqlite_measured else ''} in {time.perf_counter() - started:.0f} s")
     for name, k in keys.items():
         verdict = "—" if k["pass"] is None else ("PASS" if k["pass"] else "FAIL")
         target = "" if k["target"] is None else f" (target {k['comparison']} {k['target']})"
         log(f"  {name:36s} {k['value']:>12}{target:18s} {verdict}")
+    if postgresql is not None:
+        for name, value in report_pg.summary(postgresql).items():
+            log(f"  postgresql {name:28s} {value}")
     return 0
+
+
+def _postgres_phases(phases: list[str], database: str, quick: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """P1 and P2 on PostgreSQL; returns the report's ``postgresql`` section."""
+    from bench import p1_postgres, p2_postgres, pg
+
+    section: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": result["machine"],
+        "sources": measured_sources(),
+        "server": pg.server_info(database),
+        "machine_load": {},
+    }
+    for name, run_phase in (
+        ("p1pg", lambda: p1_postgres.run(OUT / "p1pg", database, p1_postgres.QUICK if quick else p1_postgres.Settings(),
+                                         log=log)),
+        ("p2pg", lambda: p2_postgres.run(OUT / "p2pg", database, p2_postgres.QUICK if quick else p2_postgres.Settings(),
+                                         log=log)),
+    ):
+        if name not in phases:
+            continue
+        log(f"{name} ...")
+        load = MachineLoad()
+        section[name.removesuffix("pg")] = run_phase()
+        section["machine_load"][name] = load.stop()
+    return section
 
 
 if __name__ == "__main__":

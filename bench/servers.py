@@ -135,18 +135,52 @@ def start_upstream(out: Path, workers: int = 1, threads: int = 16) -> Server:
     return Server("upstream", argv, port, out / "upstream.log").wait_ready()
 
 
-def start_passthrough(out: Path, upstream_url: str, workers: int, threads: int, timeout_seconds: float) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.passthrough", "--port", str(port), "--upstream", upstream_url,
-            "--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout_seconds)]
-    return Server("passthrough", argv, port, out / "passthrough.log").wait_ready()
+PASSTHROUGH_CONFIG = """\
+[gateway]
+host = "127.0.0.1"
+port = @PORT@
+pay_to = "{pay_to}"
+workers = {workers}
+threads = {threads}
+upstream_timeout_seconds = {timeout}
+
+[[routes]]
+path = "/v1/flat"
+upstream = "{upstream}/v1/echo"
+free = true
+
+[[routes]]
+path = "/v1/embeddings"
+upstream = "{upstream}/v1/embeddings"
+free = true
+"""
 
 
-def start_gateway(out: Path, home: Path, config_text: str) -> Server:
+def start_passthrough(
+    out: Path, upstream_url: str, workers: int, threads: int, timeout_seconds: float, name: str = "passthrough"
+) -> Server:
+    """The same gateway with payment switched off: ``inferpay gateway`` with the benchmark's two
+    routes marked ``free = true`` (same workers, threads, timeouts, upstream client, access log,
+    auto-sealer), on a home and ledger of its own that no paid call touches."""
+    from bench.common import new_ledger
+    from wallets.home import Home
+
+    home = Home(out / f"{name}-home")
+    home.ensure()
+    home.create_sealer_key()
+    fixture = new_ledger(home.ledger_path, 0, sealer_key=bytes.fromhex(home.sealer_path.read_text()))
+    fixture.ledger.store.close()
+    config = PASSTHROUGH_CONFIG.format(pay_to=fixture.operator.address, workers=workers, threads=threads,
+                                       timeout=timeout_seconds, upstream=upstream_url)
+    return start_gateway(out, home.path, config, name=name)
+
+
+def start_gateway(out: Path, home: Path, config_text: str, name: str = "gateway") -> Server:
     """``inferpay gateway --config`` exactly as an operator runs it; ``@PORT@`` in the config
-    becomes the port picked here."""
+    becomes the port picked here. ``name`` names its config and log (``<name>.toml``,
+    ``<name>.log``), so several gateways can share one directory."""
     port = free_port()
-    config = out / "gateway.toml"
+    config = out / f"{name}.toml"
     config.write_text(config_text.replace("@PORT@", str(port)))
     argv = [sys.executable, "-m", "inferpay_cli", "--home", str(home), "gateway", "--config", str(config)]
-    return Server("gateway", argv, port, out / "gateway.log").wait_ready()
+    return Server(name, argv, port, out / f"{name}.log").wait_ready()

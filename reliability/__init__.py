@@ -10,7 +10,9 @@ upstreams, a SQLite ledger), the phases described in docs/reliability.md:
   gateway and the upstreams and steps the clock (``reliability.clock``);
 - ``attacks``: replays, forgeries and a lying gateway (``reliability.attacks``, ``reliability.mitm``);
 - ``fuzz``: schemathesis and Hypothesis on every parser (``reliability.fuzz``);
-- ``tamper``: the ledger file edited, truncated, rewritten, rolled back (``reliability.tamper``).
+- ``tamper``: the ledger file edited, truncated, rewritten, rolled back (``reliability.tamper``);
+- ``bank-pg``: the bank workload through two gateways sharing one PostgreSQL ledger, on a
+  deployment of its own in a throwaway schema (``reliability.pg``).
 
 Each run writes ``reliability/out/report.json`` (``reliability.report``). The suite only reads
 and attacks: it never imports the gateway's server code into its own process, and never changes

@@ -1,14 +1,17 @@
-"""``python -m reliability --quick | --full [--only PHASES] [--seed N] [--out FILE]``
+"""``python -m reliability --quick | --full [--only PHASES] [--seed N] [--out FILE] [--database URL]``
 
-Runs the phases in order on one deployment (bank, crash, clock, attacks, fuzz, tamper), writes
-``reliability/out/report.json`` and prints a summary. Exit 0 when every invariant held (or every
-failure is a known defect, listed with its regression test), 1 on any new finding.
+Runs the phases in order on one deployment (bank, crash, clock, attacks, fuzz, tamper), then
+``bank-pg`` on a deployment of its own (two gateways on one PostgreSQL ledger, in a throwaway
+schema of the server at ``--database``; skipped, saying why, when that server does not answer),
+writes ``reliability/out/report.json`` and prints a summary. Exit 0 when every invariant held (or
+every failure is a known defect, listed with its regression test), 1 on any new finding.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -19,7 +22,7 @@ from pathlib import Path
 from reliability.profiles import PROFILES, Profile
 from reliability.report import Report
 
-PHASES = ("bank", "crash", "clock", "attacks", "fuzz", "tamper")
+PHASES = ("bank", "crash", "clock", "attacks", "fuzz", "tamper", "bank-pg")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="report path (default reliability/out/report.json)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (homes, logs)")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default=os.environ.get("INFERPAY_TEST_POSTGRES") or "postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL server for bank-pg (a schema of its own is made and dropped; "
+        "default $INFERPAY_TEST_POSTGRES or postgresql://postgres@127.0.0.1:5432/test)",
+    )
+    parser.add_argument("--gateways", type=int, default=2, help="gateway servers on the PostgreSQL ledger (bank-pg)")
     args = parser.parse_args(argv)
     phases = [p.strip() for p in args.only.split(",") if p.strip()]
     if unknown := set(phases) - set(PHASES):
@@ -49,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="inferpay-reliability-"))
     print(f"reliability {args.mode}: phases {', '.join(phases)}; seed {seed}; run directory {root}", flush=True)
     try:
-        run(profile, phases, seed, root, report)
+        run(profile, phases, seed, root, report, database=args.database, gateways=args.gateways)
     except Exception:
         traceback.print_exc()
         report.data["crashed"] = traceback.format_exc()
@@ -63,14 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary["ok"] and "crashed" not in report.data else 1
 
 
-def run(profile: Profile, phases: list[str], seed: int, root: Path, report: Report) -> None:
+def run(
+    profile: Profile, phases: list[str], seed: int, root: Path, report: Report, *, database: str, gateways: int
+) -> None:
     from reliability.phases import Run
 
-    with Run(profile, seed, root, report) as session:
+    with Run(profile, seed, root, report, database=database, gateways=gateways) as session:
         for phase in phases:
             started = time.monotonic()
             print(f"== {phase}", flush=True)
-            getattr(session, phase)()
+            getattr(session, phase.replace("-", "_"))()
             print(f"   {phase} done in {time.monotonic() - started:.0f} s", flush=True)
 
 

@@ -49,6 +49,7 @@ def run_load_phase(
     plan: Plan,
     seed: int,
     at_half_time: Callable[[], None] | None = None,
+    monitor_class: type[Monitor] = Monitor,
 ) -> tuple[dict[str, Any], list[Finding], Workload]:
     env = dep.env
     names = [f"{name}{i}" for i in range(settings.wallets)]
@@ -67,7 +68,7 @@ def run_load_phase(
         mint_every=settings.mint_every,
         mint_amount=settings.mint_amount,
     )
-    monitor = Monitor(dep, [env.wallets[n].address for n in names])
+    monitor = monitor_class(dep, [env.wallets[n].address for n in names])
     nemesis = Nemesis(dep, plan, settings.duration, seed)
     stop = threading.Event()
     timer = threading.Timer(settings.duration / 2, at_half_time) if at_half_time else None

@@ -29,6 +29,16 @@ from reliability.deploy import Deployment
 from reliability.workload import Op
 
 STALL_SECONDS = 5.0
+# One consistent snapshot of the money tables, as any second reader (SQLite or PostgreSQL) sees them.
+SNAPSHOT_QUERIES = (
+    "SELECT min(available), min(held), coalesce(sum(available), 0), coalesce(sum(held), 0) FROM accounts",
+    "SELECT minted FROM supply",
+    "SELECT coalesce(sum(amount), 0) FROM holds WHERE status = 'open'",
+    "SELECT min(seq) FROM transactions WHERE block_height IS NULL",
+    "SELECT a.address, a.held, coalesce(h.total, 0) FROM accounts a LEFT JOIN "
+    "(SELECT payer, sum(amount) AS total FROM holds WHERE status = 'open' GROUP BY payer) h "
+    "ON h.payer = a.address WHERE a.held != coalesce(h.total, 0) LIMIT 3",
+)
 SIGNED_KINDS = {"sdk_flat", "sdk_embed", "sdk_chat", "sdk_stream", "raw_flat", "raw_v1"}
 KEY_KINDS = {"key_flat", "key_embed"}
 
@@ -59,45 +69,55 @@ class Monitor(threading.Thread):
         self.oldest_unsealed: tuple[int, float] | None = None  # (seq, monotonic time first seen)
         self.max_seal_wait = 0.0  # seconds a transaction waited to be sealed while the gateway was up
         self.stalled: set[int] = set()
+        self._conn: sqlite3.Connection | None = None
+
+    snapshot_source = "ledger file"  # what the monitor reads besides the gateway, in findings
 
     def run(self) -> None:
-        conn = sqlite3.connect(self.dep.home / "ledger.db", timeout=30, isolation_level=None)
         session = requests.Session()
         turn = 0
         try:
             while not self.stop_event.wait(self.interval):
-                with contextlib.suppress(sqlite3.OperationalError):
-                    self._poll_file(conn)
+                found = self._snapshot()
+                if found is not None:
+                    self._judge(found, self.snapshot_source)
                 if self.dep.up():
                     turn += 1
                     with contextlib.suppress(requests.RequestException, ValueError):
                         self._poll_http(session, self.addresses[turn % len(self.addresses)])
         finally:
-            conn.close()
+            self._close_snapshots()
             session.close()
 
     def stop(self) -> None:
         self.stop_event.set()
         self.join(10)
 
-    def _poll_file(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN")  # one snapshot: the sums below are taken at a single instant
+    def _snapshot(self) -> list[list[tuple[Any, ...]]] | None:
+        """The answers to ``SNAPSHOT_QUERIES`` from one read transaction of the ledger file (as a
+        second process would read it); None if the file was busy this time."""
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.dep.home / "ledger.db", timeout=30, isolation_level=None)
+        conn = self._conn
         try:
-            low, low_held, available, held = conn.execute(
-                "SELECT min(available), min(held), coalesce(sum(available), 0), coalesce(sum(held), 0) FROM accounts"
-            ).fetchone()
-            (minted,) = conn.execute("SELECT minted FROM supply").fetchone()
-            (open_held,) = conn.execute("SELECT coalesce(sum(amount), 0) FROM holds WHERE status = 'open'").fetchone()
-            (waiting,) = conn.execute("SELECT min(seq) FROM transactions WHERE block_height IS NULL").fetchone()
-            wrong_held = conn.execute(
-                "SELECT a.address, a.held, coalesce(h.total, 0) FROM accounts a LEFT JOIN "
-                "(SELECT payer, sum(amount) AS total FROM holds WHERE status = 'open' GROUP BY payer) h "
-                "ON h.payer = a.address WHERE a.held != coalesce(h.total, 0) LIMIT 3"
-            ).fetchall()
-        finally:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN")  # one snapshot: the sums below are taken at a single instant
+            try:
+                return [conn.execute(query).fetchall() for query in SNAPSHOT_QUERIES]
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            return None
+
+    def _close_snapshots(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def _judge(self, found: list[list[tuple[Any, ...]]], where: str) -> None:
+        """The checks on one snapshot: the answers to ``SNAPSHOT_QUERIES``, in order."""
+        (low, low_held, available, held), (minted,), (open_held,), (waiting,) = (rows[0] for rows in found[:4])
+        wrong_held = found[4]
         self.polls += 1
-        self._seen(low, low_held, "ledger file")
+        self._seen(low, low_held, where)
         if available + held != minted:
             self._find("supply_conserved", f"balances {available} + held {held} != minted {minted}")
         if held != open_held:
@@ -133,7 +153,8 @@ class Monitor(threading.Thread):
                 )
 
     def _poll_http(self, session: requests.Session, address: str) -> None:
-        response = session.get(f"{self.dep.url}/ledger/accounts/{address}", timeout=5)
+        base = self.dep.gateway_url(self.http_polls // len(self.addresses))  # each gateway in turn, every address
+        response = session.get(f"{base}/ledger/accounts/{address}", timeout=5)
         if response.status_code == 200:
             body = response.json()
             self.http_polls += 1

@@ -14,6 +14,10 @@ with three differences a fault campaign needs:
 Processes are started and watched with ``tests.servers``' own helpers, so they live in process
 groups of their own and are stopped at exit even if the suite dies. Nothing here touches a
 process it did not start.
+
+A deployment may run several gateways on one ledger (``gateway_names``; each its own server,
+port and config, the same home): ``reliability.pg`` builds one on PostgreSQL that way. Clients
+pick theirs with ``gateway_url(client)``; with one gateway that is always ``url``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from ledger.ledger import Ledger
 from ledger.sqlite_store import SQLiteStore
+from ledger.store import LedgerStore
 from reliability.clock import ClockControl
 from tests.gateway_helpers import (
     CHAT,
@@ -83,6 +88,7 @@ class Deployment:
         self.hold_seconds = hold_seconds
         self.upstream_timeout = upstream_timeout
         self.seal_ms = seal_ms
+        self.gateway_names: list[str] = ["gateway"]  # a subclass may add more, on the same ledger
         self.ports = {"gateway": free_port(HOST), "echo": free_port(HOST), "chat": free_port(HOST)}
         self.servers: dict[str, ServerHandle | None] = {"gateway": None, "echo": None, "chat": None}
         self.started_at: dict[str, float] = {}
@@ -103,19 +109,28 @@ class Deployment:
 
     def create(self, funds: dict[str, str]) -> GatewayEnv:
         """``inferpay init``, one funded wallet per entry of ``funds`` (name -> tokens), the
-        config, the upstreams and the gateway; returns the ready ``GatewayEnv``."""
+        config, the upstreams and the gateway(s); returns the ready ``GatewayEnv``."""
         env = self.env
         env.cli("init")
-        store = SQLiteStore(self.home / "ledger.db")
-        env.store, env.ledger = store, Ledger(store)
+        store = self.open_store()
+        env.store, env.ledger = store, Ledger(store)  # type: ignore[assignment]  # any LedgerStore reads alike
         for name, amount in funds.items():
             env.new_wallet(name, amount)
         env.wallets["operator"] = Home(self.home).wallets.load("operator", PASSWORD)
-        env.config_path.write_text(self.config_text())
+        for name in self.gateway_names:
+            self.config_path(name).write_text(self.config_text(self.ports[name]))
         for name in ("echo", "chat"):
             self.start(name)
-        self.start("gateway")
+        for name in self.gateway_names:
+            self.start(name)
         return env
+
+    def open_store(self) -> LedgerStore:
+        """A new handle on this deployment's ledger (the caller closes it)."""
+        return SQLiteStore(self.home / "ledger.db")
+
+    def config_path(self, gateway: str) -> Path:
+        return self.env.config_path if gateway == "gateway" else self.root / f"{gateway}.toml"
 
     def config_text(self, port: int | None = None) -> str:
         return CONFIG_TEMPLATE.format(
@@ -136,6 +151,10 @@ class Deployment:
     def url(self) -> str:
         return f"http://{HOST}:{self.ports['gateway']}"
 
+    def gateway_url(self, client: int) -> str:
+        """The gateway client number ``client`` talks to: the gateways in turn."""
+        return f"http://{HOST}:{self.ports[self.gateway_names[client % len(self.gateway_names)]]}"
+
     def gateway_env_vars(self) -> dict[str, str]:
         return {
             "INFERPAY_HOME": str(self.home),
@@ -150,16 +169,17 @@ class Deployment:
         with self._lock:
             if (running := self.servers[name]) is not None and running.alive():
                 return running
-            if name == "gateway":
+            if name in self.gateway_names:
                 argv = [sys.executable, "-m", "inferpay_cli", "--home", str(self.home), "gateway"]
                 handle = start_server(
-                    [*argv, "--config", str(self.env.config_path)],
+                    [*argv, "--config", str(self.config_path(name))],
                     self.ports[name],
                     self.logs,
                     env=self.gateway_env_vars(),
                     ready_path="/health",
                 )
-                self.env.gateway = handle
+                if name == "gateway":
+                    self.env.gateway = handle
             else:
                 handle = start_server(
                     [sys.executable, "-c", UPSTREAMS[name], str(self.ports[name])],
@@ -196,7 +216,7 @@ class Deployment:
         return time.monotonic() - self.started_at[name] if self.up(name) else 0.0
 
     def stop(self) -> None:
-        for name in ("gateway", "echo", "chat"):
+        for name in [*self.gateway_names, "echo", "chat"]:
             handle = self.servers[name]
             self.servers[name] = None
             if handle is not None:

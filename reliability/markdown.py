@@ -10,7 +10,7 @@ from typing import Any
 
 from reliability.report import OUT
 
-LOAD = ("bank", "crash", "clock")
+LOAD = ("bank", "crash", "clock", "bank-pg")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -95,6 +95,25 @@ def render(report: dict[str, Any]) -> str:
         ]
         for label, cell in rows:
             out.append(f"| {label} | " + " | ".join(cell(phases[p]) for p in loads) + " |")
+        pg = phases.get("bank-pg", {}).get("postgresql")
+        if pg:
+            heads = pg["heads"]
+            spread = ", ".join(
+                f"{n:,} operations ({pg['acknowledgedByGateway'][u]:,} acknowledged)"
+                for u, n in pg["operationsByGateway"].items()
+            )
+            out += [
+                "",
+                f"bank-pg: {pg['gateways']} gateway servers ({pg['workersPerGateway']} workers each) on one "
+                f"PostgreSQL ledger (`{pg['database']}`, schema `{pg['schema']}`, dropped afterwards); "
+                f"per gateway: {spread}. Heads once sealing settled: "
+                f"{'equal' if heads['equal'] else 'DIFFERENT'} (height {heads['height']}, "
+                f"{heads['treeSize']} transactions, `{str(heads['hash'])[:18]}…`), and the head verify replayed "
+                f"to {'is the same' if heads['verifyHead'] == heads['hash'] else 'DIFFERS'}. "
+                "Acknowledged charges ÷ funds received, per wallet: "
+                + ", ".join(f"{c:,} ÷ {r:,}" for c, r in pg.get("acknowledgedChargesVsReceived", {}).values())
+                + f" base units. Tracebacks in the gateways' logs: {pg['gatewayLogTracebacks']}.",
+            ]
         probe = phases.get("clock", {}).get("sealAfterClockCorrection")
         if probe:
             out += [

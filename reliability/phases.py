@@ -16,8 +16,12 @@ from reliability.report import Report
 
 
 class Run:
-    def __init__(self, profile: Profile, seed: int, root: Path, report: Report) -> None:
+    def __init__(
+        self, profile: Profile, seed: int, root: Path, report: Report, *, database: str = "", gateways: int = 2
+    ) -> None:
         self.profile = profile
+        self.database = database  # the PostgreSQL server for bank-pg
+        self.gateways = gateways
         self.seed = seed
         self.root = root
         self.report = report
@@ -69,6 +73,27 @@ class Run:
         print(
             f"   {ops['total']} operations ({ops['perSecond']}/s), {ops['acknowledged']} acknowledged, "
             f"{figures['faults']['injected']} faults, {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
+    def bank_pg(self) -> None:
+        """The bank workload through two gateways sharing one PostgreSQL ledger (``reliability.pg``)."""
+        from reliability.pg import run_bank_pg, unavailable
+
+        if reason := unavailable(self.database):
+            print(f"   skipped: {reason}", flush=True)
+            self.report.data.setdefault("skipped", {})["bank-pg"] = reason
+            return
+        figures, findings = run_bank_pg(self.root, self.clock_control, self.profile.bank_pg, self.seed,
+                                        self.database, self.gateways)
+        self.report.phase("bank-pg", figures, findings)
+        ops, pg = figures["operations"], figures["postgresql"]
+        print(
+            f"   {ops['total']} operations ({ops['perSecond']}/s) through {pg['gateways']} gateways, "
+            f"{ops['acknowledged']} acknowledged, heads equal: {pg['heads']['equal']}, "
+            f"verify ok: {figures['audit']['ok']}, {len(findings)} findings",
             flush=True,
         )
         for finding in findings[:10]:

@@ -22,6 +22,7 @@ class Profile:
     fuzz_header_examples: int = 100
     tamper_base_txs: int = 1500  # the row-level tamper cases run on the ledger's first N transactions
     tamper_audit_clean_cases: bool = False  # also audit the self-consistent rewrites (each a full replay)
+    bank_pg: LoadSettings = LoadSettings(duration=20, clients=12)  # two gateways on one PostgreSQL ledger
 
 
 PROFILES = {
@@ -52,5 +53,6 @@ PROFILES = {
         fuzz_header_examples=600,
         tamper_base_txs=6000,
         tamper_audit_clean_cases=True,
+        bank_pg=LoadSettings(duration=150, clients=24, wallets=6),
     ),
 }

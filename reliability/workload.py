@@ -39,7 +39,6 @@ from gateway.receipts import Receipt
 from gateway.x402 import PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, PaymentPayload, decode_header
 from ledger.errors import InferpayError
 from ledger.ledger import Ledger
-from ledger.sqlite_store import SQLiteStore
 from ledger.types import Mint
 from reliability.deploy import Deployment
 from tests.gateway_helpers import CHAT, CHAT_MODEL, EMBED, EMBED_MODEL, FLAT, FLAT_PRICE, chat_cost, embed_cost
@@ -49,6 +48,8 @@ TIMEOUT = (3.0, 20.0)  # connect, read
 # from (requests raises ChunkedEncodingError without one when the body breaks off after a 2xx
 # header), and the payment may still have been charged: the record must keep its nonce.
 _signed = threading.local()
+# The gateway this client thread talks to (Deployment.gateway_url): one of several, or the one.
+_client_gateway = threading.local()
 
 
 class _RecordsPayments:
@@ -100,6 +101,7 @@ class Op:
     allowance: str | None = None
     detail: str | None = None
     clock_offset: float = 0.0
+    gateway: str = ""  # the gateway it was sent to (its base URL), when the deployment has several
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +152,7 @@ class Workload:
 
     def _client(self, index: int, deadline: float, stop: threading.Event) -> None:
         rng = random.Random(self.seed * 1000 + index)
+        _client_gateway.url = self.dep.gateway_url(index)
         kinds, weights = zip(*WEIGHTS.items(), strict=True)
         session = requests.Session()
         client = httpx.Client(timeout=httpx.Timeout(TIMEOUT[1], connect=TIMEOUT[0]))
@@ -157,7 +160,12 @@ class Workload:
             while time.monotonic() < deadline and not stop.is_set():
                 kind = rng.choices(kinds, weights)[0]
                 op = Op(
-                    kind, rng.choice(self.wallets.names), index, time.monotonic(), clock_offset=self.dep.clock.offset
+                    kind,
+                    rng.choice(self.wallets.names),
+                    index,
+                    time.monotonic(),
+                    clock_offset=self.dep.clock.offset,
+                    gateway=_client_gateway.url if len(self.dep.gateway_names) > 1 else "",
                 )
                 _signed.payment = None
                 try:
@@ -177,7 +185,7 @@ class Workload:
     def _minter(self, deadline: float, stop: threading.Event) -> None:
         """The operator trickles funds in: a mint to a random wallet every ``mint_every`` seconds."""
         rng = random.Random(self.seed)
-        store = SQLiteStore(self.dep.home / "ledger.db")
+        store = self.dep.open_store()
         ledger = Ledger(store, clock=self.dep.clock.now)  # the machine's (possibly moved) clock
         operator = self.env.wallets["operator"]
         try:
@@ -199,7 +207,7 @@ class Workload:
     # ---- the operations ----
 
     def url(self, path: str) -> str:
-        return self.dep.url + path
+        return getattr(_client_gateway, "url", self.dep.url) + path
 
     def sdk_requests(self, op: Op, rng: random.Random, session: requests.Session, _: httpx.Client) -> None:
         path, body, op.expected = _route_body(op.kind, rng)
