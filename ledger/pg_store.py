@@ -127,6 +127,24 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
 
 
+# Take the next sequence number and record the transaction and its history-index entries, in one
+# statement. Data-modifying CTEs all run exactly once, whatever the final SELECT reads.
+_NUMBER_AND_RECORD = """
+WITH counter AS (
+    UPDATE seq_counter SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq
+), recorded AS (
+    INSERT INTO transactions (seq, tx_id, kind, record, leaf_hash, accepted_at)
+    SELECT last_seq, %s, %s, %s, %s, %s FROM counter
+    RETURNING seq
+), indexed AS (
+    INSERT INTO postings (address, seq)
+    SELECT DISTINCT address, recorded.seq FROM recorded, unnest(%s::text[]) AS address
+    ON CONFLICT DO NOTHING
+)
+SELECT seq FROM recorded
+"""
+
+
 class PostgresStore(LedgerStore):
     def __init__(self, url: str) -> None:
         self.target: PostgresTarget = parse_postgres_url(url)
@@ -275,6 +293,8 @@ class PostgresStore(LedgerStore):
     # ---- applying transactions ----
 
     def append(self, tx: Transaction, tx_id: TxId, leaf_hash: bytes) -> tuple[StoredTx, bool]:
+        record = json.dumps(tx.to_dict(), sort_keys=True)  # before any lock is taken
+
         def work(conn: Conn) -> tuple[StoredTx, bool]:
             # The same transaction submitted twice at once: the second waits here, then finds it.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %s, 0))", ["tx:" + tx_id])
@@ -282,19 +302,11 @@ class PostgresStore(LedgerStore):
             if existing is not None:
                 return existing, False
             touched = self._apply(conn, tx, tx_id)
-            # Last, and held until commit: commits happen in seq order, without gaps.
-            counter = conn.execute("UPDATE seq_counter SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
-            seq = int(_fetch(counter)[0])
-            conn.execute(
-                "INSERT INTO transactions (seq, tx_id, kind, record, leaf_hash, accepted_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                [seq, tx_id, tx.kind, json.dumps(tx.to_dict(), sort_keys=True), leaf_hash, tx.accepted_at],
-            )
-            conn.execute(
-                "INSERT INTO postings (address, seq) SELECT DISTINCT unnest(%s::text[]), %s ON CONFLICT DO NOTHING",
-                [touched, seq],
-            )
-            return StoredTx(seq, tx_id, tx, leaf_hash, None), True
+            # Last, and held until commit: commits happen in seq order, without gaps. Every writer
+            # of every gateway queues on this row, so what happens under its lock is one statement
+            # (one round trip) and the commit.
+            numbered = conn.execute(_NUMBER_AND_RECORD, [tx_id, tx.kind, record, leaf_hash, tx.accepted_at, touched])
+            return StoredTx(int(_fetch(numbered)[0]), tx_id, tx, leaf_hash, None), True
 
         return self._write(work)
 
