@@ -4,31 +4,33 @@ What can be checked about one stored record without the rest of history (does it
 leaf hash and id, its window and amounts, its signature: the costly part, ~50 µs of
 libsecp256k1 per transaction, which holds the GIL) is computed here, row by row, in the order
 the rows came. ``prechecked`` yields each row with its result; on a long chain it hands chunks
-of rows to worker processes, a bounded number at a time (memory stays flat), while the caller
-replays history on the results as they come back, in order. Nothing stateful happens here:
+of rows to worker processes, one chunk per worker at a time (memory stays flat), while the
+caller replays history on the results as they come back, in order. Nothing stateful happens here:
 nonces, balances and the chain's links stay with the auditor, in its one process.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import multiprocessing
 import os
-import threading
+import pickle
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
-from ledger.errors import InferpayError
+from ledger.errors import InferpayError, StorageUnavailable
 from ledger.store import RawTx
 from ledger.types import ChainInfo, Transaction
 from ledger.validation import check_transaction
 
-CHUNK = 2000  # rows per task: big enough that pickling and scheduling cost little per row
-PARALLEL_AFTER = 2000  # rows read before workers start (forking them costs ~20 ms): short chains stay here
+CHUNK = 500  # rows per task: pickling and scheduling cost little per row, and few rows are in flight
+PARALLEL_AFTER = 2000  # rows checked here first (workers take ~0.3 s to start): short chains stay here
 
 
 @dataclass(frozen=True)
@@ -72,78 +74,111 @@ def second_opinion(digest: bytes, signature: str, expected: str) -> bool:
 def prechecked(
     chain: ChainInfo, rows: Iterable[RawTx], *, independent: bool = False, workers: int | None = None
 ) -> Iterator[tuple[RawTx, Precheck]]:
-    """Each row with its check, in the order given. ``workers`` forked processes take over once
-    the chain proves longer than ``PARALLEL_AFTER`` rows (default: one per core when this
-    process has no other thread; 0 or 1: none; an explicit number is the caller's word that
-    forking is safe here)."""
-    if workers is None:
-        # Workers are forked (spawn would re-run the caller's __main__, which a script need not
-        # guard), and forking is safe only when no other thread might hold a lock at that moment:
-        # by default a process with threads (a server, a PostgreSQL pool) checks everything here.
-        workers = (os.cpu_count() or 1) if threading.active_count() == 1 else 1
+    """Each row with its check, in the order given. ``workers`` worker processes (default: one
+    per core; 0 or 1: none) take over once the chain proves longer than ``PARALLEL_AFTER`` rows."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
     source = iter(rows)
-    seen = 0
-    if workers > 1:
-        head: list[RawTx] = []
+    if workers <= 1:
         for row in source:
-            head.append(row)
-            if len(head) >= PARALLEL_AFTER:
-                break
-        seen = len(head)
-        for row in head:
             yield row, check_record(chain, row.record, independent)
-        if seen < PARALLEL_AFTER:
-            return
-        yield from _in_workers(chain, source, independent, workers)
         return
-    for row in source:
-        yield row, check_record(chain, row.record, independent)
+    head = list(itertools.islice(source, PARALLEL_AFTER))
+    pool = _Workers(chain, independent, workers) if len(head) == PARALLEL_AFTER else None
+    try:
+        for row in head:  # checked here while the workers start
+            yield row, check_record(chain, row.record, independent)
+        if pool is not None:
+            yield from pool.check(source)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+class _Workers:
+    """Fresh interpreters (``python -m ledger.precheck``), not forks: nothing of the caller is
+    inherited (its threads, its locks, its memory: a forked worker's copy of the auditor's pages
+    turns private as the auditor writes to them, and the footprint grew with the audit), and the
+    caller's ``__main__`` is never re-run. Chunks go down each worker's stdin and results come
+    back up its stdout as pickles, one chunk in flight per worker, so a worker is busy while the
+    auditor replays the chunk before."""
+
+    def __init__(self, chain: ChainInfo, independent: bool, count: int) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        argv = [sys.executable, "-m", "ledger.precheck", json.dumps(chain.to_dict()), "1" if independent else "0"]
+        self.processes = [
+            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(count)
+        ]
+
+    def check(self, rows: Iterator[RawTx]) -> Iterator[tuple[RawTx, Precheck]]:
+        chunks = _chunks(rows)
+        in_flight: deque[tuple[list[RawTx], subprocess.Popen[bytes]]] = deque()
+        for process, chunk in zip(self.processes, chunks, strict=False):
+            self._send(process, chunk)
+            in_flight.append((chunk, process))
+        while in_flight:
+            chunk, process = in_flight.popleft()
+            results = self._receive(process)  # read before writing again: neither side can block the other
+            following = next(chunks, None)
+            if following is not None:
+                self._send(process, following)
+                in_flight.append((following, process))
+            for row, result in zip(chunk, results, strict=True):
+                yield row, Precheck(*result)
+
+    @staticmethod
+    def _send(process: subprocess.Popen[bytes], chunk: list[RawTx]) -> None:
+        assert process.stdin is not None
+        pickle.dump([row.record for row in chunk], process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        process.stdin.flush()
+
+    @staticmethod
+    def _receive(process: subprocess.Popen[bytes]) -> list[tuple[Any, ...]]:
+        assert process.stdout is not None
+        try:
+            results: list[tuple[Any, ...]] = pickle.load(process.stdout)
+        except EOFError as exc:
+            raise StorageUnavailable(f"an audit worker process died (exit code {process.wait()})") from exc
+        return results
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.stdin is not None:
+                process.stdin.close()  # end of input: the worker exits
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def _chunks(rows: Iterator[RawTx]) -> Iterator[list[RawTx]]:
-    chunk: list[RawTx] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
+    while chunk := list(itertools.islice(rows, CHUNK)):
         yield chunk
 
 
-def _in_workers(chain: ChainInfo, rows: Iterator[RawTx], independent: bool, workers: int) -> Iterator[
-    tuple[RawTx, Precheck]
-]:
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                             initargs=(chain.to_dict(), independent)) as pool:
-        in_flight: deque[tuple[list[RawTx], Future[list[tuple[Any, ...]]]]] = deque()
-        chunks = _chunks(rows)
-        for chunk in chunks:
-            in_flight.append((chunk, pool.submit(_check_chunk, [row.record for row in chunk])))
-            if len(in_flight) >= 2 * workers:  # bounded: memory does not grow with the chain
-                break
-        while in_flight:
-            chunk, future = in_flight.popleft()
-            following = next(chunks, None)
-            if following is not None:
-                in_flight.append((following, pool.submit(_check_chunk, [row.record for row in following])))
-            for row, result in zip(chunk, future.result(), strict=True):
-                yield row, Precheck(*result)
-
-
-_WORKER: dict[str, Any] = {}  # per worker process: set once by _worker_init, read by _check_chunk
-
-
-def _worker_init(chain: dict[str, Any], independent: bool) -> None:
-    _WORKER["chain"] = ChainInfo.from_dict(chain)
-    _WORKER["independent"] = independent
-
-
-def _check_chunk(records: list[str]) -> list[tuple[Any, ...]]:
-    chain, independent = _WORKER["chain"], _WORKER["independent"]
+def check_chunk(chain: ChainInfo, independent: bool, records: list[str]) -> list[tuple[Any, ...]]:
     out = []
     for record in records:
-        result = check_record(chain, record, independent)
-        out.append((result.tx, result.parse_error, result.leaf, result.tx_id, result.invalid, result.independent_ok))
+        r = check_record(chain, record, independent)
+        out.append((r.tx, r.parse_error, r.leaf, r.tx_id, r.invalid, r.independent_ok))
     return out
+
+
+def _serve(chain: ChainInfo, independent: bool) -> None:
+    """A worker's life: a pickled list of records in, a pickled list of results out, until EOF."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            records = pickle.load(source)
+        except EOFError:
+            return
+        pickle.dump(check_chunk(chain, independent, records), sink, protocol=pickle.HIGHEST_PROTOCOL)
+        sink.flush()
+
+
+if __name__ == "__main__":
+    _serve(ChainInfo.from_dict(json.loads(sys.argv[1])), sys.argv[2] == "1")

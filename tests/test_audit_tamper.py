@@ -224,13 +224,13 @@ def test_worker_processes_report_exactly_what_the_auditor_finds_alone(
     monkeypatch.setattr(precheck, "PARALLEL_AFTER", 2)
     monkeypatch.setattr(precheck, "CHUNK", 3)
     used: list[int] = []
-    real = precheck._in_workers
+    real = precheck._Workers.__init__
 
-    def spying(*args: Any) -> Any:
-        used.append(args[-1])
-        yield from real(*args)
+    def spying(self: Any, chain: Any, independent: bool, count: int) -> None:
+        used.append(count)
+        real(self, chain, independent, count)
 
-    monkeypatch.setattr(precheck, "_in_workers", spying)
+    monkeypatch.setattr(precheck._Workers, "__init__", spying)
     store = SQLiteStore(built.lf.path)
     in_workers = audit(store, workers=2)
     store.close()
