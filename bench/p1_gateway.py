@@ -137,6 +137,13 @@ def _measure(target: Server, servers: dict[str, Server], requests: list[bytes], 
     result = loadgen.run_load(target.port, requests, connections=connections, duration=duration, warmup=warmup,
                               cycle=cycle)
     cpu_after = {name: s.cpu_seconds() for name, s in servers.items()}
+    return measured_run(result, cpu_before, cpu_after, warmup)
+
+
+def measured_run(result: Any, cpu_before: dict[str, float], cpu_after: dict[str, float],
+                 warmup: float) -> dict[str, Any]:
+    """One load run's figures: throughput, statuses, latencies, and the CPU each process group
+    (``cpu_before``/``cpu_after``: seconds by name) spent per request."""
     total = max(1, result.completed)
     # CPU is read over the whole run (warm-up included), so divide by everything that ran.
     issued = total + int(result.throughput * warmup) if warmup else total
@@ -152,7 +159,7 @@ def _measure(target: Server, servers: dict[str, Server], requests: list[bytes], 
         "latency": summary_ms(result.latencies_ms),
         "gateway_reported_overhead": summary_ms(result.overheads_ms) if result.overheads_ms else None,
         "cpu_ms_per_request": {
-            **{name: round((cpu_after[name] - cpu_before[name]) * 1000 / issued, 3) for name in servers},
+            **{name: round((cpu_after[name] - cpu_before[name]) * 1000 / issued, 3) for name in cpu_before},
             "load_generator": round(result.generator_cpu_seconds * 1000 / issued, 3),
         },
         "_latencies": result.latencies_ms,

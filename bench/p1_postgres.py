@@ -30,8 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, pg
-from bench.common import new_ledger, summary_ms
-from bench.p1_gateway import CONFIG, ROUTES, UPSTREAM_TIMEOUT, _audit_after, _pool, _ratio, offered_terms, sign_payments
+from bench.common import new_ledger
+from bench.p1_gateway import (
+    CONFIG,
+    ROUTES,
+    UPSTREAM_TIMEOUT,
+    _audit_after,
+    _pool,
+    _ratio,
+    measured_run,
+    offered_terms,
+    sign_payments,
+)
 from bench.servers import Server, start_gateway, start_passthrough, start_upstream
 from gateway.x402 import PAYMENT_SIGNATURE_HEADER
 from ledger.store import LedgerStore
@@ -84,23 +94,7 @@ def _measure(ports: Sequence[int], groups: dict[str, Callable[[], float]], reque
     result = loadgen.run_load(ports, requests, connections=settings.connections, duration=settings.duration,
                               warmup=settings.warmup, cycle=cycle)
     after = _cpu(groups)
-    issued = max(1, result.completed) + int(result.throughput * settings.warmup)
-    return {
-        "throughput_rps": round(result.throughput, 1),
-        "window_seconds": round(result.window_seconds, 3),
-        "completed": result.completed,
-        "errors": result.errors,
-        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
-        "first_error": result.first_error[:400],
-        "exhausted": result.exhausted,
-        "latency": summary_ms(result.latencies_ms),
-        "gateway_reported_overhead": summary_ms(result.overheads_ms) if result.overheads_ms else None,
-        "cpu_ms_per_request": {
-            **{name: round((after[name] - before[name]) * 1000 / issued, 3) for name in groups},
-            "load_generator": round(result.generator_cpu_seconds * 1000 / issued, 3),
-        },
-        "_latencies": result.latencies_ms,
-    }
+    return measured_run(result, before, after, settings.warmup)
 
 
 def _topology(out: Path, home: Home, url: str, count: int, upstream: Server, passthroughs: list[Server],
