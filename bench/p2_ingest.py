@@ -119,11 +119,25 @@ def _ingest(
     if group_commit:  # the gateway's configuration (gateway.services): writes share durable commits
         options: dict[str, Any] = {"group_commit": True}  # a keyword older ledgers lack: see supports_group_commit
         ledger = Ledger(fixture.ledger.store, sealer=KeySigner(fixture.sealer_key), **options)
+    before = ledger.store.unsealed()[0]
+    sealer = AutoSealer(ledger).start()  # as in the gateway: 200 ms, 1000 transactions
+    count, elapsed, exhausted, failures = transfer_threads(ledger, transfers, threads, seconds)
+    sealer.stop()
+    ledger.seal_all()
+    return {"threads": threads, "group_commit": group_commit, "transfers": count, "seconds": round(elapsed, 3),
+            "per_s": round(count / elapsed, 1), "exhausted": exhausted,
+            "failures": failures[:3], "unsealed_before": before}
+
+
+def transfer_threads(ledger: Ledger, transfers: list[Any], threads: int,
+                     seconds: float) -> tuple[int, float, bool, list[str]]:
+    """``threads`` threads feeding pre-signed transfers from one queue to ``ledger.transfer`` for
+    ``seconds``: (transfers recorded, seconds taken, whether the queue ran dry, failures)."""
     work = iter(transfers)
     lock = threading.Lock()
     done = [0] * threads
     failures: list[str] = []
-    stop_at = 0.0
+    stop_at = time.perf_counter() + seconds
 
     def worker(index: int) -> None:
         while time.perf_counter() < stop_at:
@@ -138,22 +152,13 @@ def _ingest(
                 return
             done[index] += 1
 
-    before = ledger.store.unsealed()[0]
-    sealer = AutoSealer(ledger).start()  # as in the gateway: 200 ms, 1000 transactions
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     start = time.perf_counter()
-    stop_at = start + seconds
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
-    elapsed = time.perf_counter() - start
-    sealer.stop()
-    ledger.seal_all()
-    count = sum(done)
-    return {"threads": threads, "group_commit": group_commit, "transfers": count, "seconds": round(elapsed, 3),
-            "per_s": round(count / elapsed, 1), "exhausted": next(work, None) is None,
-            "failures": failures[:3], "unsealed_before": before}
+    return sum(done), time.perf_counter() - start, next(work, None) is None, failures
 
 
 def _ingest_batches(fixture: Any, transfers: list[Any], seconds: float, batch: int) -> dict[str, Any]:

@@ -15,15 +15,13 @@ it and reported. The ledger lives in a fresh schema, dropped afterwards (``bench
 from __future__ import annotations
 
 import multiprocessing
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import pg
 from bench.common import new_ledger, random_address, sign_all
-from bench.p2_ingest import _ingest, _pairs, verification_rates
+from bench.p2_ingest import _ingest, _pairs, transfer_threads, verification_rates
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
 from ledger.sealer import AutoSealer
@@ -50,39 +48,13 @@ def _writer(url: str, sealer_key: bytes, transfers: Signed, threads: int, second
     """One writing process (forked: ``transfers`` is inherited, not pickled)."""
     store = open_store(url)
     ledger = Ledger(store, sealer=KeySigner(sealer_key))
-    work = iter(transfers)
-    lock = threading.Lock()
-    done = [0] * threads
-    failures: list[str] = []
     sealer = AutoSealer(ledger).start()  # as in each gateway process: 200 ms, 1000 transactions
     ready.release()
     go.wait()
-    stop_at = time.perf_counter() + seconds
-
-    def worker(index: int) -> None:
-        while time.perf_counter() < stop_at:
-            with lock:
-                item = next(work, None)
-            if item is None:
-                return
-            try:
-                ledger.transfer(*item)
-            except Exception as exc:  # a refused transfer is a benchmark bug: report it
-                failures.append(f"{type(exc).__name__}: {exc}")
-                return
-            done[index] += 1
-
-    start = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - start
+    count, elapsed, exhausted, failures = transfer_threads(ledger, transfers, threads, seconds)
     sealer.stop()
     store.close()
-    results.put({"transfers": sum(done), "seconds": elapsed, "exhausted": next(work, None) is None,
-                 "failures": failures[:3]})
+    results.put({"transfers": count, "seconds": elapsed, "exhausted": exhausted, "failures": failures[:3]})
 
 
 def _ingest_processes(url: str, sealer_key: bytes, transfers: Signed, processes: int, threads: int,
