@@ -22,7 +22,7 @@ from ledger.errors import InvalidInput, LedgerNotInitialized, WalletExists
 from ledger.ledger import Ledger, TxResult
 from ledger.store import LedgerStore, StoredTx
 from ledger.stores import is_postgres_url
-from ledger.types import Mint, Transaction
+from ledger.types import Mint, Transaction, parse_address
 
 pass_home = click.make_pass_decorator(Home)
 
@@ -362,13 +362,22 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
     is_flag=True,
     help="Also re-check every signature with a second, pure-Python ECDSA implementation (slow).",
 )
+@click.option(
+    "--expect-sealer",
+    "expected_sealer",
+    metavar="ADDRESS",
+    help="The sealer address you trust (the operator publishes it; 402 offers name it): a chain"
+    " re-signed from genesis by another key is reported instead of passing.",
+)
 @node_option
 @json_option
 @pass_home
-def verify(home: Home, independent: bool, node: str | None, as_json: bool) -> None:
+def verify(home: Home, independent: bool, expected_sealer: str | None, node: str | None, as_json: bool) -> None:
     """Replay the whole chain from genesis and report every problem; exit 1 if there is any.
 
     With --node URL, download a remote gateway's sealed chain and verify it here, independently."""
+    if expected_sealer is not None:
+        expected_sealer = parse_address(expected_sealer, "--expect-sealer")
     source: ChainSource
     if node is not None:
         from gateway.remote_chain import RemoteChain
@@ -380,9 +389,9 @@ def verify(home: Home, independent: bool, node: str | None, as_json: bool) -> No
         source, total = ledger.store, ledger.head().header.tree_size + ledger.store.unsealed()[0]
     if sys.stderr.isatty() and not as_json:
         with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            report = audit(source, independent=independent, progress=bar.update)
+            report = audit(source, independent=independent, progress=bar.update, expected_sealer=expected_sealer)
     else:
-        report = audit(source, independent=independent)
+        report = audit(source, independent=independent, expected_sealer=expected_sealer)
     if as_json:
         emit_json(report.to_dict())
     elif report.ok:

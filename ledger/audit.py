@@ -223,16 +223,28 @@ def audit(
     independent: bool = False,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    expected_sealer: str | None = None,
 ) -> AuditReport:
     """Replay the whole ledger in ``store``; the report lists every problem, in chain order.
 
     When ``store`` is a ``LedgerStore``, the balances, supply, open holds and used nonces it
     keeps are compared with the replayed ones too; a remote chain has only its history.
     Signatures are checked in ``workers`` processes (default: one per core) once the chain is
-    longer than a few thousand transactions (``ledger.precheck``); ``workers=1``: in this one."""
+    longer than a few thousand transactions (``ledger.precheck``); ``workers=1``: in this one.
+
+    A chain re-keyed from genesis (every block and resolution re-signed by another key, and the
+    chain's identity rewritten to name it) is consistent with itself; only a sealer known from
+    elsewhere (``expected_sealer``: the address the operator publishes, which every 402 offer
+    names) tells it apart."""
     chain = store.chain_info()
     auditor = _Auditor(chain, independent, progress)
     report = auditor.report
+    if expected_sealer is not None and expected_sealer.lower() != chain.sealer.lower():
+        auditor.problem(
+            "unexpected_sealer",
+            f"the chain names sealer {chain.sealer}, not the expected {expected_sealer}: every block"
+            " and resolution is signed by a key you did not expect (re-keyed or another ledger)",
+        )
     try:
         txs = prechecked(chain, store.iter_raw_transactions(), independent=independent, workers=workers)
         pending: Checked | None = next(txs, None)

@@ -513,3 +513,27 @@ def test_cli_verify_exits_1_and_names_the_first_bad_block(tmp_path: Path) -> Non
     assert lines[1].strip().startswith(f"block {height}, tx #{seq}")
     assert "[leaf_mismatch]" in lines[1]
     assert "Traceback" not in bad.output
+
+
+def test_cli_verify_with_a_pinned_sealer_refuses_a_chain_signed_by_another_key(tmp_path: Path) -> None:
+    """A chain re-keyed from genesis (every block and resolution re-signed, the chain's identity
+    rewritten) is consistent with itself; from the verifier's side it is a valid chain whose
+    sealer is not the one the operator published. `--expect-sealer` is what tells them apart."""
+    from click.testing import CliRunner
+
+    from inferpay_cli.main import cli
+
+    home = tmp_path / "home"
+    runner = CliRunner(env={"INFERPAY_HOME": str(home), "INFERPAY_PASSWORD": "pw", "INFERPAY_SCRYPT_N": "1024"})
+    assert runner.invoke(cli, ["init"]).exit_code == 0
+    sealer = SQLiteStore(home / "ledger.db").chain_info().sealer
+    pinned = runner.invoke(cli, ["verify", "--expect-sealer", sealer.lower()])
+    assert pinned.exit_code == 0 and "chain valid" in pinned.stdout
+    impostor = KeySigner(new_private_key()).address
+    refused = runner.invoke(cli, ["verify", "--expect-sealer", impostor])
+    assert refused.exit_code == 1 and "[unexpected_sealer]" in refused.stderr and "Traceback" not in refused.output
+    as_json = runner.invoke(cli, ["verify", "--json", "--expect-sealer", impostor])
+    assert json.loads(as_json.stdout)["problems"][0]["code"] == "unexpected_sealer"
+    malformed = runner.invoke(cli, ["verify", "--expect-sealer", "0x1234"])
+    assert malformed.exit_code == 1 and len(malformed.stderr.strip().splitlines()) == 1
+    assert "--expect-sealer" in malformed.stderr and "Traceback" not in malformed.output
