@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, current_app, request, stream_with_context
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway import keys
 from gateway.config import Route
@@ -107,6 +108,8 @@ def paid_call(_subpath: str) -> Response:
     svc = services()
     route = svc.config.route_for(request.path)
     if route is None:
+        if served := _methods_served_elsewhere(request.path):
+            raise MethodNotAllowed(valid_methods=served)  # e.g. POST /ledger/info: the catch-all took it
         raise NotFound(f"no paid route at {request.path}")
     if route.free:
         return _free_call(svc, route, started)
@@ -156,6 +159,21 @@ def paid_call(_subpath: str) -> Response:
     overhead = (time.perf_counter() - started) * 1000 - upstream_ms
     response.headers[OVERHEAD_HEADER] = f"{overhead:.3f}"
     return response
+
+
+def _methods_served_elsewhere(path: str) -> list[str]:
+    """The methods another route (the ledger API, the OpenAPI document, health) serves ``path``
+    with: a request this catch-all took only because of its method is a 405, not a 404."""
+    adapter = current_app.url_map.bind("localhost")
+    served = []
+    for method in ("GET", "POST"):
+        try:
+            endpoint, _ = adapter.match(path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != request.endpoint:
+            served.append(method)
+    return served
 
 
 def _free_call(svc: Services, route: Route, started: float) -> Response:

@@ -345,7 +345,8 @@ def test_an_api_key_call_whose_upstream_fails_gives_the_allowance_back(env: Gate
         ("GET", "/no/such/route", 404),
         ("POST", "/v1/unknown", 404),
         ("GET", "/", 404),
-        ("POST", "/ledger/info", 404),  # the paid catch-all takes POST: "no paid route", JSON
+        ("POST", "/ledger/info", 405),  # served for GET by the ledger API: JSON 405, not the catch-all's 404
+        ("POST", "/openapi.json", 405),
         ("GET", "/ledger/accounts/0xnot-an-address", 400),
         ("GET", "/ledger/transactions/0x" + "ab" * 32, 404),
         ("GET", "/ledger/transactions/nonsense", 400),
@@ -360,6 +361,8 @@ def test_client_mistakes_are_json_errors_never_500(env: GatewayEnv, method: str,
     response = requests.request(method, env.url + path, timeout=10)
     assert response.status_code == status, response.text
     assert error_code(response)
+    if status == 405:
+        assert error_code(response) == "method_not_allowed" and "GET" in response.headers["Allow"]
     assert env.quiet_dump() == before
 
 
