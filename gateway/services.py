@@ -38,7 +38,13 @@ class Services:
         sealer = home.sealer()
         ledger = Ledger(home.open_store(), sealer=sealer, group_commit=True)
         pay_to = home.wallets.resolve(config.pay_to)
-        auto = AutoSealer(ledger, interval_ms=config.seal_interval_ms, max_txs=config.seal_max_txs)
+        # One sealer per host: the workers elect one through a lock file in the home.
+        auto = AutoSealer(
+            ledger,
+            interval_ms=config.seal_interval_ms,
+            max_txs=config.seal_max_txs,
+            lock_path=home.path / "auto-sealer.lock",
+        )
         return cls(
             config=config,
             home=home,

@@ -383,3 +383,28 @@ def test_naive_check_then_update_does_overspend(tmp_path: Path) -> None:
             break
     spends, final = attempts[-1]
     assert spends > 5 or final != 5 - spends, f"no overspend in {len(attempts)} attempts: {attempts}"
+
+
+def test_the_workers_of_one_host_elect_one_auto_sealer_and_the_next_takes_over(
+    lf: LedgerFixture, tmp_path: Path
+) -> None:
+    """Gunicorn workers each start an auto-sealer; with the home's lock file only one of them
+    seals (the others stand by), and when it stops or dies another takes over on its next tick."""
+    from ledger.sealer import AutoSealer
+
+    lock = tmp_path / "auto-sealer.lock"
+    first = AutoSealer(lf.ledger, max_txs=1, lock_path=lock)
+    second = AutoSealer(lf.ledger, max_txs=1, lock_path=lock)
+    alice, bob = lf.party("alice"), lf.party("bob")
+    lf.mint(alice.address, UNIT)
+    lf.transfer(alice, bob.address, 1)
+    assert first.elected()  # the first worker to ask holds the lock for its life
+    second.tick()  # not elected: seals nothing
+    assert lf.ledger.store.unsealed()[0] == 2
+    first.tick()
+    assert lf.ledger.store.unsealed()[0] == 0 and first.elected() and not second.elected()
+    first.stop()  # as a worker exiting (the kernel does the same for one that dies)
+    lf.transfer(alice, bob.address, 1)
+    second.tick()
+    assert second.elected() and lf.ledger.store.unsealed()[0] == 0
+    second.stop()
