@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ledger.errors import InferpayError, StorageUnavailable
 from ledger.store import LedgerStore, StoredTx
@@ -27,10 +26,6 @@ from ledger.types import HOLD_KINDS, Transaction, TxId
 
 Item = tuple[Transaction, TxId, bytes]
 Outcome = tuple[StoredTx, bool] | InferpayError
-
-
-class BatchingStore(Protocol):
-    def append_many(self, items: list[Item], *, durable: bool = True) -> list[Outcome]: ...
 
 
 @dataclass
@@ -83,11 +78,10 @@ class GroupCommitter:
             successor.done.set()
 
     def _commit(self, batch: list[_Waiting]) -> None:
-        batcher: BatchingStore = self.store  # type: ignore[assignment]
         try:
             # fsync unless every transaction in the batch is a hold (see SQLiteStore.append_many)
             durable = any(w.item[0].kind not in HOLD_KINDS for w in batch)
-            outcomes = batcher.append_many([w.item for w in batch], durable=durable)
+            outcomes = self.store.append_many([w.item for w in batch], durable=durable)
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 waiting.outcome = outcome
         except InferpayError as exc:

@@ -92,7 +92,7 @@ class Ledger:
         self._chain: ChainInfo | None = None
         self._seal_lock = threading.Lock()
         # Long-running multi-threaded servers share commits (ledger.group_commit); a CLI does not need to.
-        self._committer = GroupCommitter(store) if group_commit and hasattr(store, "append_many") else None
+        self._committer = GroupCommitter(store) if group_commit and store.commits_batches_at_once else None
 
     @classmethod
     def create(
@@ -171,17 +171,7 @@ class Ledger:
                 continue
             batch.append((stamped, transaction_id(tx), leaf_hash(stamped)))
             slots.append(index)
-        append_many = getattr(self.store, "append_many", None)
-        if append_many is not None:
-            outcomes: list[tuple[StoredTx, bool] | InferpayError] = append_many(batch)
-        else:
-            outcomes = []
-            for item in batch:
-                try:
-                    outcomes.append(self.store.append(*item))
-                except InferpayError as exc:
-                    outcomes.append(exc)
-        for index, outcome in zip(slots, outcomes, strict=True):
+        for index, outcome in zip(slots, self.store.append_many(batch), strict=True):
             if isinstance(outcome, InferpayError):
                 results[index] = outcome
             else:

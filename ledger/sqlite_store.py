@@ -168,6 +168,8 @@ def _api_key_row(row: tuple[Any, ...]) -> ApiKeyRow:
 
 
 class SQLiteStore(LedgerStore):
+    commits_batches_at_once = True
+
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 60_000) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms

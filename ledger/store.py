@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ledger.errors import InferpayError
 from ledger.types import Account, Address, ChainInfo, SignedBlock, Transaction, TxId
 
 
@@ -74,6 +75,10 @@ BlockMaker = Callable[[SignedBlock, list[bytes], list[str]], tuple[SignedBlock, 
 
 
 class LedgerStore(ABC):
+    # Whether ``append_many`` shares one commit among its transactions (SQLite). Where it does
+    # not, group commit would only serialize writers that the database runs in parallel.
+    commits_batches_at_once: bool = False
+
     @abstractmethod
     def initialize(self, chain: ChainInfo, genesis: SignedBlock) -> None: ...
 
@@ -83,6 +88,20 @@ class LedgerStore(ABC):
     @abstractmethod
     def append(self, tx: Transaction, tx_id: TxId, leaf_hash: bytes) -> tuple[StoredTx, bool]:
         """Apply and record ``tx`` atomically; ``(existing, False)`` if ``tx_id`` is already in."""
+
+    def append_many(
+        self, items: list[tuple[Transaction, TxId, bytes]], *, durable: bool = True
+    ) -> list[tuple[StoredTx, bool] | InferpayError]:
+        """Apply several transactions, each on its own terms: a refused one holds its error in
+        its slot and changes nothing. This default commits each on its own; a store that can
+        share one commit among them overrides it (and sets ``commits_batches_at_once``)."""
+        outcomes: list[tuple[StoredTx, bool] | InferpayError] = []
+        for item in items:
+            try:
+                outcomes.append(self.append(*item))
+            except InferpayError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     @abstractmethod
     def account(self, address: Address) -> Account: ...

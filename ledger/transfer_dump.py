@@ -42,7 +42,7 @@ from ledger.errors import (
     MalformedRecord,
     StorageUnavailable,
 )
-from ledger.store import ApiKeyRow, LedgerStore, RawTx, StoredTx
+from ledger.store import ApiKeyRow, LedgerStore, RawTx
 from ledger.types import ChainInfo, SignedBlock, Transaction
 from ledger.validation import check_transaction
 
@@ -267,8 +267,7 @@ class _Importer:
         if not self.waiting:
             return
         items = [item for item, _ in self.waiting]
-        append_many = getattr(self.store, "append_many", None)
-        outcomes = append_many(items) if append_many is not None else [self._append_one(i) for i in items]
+        outcomes = self.store.append_many(items)
         for ((_, tx_id, leaf), dumped_seq), outcome in zip(self.waiting, outcomes, strict=True):
             if isinstance(outcome, InferpayError):
                 raise outcome
@@ -283,12 +282,6 @@ class _Importer:
         if self.progress:
             self.progress(len(items))
         self.waiting = []
-
-    def _append_one(self, item: tuple[Transaction, str, bytes]) -> tuple[StoredTx, bool] | InferpayError:
-        try:
-            return self.store.append(*item)
-        except InferpayError as exc:
-            return exc
 
     def block(self, block: SignedBlock, frontier: object) -> None:
         self.flush()
