@@ -11,6 +11,7 @@ nonces, balances and the chain's links stay with the auditor, in its one process
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -129,8 +130,11 @@ class _Workers:
     @staticmethod
     def _send(process: subprocess.Popen[bytes], chunk: list[RawTx]) -> None:
         assert process.stdin is not None
-        pickle.dump([row.record for row in chunk], process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        process.stdin.flush()
+        try:
+            pickle.dump([row.record for row in chunk], process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            process.stdin.flush()
+        except BrokenPipeError as exc:
+            raise _died(process) from exc
 
     @staticmethod
     def _receive(process: subprocess.Popen[bytes]) -> list[tuple[Any, ...]]:
@@ -138,13 +142,14 @@ class _Workers:
         try:
             results: list[tuple[Any, ...]] = pickle.load(process.stdout)
         except EOFError as exc:
-            raise StorageUnavailable(f"an audit worker process died (exit code {process.wait()})") from exc
+            raise _died(process) from exc
         return results
 
     def close(self) -> None:
         for process in self.processes:
             if process.stdin is not None:
-                process.stdin.close()  # end of input: the worker exits
+                with contextlib.suppress(BrokenPipeError):  # a dead worker: nothing to tell it
+                    process.stdin.close()  # end of input: the worker exits
         for process in self.processes:
             try:
                 process.wait(timeout=10)
@@ -153,6 +158,10 @@ class _Workers:
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def _died(process: subprocess.Popen[bytes]) -> StorageUnavailable:
+    return StorageUnavailable(f"an audit worker process died (exit code {process.wait()}); nothing was concluded")
 
 
 def _chunks(rows: Iterator[RawTx]) -> Iterator[list[RawTx]]:

@@ -25,6 +25,7 @@ from ledger import precheck
 from ledger.audit import AuditReport, Problem, audit
 from ledger.crypto import KeySigner, new_private_key, sign_digest
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
+from ledger.errors import StorageUnavailable
 from ledger.sqlite_store import SQLiteStore
 from ledger.types import Authorization, SignedBlock, Transaction
 from tests.ledger_helpers import UNIT, LedgerFixture
@@ -220,7 +221,9 @@ def test_worker_processes_report_exactly_what_the_auditor_finds_alone(
             [json.dumps(record, sort_keys=True), transaction_id(tx), leaf_hash(tx), entry.seq],
         )
         conn.execute("DELETE FROM transactions WHERE seq = ?", [built["t_bc"].seq])
-    alone = audit_file(built.lf.path)
+    alone_store = SQLiteStore(built.lf.path)
+    alone = audit(alone_store, workers=1)
+    alone_store.close()
     monkeypatch.setattr(precheck, "PARALLEL_AFTER", 2)
     monkeypatch.setattr(precheck, "CHUNK", 3)
     used: list[int] = []
@@ -236,6 +239,26 @@ def test_worker_processes_report_exactly_what_the_auditor_finds_alone(
     store.close()
     assert used == [2]
     assert not alone.ok and [p.to_dict() for p in in_workers.problems] == [p.to_dict() for p in alone.problems]
+
+
+def test_a_worker_process_that_dies_fails_the_audit_clearly(built: BuiltChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-audit (OOM killer, a signal): the audit stops with a clear error
+    instead of hanging or reporting a verdict it did not reach."""
+    monkeypatch.setattr(precheck, "PARALLEL_AFTER", 2)
+    monkeypatch.setattr(precheck, "CHUNK", 2)
+    real = precheck._Workers.__init__
+
+    def doomed(self: Any, chain: Any, independent: bool, count: int) -> None:
+        real(self, chain, independent, count)
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+    monkeypatch.setattr(precheck._Workers, "__init__", doomed)
+    store = SQLiteStore(built.lf.path)
+    with pytest.raises(StorageUnavailable, match="audit worker process died"):
+        audit(store, workers=2)
+    store.close()
 
 
 def test_deleted_transaction_leaves_a_sequence_gap(built: BuiltChain) -> None:
