@@ -135,7 +135,7 @@ def paid_call(_subpath: str) -> Response:
 
     # 3. Call the upstream; anything but a 2xx releases the hold.
     body, stream, client_wants_usage = _ask_for_usage(facts.body) if route.metered else (facts.body, False, False)
-    upstream_url = route.upstream + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+    upstream_url = _upstream_url(route)
     upstream_started = time.perf_counter()
     try:
         upstream = svc.upstream.send(request.method, upstream_url, dict(request.headers), body, stream=stream)
@@ -161,6 +161,11 @@ def paid_call(_subpath: str) -> Response:
     return response
 
 
+def _upstream_url(route: Route) -> str:
+    """The route's upstream, with the query string the client sent (and may have paid for)."""
+    return route.upstream + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+
+
 def _methods_served_elsewhere(path: str) -> list[str]:
     """The methods another route (the ledger API, the OpenAPI document, health) serves ``path``
     with: a request this catch-all took only because of its method is a 405, not a 404."""
@@ -181,7 +186,7 @@ def _free_call(svc: Services, route: Route, started: float) -> Response:
     on every route), answered as the upstream answered, streams included; nothing is held,
     charged or signed. Serves free models and health checks, and is the benchmark's baseline:
     the same gateway with payment switched off."""
-    upstream_url = route.upstream + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+    upstream_url = _upstream_url(route)
     upstream_started = time.perf_counter()
     upstream = svc.upstream.send(
         request.method, upstream_url, dict(request.headers), request.get_data(cache=False), stream=True

@@ -34,6 +34,7 @@ class AutoSealer:
         self.max_txs = max_txs
         self.lock_path = lock_path
         self._lock_fd: int | None = None
+        self._elected = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inferpay-sealer", daemon=True)
 
@@ -43,16 +44,15 @@ class AutoSealer:
 
     def elected(self) -> bool:
         """Whether this process is the one that seals (always, without a lock file)."""
-        if self.lock_path is None:
+        if self.lock_path is None or self._elected:
             return True
         if self._lock_fd is None:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            self._lock_fd = fd  # held for this process's life
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # another process seals; asked again next tick
+        self._elected = True  # held for this process's life
         return True
 
     def tick(self) -> None:
@@ -74,4 +74,4 @@ class AutoSealer:
             self._thread.join(timeout=5)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # another process's sealer takes over on its next tick
-            self._lock_fd = None
+            self._lock_fd, self._elected = None, False

@@ -167,6 +167,11 @@ def _api_key_row(row: tuple[Any, ...]) -> ApiKeyRow:
     return ApiKeyRow(key_hash, prefix, label, created, bool(revoked), AllowanceRow(*allowance))
 
 
+def _refused_by_constraints(exc: sqlite3.IntegrityError) -> InferpayError:
+    # Only reachable if a rule was bypassed: the CHECK constraints are the last line.
+    return InsufficientFunds(f"refused by the ledger's constraints: {exc}")
+
+
 class SQLiteStore(LedgerStore):
     commits_batches_at_once = True
 
@@ -308,7 +313,7 @@ class SQLiteStore(LedgerStore):
             except InferpayError as exc:
                 return [exc]
             except sqlite3.IntegrityError as exc:
-                return [InsufficientFunds(f"refused by the ledger's constraints: {exc}")]
+                return [_refused_by_constraints(exc)]
         with self._write() as db:
             for tx, tx_id, leaf_hash in items:
                 try:
@@ -317,8 +322,7 @@ class SQLiteStore(LedgerStore):
                 except InferpayError as exc:
                     results.append(exc)
                 except sqlite3.IntegrityError as exc:
-                    # Only reachable if a rule was bypassed: the CHECK constraints are the last line.
-                    results.append(InsufficientFunds(f"refused by the ledger's constraints: {exc}"))
+                    results.append(_refused_by_constraints(exc))
         return results
 
     def _append_one(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,17 +18,23 @@ from ledger.sqlite_store import SQLiteStore
 from tests.ledger_helpers import UNIT, FakeClock, make_ledger
 
 
+def after_each_batch(store: SQLiteStore, note: Callable[[list[Any]], object]) -> None:
+    """Call ``note(items)`` in the committing thread after each ``append_many`` the store runs."""
+    real_append_many = store.append_many
+
+    def observed(items, *, durable=True):  # type: ignore[no-untyped-def]
+        outcomes = real_append_many(items, durable=durable)
+        note(items)
+        return outcomes
+
+    store.append_many = observed  # type: ignore[method-assign]
+
+
 def test_concurrent_writers_share_commits_and_never_overspend(tmp_path: Path) -> None:
     lf = make_ledger(tmp_path, FakeClock())
     store = SQLiteStore(lf.path)
     batches: list[int] = []
-    real_append_many = store.append_many
-
-    def counting(items, *, durable=True):  # type: ignore[no-untyped-def]
-        batches.append(len(items))
-        return real_append_many(items, durable=durable)
-
-    store.append_many = counting  # type: ignore[method-assign]
+    after_each_batch(store, lambda items: batches.append(len(items)))
     ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock, group_commit=True)
     alice, bob = lf.party("alice"), lf.party("bob")
     lf.mint(alice.address, 25 * UNIT)
@@ -95,14 +103,7 @@ def test_holds_skip_the_fsync_and_what_acknowledges_them_does_not(tmp_path: Path
     lf = make_ledger(tmp_path, FakeClock())
     store = SQLiteStore(lf.path)
     modes: list[int] = []
-    real_append_many = store.append_many
-
-    def watching(items, *, durable=True):  # type: ignore[no-untyped-def]
-        outcomes = real_append_many(items, durable=durable)
-        modes.append(store._db().execute("PRAGMA synchronous").fetchone()[0])
-        return outcomes
-
-    store.append_many = watching  # type: ignore[method-assign]
+    after_each_batch(store, lambda _: modes.append(store._db().execute("PRAGMA synchronous").fetchone()[0]))
     ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock)
     alice, bob = lf.party("alice"), lf.party("bob")
     lf.mint(alice.address, UNIT)
@@ -116,13 +117,7 @@ def test_a_lone_writer_commits_in_its_own_thread(tmp_path: Path) -> None:
     lf = make_ledger(tmp_path, FakeClock())
     store = SQLiteStore(lf.path)
     threads: list[str] = []
-    real_append_many = store.append_many
-
-    def recording(items, *, durable=True):  # type: ignore[no-untyped-def]
-        threads.append(threading.current_thread().name)
-        return real_append_many(items, durable=durable)
-
-    store.append_many = recording  # type: ignore[method-assign]
+    after_each_batch(store, lambda _: threads.append(threading.current_thread().name))
     ledger = Ledger(store, sealer=KeySigner(lf.sealer_key), clock=lf.clock, group_commit=True)
     alice, bob = lf.party("alice"), lf.party("bob")
     lf.mint(alice.address, 2 * UNIT)
