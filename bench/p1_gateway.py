@@ -45,27 +45,25 @@ ROUTES = {
     "metered": ("/v1/embeddings", "/v1/embeddings", b'{"model": "bench", "input": "the quick brown fox jumps"}'),
 }
 
-CONFIG = """\
-[gateway]
-host = "127.0.0.1"
-port = @PORT@
-pay_to = "{pay_to}"
-workers = {workers}
-threads = {threads}
-upstream_timeout_seconds = {timeout}
+# The benchmark's two routes: their prices on the paid gateway; `free = true` on the pass-through.
+PAID_TERMS = {
+    "flat": 'price = "0.001"',
+    "metered": 'price = "0.0001"\nprice_per_1k_input_tokens = "0.0015"\nmax_amount = "0.01"',
+}
 
-[[routes]]
-path = "/v1/flat"
-upstream = "{upstream}/v1/echo"
-price = "0.001"
 
-[[routes]]
-path = "/v1/embeddings"
-upstream = "{upstream}/v1/embeddings"
-price = "0.0001"
-price_per_1k_input_tokens = "0.0015"
-max_amount = "0.01"
-"""
+def gateway_config(pay_to: str, workers: int, threads: int, upstream: str, *, free: bool = False,
+                   database: str | None = None) -> str:
+    """The TOML of a benchmark gateway (``@PORT@`` left for ``bench.servers.start_gateway``):
+    the same routes and settings for the paid gateway and, with ``free``, for its pass-through."""
+    lines = ["[gateway]", 'host = "127.0.0.1"', "port = @PORT@", f'pay_to = "{pay_to}"', f"workers = {workers}",
+             f"threads = {threads}", f"upstream_timeout_seconds = {UPSTREAM_TIMEOUT}"]
+    if database is not None:
+        lines.append(f'database = "{database}"')
+    for name, (path, upstream_path, _) in ROUTES.items():
+        terms = "free = true" if free else PAID_TERMS[name]
+        lines += ["", "[[routes]]", f'path = "{path}"', f'upstream = "{upstream}{upstream_path}"', terms]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -221,11 +219,11 @@ def environment(out: Path, payers: int) -> Iterator[Environment]:
     upstream = start_upstream(out)
     servers: dict[str, Server] = {"upstream": upstream}
     try:
-        servers["passthrough"] = start_passthrough(out, upstream.url, WORKERS, THREADS, UPSTREAM_TIMEOUT)
+        servers["passthrough"] = start_passthrough(
+            out, lambda pay_to: gateway_config(pay_to, WORKERS, THREADS, upstream.url, free=True)
+        )
         servers["gateway"] = start_gateway(
-            out, home.path,
-            CONFIG.format(pay_to=fixture.operator.address, workers=WORKERS, threads=THREADS, timeout=UPSTREAM_TIMEOUT,
-                          upstream=upstream.url),
+            out, home.path, gateway_config(fixture.operator.address, WORKERS, THREADS, upstream.url)
         )
         yield Environment(servers, fixture, chain, home)
     finally:

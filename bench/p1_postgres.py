@@ -32,12 +32,11 @@ from typing import Any
 from bench import loadgen, pg
 from bench.common import new_ledger
 from bench.p1_gateway import (
-    CONFIG,
     ROUTES,
-    UPSTREAM_TIMEOUT,
     _audit_after,
     _pool,
     _ratio,
+    gateway_config,
     measured_run,
     offered_terms,
     sign_payments,
@@ -103,9 +102,7 @@ def _topology(out: Path, home: Home, url: str, count: int, upstream: Server, pas
     fixture = new_ledger(url, settings.payers, sealer_key=bytes.fromhex(home.sealer_path.read_text()))
     chain = fixture.chain
     fixture.ledger.store.close()
-    config = CONFIG.format(pay_to=fixture.operator.address, workers=1, threads=settings.threads,
-                           timeout=UPSTREAM_TIMEOUT, upstream=upstream.url)
-    config = config.replace("[gateway]\n", f'[gateway]\ndatabase = "{url}"\n', 1)
+    config = gateway_config(fixture.operator.address, 1, settings.threads, upstream.url, database=url)
     gateways: list[Server] = []
     try:
         for index in range(count):
@@ -213,8 +210,10 @@ def run(out: Path, base_url: str, settings: Settings, log: Any = print) -> dict[
         servers.append(upstream)
         passthroughs = []
         for index in range(max(settings.gateway_counts)):
-            passthroughs.append(start_passthrough(out, upstream.url, 1, settings.threads, UPSTREAM_TIMEOUT,
-                                                  name=f"passthrough-{index + 1}"))
+            passthroughs.append(start_passthrough(
+                out, lambda pay_to: gateway_config(pay_to, 1, settings.threads, upstream.url, free=True),
+                name=f"passthrough-{index + 1}",
+            ))
             servers.append(passthroughs[-1])
         for count in settings.gateway_counts:
             with pg.throwaway_schema(base_url) as url:

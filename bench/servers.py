@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -135,33 +136,10 @@ def start_upstream(out: Path, workers: int = 1, threads: int = 16) -> Server:
     return Server("upstream", argv, port, out / "upstream.log").wait_ready()
 
 
-PASSTHROUGH_CONFIG = """\
-[gateway]
-host = "127.0.0.1"
-port = @PORT@
-pay_to = "{pay_to}"
-workers = {workers}
-threads = {threads}
-upstream_timeout_seconds = {timeout}
-
-[[routes]]
-path = "/v1/flat"
-upstream = "{upstream}/v1/echo"
-free = true
-
-[[routes]]
-path = "/v1/embeddings"
-upstream = "{upstream}/v1/embeddings"
-free = true
-"""
-
-
-def start_passthrough(
-    out: Path, upstream_url: str, workers: int, threads: int, timeout_seconds: float, name: str = "passthrough"
-) -> Server:
-    """The same gateway with payment switched off: ``inferpay gateway`` with the benchmark's two
-    routes marked ``free = true`` (same workers, threads, timeouts, upstream client, access log,
-    auto-sealer), on a home and ledger of its own that no paid call touches."""
+def start_passthrough(out: Path, config_for: Callable[[str], str], name: str = "passthrough") -> Server:
+    """The same gateway with payment switched off: ``inferpay gateway`` with ``config_for(pay_to)``
+    (the benchmark's routes marked ``free = true``: ``bench.p1_gateway.gateway_config``), on a
+    home and ledger of its own that no paid call touches."""
     from bench.common import new_ledger
     from wallets.home import Home
 
@@ -170,9 +148,7 @@ def start_passthrough(
     home.create_sealer_key()
     fixture = new_ledger(home.ledger_path, 0, sealer_key=bytes.fromhex(home.sealer_path.read_text()))
     fixture.ledger.store.close()
-    config = PASSTHROUGH_CONFIG.format(pay_to=fixture.operator.address, workers=workers, threads=threads,
-                                       timeout=timeout_seconds, upstream=upstream_url)
-    return start_gateway(out, home.path, config, name=name)
+    return start_gateway(out, home.path, config_for(fixture.operator.address), name=name)
 
 
 def start_gateway(out: Path, home: Path, config_text: str, name: str = "gateway") -> Server:
