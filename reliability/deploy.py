@@ -39,15 +39,10 @@ from ledger.sqlite_store import SQLiteStore
 from ledger.store import LedgerStore
 from reliability.clock import ClockControl
 from tests.gateway_helpers import (
-    CHAT,
-    CONFIG_TEMPLATE,
-    DEAD,
-    EMBED,
-    FLAT,
-    FLAT2,
     PASSWORD,
     SCRYPT_N,
     GatewayEnv,
+    gateway_config,
 )
 from tests.servers import ServerHandle, _spawn, _wait_ready, free_port  # the tests' own process plumbing
 from wallets.home import Home
@@ -70,6 +65,8 @@ UPSTREAMS = {
 
 class Deployment:
     """The servers of one run and the ``GatewayEnv`` that reads its ledger."""
+
+    database: str | None = None  # a postgresql:// URL named in every gateway's config (reliability.pg)
 
     def __init__(
         self,
@@ -133,18 +130,14 @@ class Deployment:
         return self.env.config_path if gateway == "gateway" else self.root / f"{gateway}.toml"
 
     def config_text(self, port: int | None = None) -> str:
-        return CONFIG_TEMPLATE.format(
+        return gateway_config(
+            f"http://{HOST}:{self.ports['echo']}",
+            f"http://{HOST}:{self.ports['chat']}",
             hold_seconds=self.hold_seconds,
             timeout=self.upstream_timeout,
             seal_ms=self.seal_ms,
-            flat=FLAT,
-            flat2=FLAT2,
-            embed=EMBED,
-            chat=CHAT,
-            dead=DEAD,
-            echo=f"http://{HOST}:{self.ports['echo']}",
-            chat_upstream=f"http://{HOST}:{self.ports['chat']}",
-            dead_port=free_port(HOST),  # bound and closed again: nothing listens there
+            database=self.database,
+            host=HOST,
         ).replace("@PORT@", str(self.ports["gateway"] if port is None else port))
 
     @property

@@ -108,10 +108,6 @@ class PgDeployment(Deployment):
     def open_store(self) -> LedgerStore:
         return open_store(self.database)
 
-    def config_text(self, port: int | None = None) -> str:
-        # The same config for every gateway but the port: one ledger, named in the TOML.
-        return super().config_text(port).replace("[gateway]\n", f'[gateway]\ndatabase = "{self.database}"\n', 1)
-
     def gateway_urls(self) -> list[str]:
         return [f"http://{HOST}:{self.ports[name]}" for name in self.gateway_names]
 

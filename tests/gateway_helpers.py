@@ -148,6 +148,36 @@ free = true
 description = "the echo, unpaid"
 """
 
+def gateway_config(
+    echo_url: str,
+    chat_url: str,
+    *,
+    hold_seconds: int = HOLD_SECONDS,
+    timeout: float = UPSTREAM_TIMEOUT_SECONDS,
+    seal_ms: int = SEAL_INTERVAL_MS,
+    database: str | None = None,
+    host: str = "127.0.0.1",
+) -> str:
+    """The test gateway's TOML (``@PORT@`` left in): the routes above over the given upstreams,
+    and ``database`` when the ledger is not the home's ledger.db (several gateways, one ledger)."""
+    config = CONFIG_TEMPLATE.format(
+        hold_seconds=hold_seconds,
+        timeout=timeout,
+        seal_ms=seal_ms,
+        flat=FLAT,
+        flat2=FLAT2,
+        embed=EMBED,
+        chat=CHAT,
+        dead=DEAD,
+        echo=echo_url,
+        chat_upstream=chat_url,
+        dead_port=free_port(host),  # bound and closed again: nothing listens there
+    )
+    if database is not None:
+        config = config.replace("[gateway]\n", f'[gateway]\ndatabase = "{database}"\n', 1)
+    return config
+
+
 # Fills the port into the config, then runs the CLI as the `inferpay` script would.
 _LAUNCHER = (
     "import sys; from pathlib import Path; "
@@ -413,19 +443,7 @@ def start_gateway_env(directory: Path, *, with_model: bool = False) -> Iterator[
         model, warm_up = _start_model_server(stack) if with_model and HAVE_MODEL else (None, None)
         template = directory / "gateway.toml.in"
         config_path = directory / "gateway.toml"
-        config = CONFIG_TEMPLATE.format(
-            hold_seconds=HOLD_SECONDS,
-            timeout=UPSTREAM_TIMEOUT_SECONDS,
-            seal_ms=SEAL_INTERVAL_MS,
-            flat=FLAT,
-            flat2=FLAT2,
-            embed=EMBED,
-            chat=CHAT,
-            dead=DEAD,
-            echo=echo.url,
-            chat_upstream=chat.url,
-            dead_port=free_port(),  # bound and closed again: nothing listens there
-        )
+        config = gateway_config(echo.url, chat.url)
         if model is not None:
             config += MODEL_ROUTE.format(path=MODEL_EMBED, model=model.url)
         template.write_text(config)

@@ -32,25 +32,18 @@ from ledger.ledger import Ledger
 from ledger.stores import open_store
 from tests.gateway_helpers import (
     _LAUNCHER,
-    CHAT,
-    CONFIG_TEMPLATE,
-    DEAD,
-    EMBED,
     FLAT,
-    FLAT2,
     FLAT_PRICE,
-    HOLD_SECONDS,
     PASSWORD,
     SCRYPT_N,
-    SEAL_INTERVAL_MS,
-    UPSTREAM_TIMEOUT_SECONDS,
     GatewayEnv,
     _quick_stop,
     error_code,
+    gateway_config,
     start_upstreams,
 )
 from tests.ledger_helpers import drop_schema, new_postgres_url, postgres_unavailable
-from tests.servers import ServerHandle, free_port, run_server_command
+from tests.servers import ServerHandle, run_server_command
 from wallets.home import Home
 
 pytestmark = pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
@@ -94,19 +87,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
         run("mint", "alice", f"{AFFORDABLE * FLAT_PRICE / 1_000_000:.6f}")
         with contextlib.ExitStack() as stack:
             echo, chat = stack.enter_context(start_upstreams())
-            template = CONFIG_TEMPLATE.format(
-                hold_seconds=HOLD_SECONDS,
-                timeout=UPSTREAM_TIMEOUT_SECONDS,
-                seal_ms=SEAL_INTERVAL_MS,
-                flat=FLAT,
-                flat2=FLAT2,
-                embed=EMBED,
-                chat=CHAT,
-                dead=DEAD,
-                echo=echo.url,
-                chat_upstream=chat.url,
-                dead_port=free_port(),
-            ).replace("[gateway]\n", f'[gateway]\ndatabase = "{url}"\n', 1)  # one ledger for both
+            template = gateway_config(echo.url, chat.url, database=url)  # one ledger for both
             (directory / "gateway.toml.in").write_text(template)
             gateways = []
             for name in ("gateway-a", "gateway-b"):
