@@ -17,7 +17,6 @@ verification rate; the single-core ratio is reported beside it.
 
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 import os
 import shutil
@@ -108,17 +107,12 @@ def _pairs(chain: Any, signed: list[Any]) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def supports_group_commit() -> bool:
-    return "group_commit" in inspect.signature(Ledger.__init__).parameters
-
-
 def _ingest(
     fixture: Any, transfers: list[Any], threads: int, seconds: float, group_commit: bool = False
 ) -> dict[str, Any]:
     ledger = fixture.ledger
     if group_commit:  # the gateway's configuration (gateway.services): writes share durable commits
-        options: dict[str, Any] = {"group_commit": True}  # a keyword older ledgers lack: see supports_group_commit
-        ledger = Ledger(fixture.ledger.store, sealer=KeySigner(fixture.sealer_key), **options)
+        ledger = Ledger(fixture.ledger.store, sealer=KeySigner(fixture.sealer_key), group_commit=True)
     before = ledger.store.unsealed()[0]
     sealer = AutoSealer(ledger).start()  # as in the gateway: 200 ms, 1000 transactions
     count, elapsed, exhausted, failures = transfer_threads(ledger, transfers, threads, seconds)
@@ -203,8 +197,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
     calibration = _ingest(fixture, sample, 1, 1.0)
     rate = max(calibration["per_s"], 100.0)
     runs = []
-    modes = (False, True) if supports_group_commit() else (False,)
-    for group_commit in modes:
+    for group_commit in (False, True):
         for threads in settings.thread_counts:
             if group_commit and threads == 1:
                 continue  # one writer at a time has nothing to share a commit with
@@ -217,13 +210,12 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             log(f"  P2 ingest, {threads:2d} thread(s){', group commit' if group_commit else ''}:"
                 f" {result['per_s']:8.1f} transfers/s"
                 f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}")
-    if hasattr(Ledger, "submit_many"):
-        count = int(rate * 20 * settings.ingest_seconds) + 2000
-        result = _ingest_batches(fixture, sign_all(chain, fixture.payers, recipients, count), settings.ingest_seconds,
-                                 settings.batch)
-        runs.append(result)
-        log(f"  P2 ingest, batches of {settings.batch} (submit_many): {result['per_s']:8.1f} transfers/s"
-            f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}")
+    count = int(rate * 20 * settings.ingest_seconds) + 2000
+    result = _ingest_batches(fixture, sign_all(chain, fixture.payers, recipients, count), settings.ingest_seconds,
+                             settings.batch)
+    runs.append(result)
+    log(f"  P2 ingest, batches of {settings.batch} (submit_many): {result['per_s']:8.1f} transfers/s"
+        f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}")
     # Measured again after ingest: the machine is shared, and the limit is what it can do at
     # its best in this run (the stricter choice for the ratio).
     again = verification_rates(_pairs(chain, sample), settings.verify_seconds)
