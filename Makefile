@@ -20,8 +20,8 @@ walkthrough: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
-	$(VENV)/bin/ruff check ledger wallets gateway inferpay_cli
-	$(VENV)/bin/mypy ledger wallets gateway inferpay_cli
+	$(VENV)/bin/ruff check ledger wallets gateway model_server inferpay_cli
+	$(VENV)/bin/mypy ledger wallets gateway model_server inferpay_cli
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

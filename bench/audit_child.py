@@ -22,7 +22,7 @@ def status_kb(field: str) -> int:
 
 def main(path: str) -> None:
     from ledger.audit import audit
-    from ledger.sqlite_store import SQLiteStore
+    from ledger.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(path)
     store.chain_info()

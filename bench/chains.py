@@ -31,7 +31,7 @@ from bench.common import (
 from ledger.errors import InferpayError
 from ledger.types import Transaction
 
-STORED_FORMAT = ["ledger/encoding.py", "ledger/types.py", "ledger/sqlite_store.py", "ledger/store.py"]
+STORED_FORMAT = ["ledger/encoding.py", "ledger/types.py", "ledger/storage/sqlite.py", "ledger/storage/base.py"]
 CHAINS = OUT / "chains"
 
 

@@ -24,7 +24,7 @@ from eth_utils import to_checksum_address
 from ledger.crypto import KeySigner, new_private_key
 from ledger.encoding import signing_digest
 from ledger.ledger import Ledger
-from ledger.stores import is_postgres_url, open_store
+from ledger.storage import is_postgres_url, open_store
 from ledger.types import Address, Authorization, ChainInfo, Mint
 from wallets.wallet import Wallet
 

@@ -28,12 +28,12 @@ from typing import Any
 from bench import loadgen
 from bench.common import new_ledger, summary_ms
 from bench.servers import Server, start_gateway, start_passthrough, start_upstream
-from gateway.x402 import PAYMENT_SIGNATURE_HEADER, PaymentPayload, PaymentRequirement, decode_header, encode_header
+from gateway.server.home import Home
+from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER, PaymentPayload, PaymentRequirement, decode_header, encode_header
 from ledger.audit import audit  # imported up front: the whole run measures the code as it was at its start
-from ledger.sqlite_store import SQLiteStore
-from ledger.store import LedgerStore
+from ledger.storage.base import LedgerStore
+from ledger.storage.sqlite import SQLiteStore
 from ledger.types import ChainInfo
-from wallets.home import Home
 from wallets.wallet import Wallet
 
 WORKERS = 2

@@ -42,10 +42,10 @@ from bench.p1_gateway import (
     sign_payments,
 )
 from bench.servers import Server, start_gateway, start_passthrough, start_upstream
-from gateway.x402 import PAYMENT_SIGNATURE_HEADER
-from ledger.store import LedgerStore
-from ledger.stores import open_store
-from wallets.home import Home
+from gateway.server.home import Home
+from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER
+from ledger.storage import open_store
+from ledger.storage.base import LedgerStore
 
 
 @dataclass

@@ -111,7 +111,7 @@ def _ingest(
     fixture: Any, transfers: list[Any], threads: int, seconds: float, group_commit: bool = False
 ) -> dict[str, Any]:
     ledger = fixture.ledger
-    if group_commit:  # the gateway's configuration (gateway.services): writes share durable commits
+    if group_commit:  # the gateway's configuration (gateway.server.services): writes share durable commits
         ledger = Ledger(fixture.ledger.store, sealer=KeySigner(fixture.sealer_key), group_commit=True)
     before = ledger.store.unsealed()[0]
     sealer = AutoSealer(ledger).start()  # as in the gateway: 200 ms, 1000 transactions

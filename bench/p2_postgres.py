@@ -25,7 +25,7 @@ from bench.p2_ingest import _ingest, _pairs, transfer_threads, verification_rate
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
 from ledger.sealer import AutoSealer
-from ledger.stores import open_store
+from ledger.storage import open_store
 from ledger.types import Authorization
 
 Signed = list[tuple[Authorization, str]]

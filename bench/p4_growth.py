@@ -23,7 +23,7 @@ from bench.chains import build_chain
 from bench.common import new_ledger, random_address, set_synchronous, sign_all, summary_ms
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
-from ledger.sqlite_store import SQLiteStore
+from ledger.storage.sqlite import SQLiteStore
 
 # Few payers, so that even the short ledger gives each one a full history page (50 rows).
 PAYERS = 10

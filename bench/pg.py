@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ledger.pg_schema import is_postgres_url, parse_postgres_url
+from ledger.storage.postgres_schema import is_postgres_url, parse_postgres_url
 
 SCHEMA_PREFIX = "inferpay_bench_"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

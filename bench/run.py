@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         except Exception as exc:  # psycopg's errors: unreachable, unknown database, refused
-            from ledger.stores import describe  # the URL without any password in it
+            from ledger.storage import describe  # the URL without any password in it
 
             parser.error(f"PostgreSQL at {describe(ns.database)} does not answer: {str(exc).strip().splitlines()[0]}")
     quick = ns.quick

@@ -141,7 +141,7 @@ def start_passthrough(out: Path, config_for: Callable[[str], str], name: str = "
     (the benchmark's routes marked ``free = true``: ``bench.p1_gateway.gateway_config``), on a
     home and ledger of its own that no paid call touches."""
     from bench.common import new_ledger
-    from wallets.home import Home
+    from gateway.server.home import Home
 
     home = Home(out / f"{name}-home")
     home.ensure()

@@ -36,7 +36,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
 
 
 def main() -> None:
-    from gateway.wsgi_server import serve_wsgi
+    from gateway.server.wsgi import serve_wsgi
 
     parser = argparse.ArgumentParser(prog="python -m bench.upstream")
     parser.add_argument("--port", type=int, required=True)

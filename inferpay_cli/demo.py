@@ -91,10 +91,10 @@ def demo(keep: bool) -> None:
 def _run(home: Path, env: dict[str, str]) -> None:
     import wallets
     from gateway.client import HttpxPaymentAuth, PaymentAuth, receipt_of, verify_receipt_inclusion
-    from gateway.keys import register_key
+    from gateway.server.api_keys import register_key
+    from gateway.server.home import Home
     from ledger.amounts import format_amount, parse_amount
     from ledger.audit import audit
-    from wallets.home import Home
 
     cli = [sys.executable, "-m", "inferpay_cli"]
     say(f"setting up a ledger in {home}")

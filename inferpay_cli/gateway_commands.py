@@ -42,8 +42,8 @@ def parse_duration(text: str) -> int:
 @pass_home
 def gateway_command(home: Home, config_path: Path) -> None:
     """Serve the paid gateway described by --config (gunicorn, `workers` processes)."""
-    from gateway.config import load_config
-    from gateway.server import serve_gateway
+    from gateway.server.config import load_config
+    from gateway.server.serve import serve_gateway
 
     config = load_config(config_path, home=home.path)
     if config.database is None and home.database:  # [gateway] database wins over --database
@@ -61,7 +61,7 @@ def gateway_command(home: Home, config_path: Path) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=9000, show_default=True, help="Port to listen on.")
 def model_server(host: str, port: int) -> None:
     """Serve all-MiniLM-L6-v2 as an OpenAI-compatible POST /v1/embeddings (needs inferpay[model])."""
-    from gateway.model_server import serve_model
+    from model_server import serve_model
 
     serve_model(host, port)
 
@@ -87,7 +87,7 @@ def key() -> None:
 @pass_home
 def key_create(home: Home, wallet_name: str, cap: str, expires: str, pay_to: str, label: str, as_json: bool) -> None:
     """Sign a spending allowance with --wallet and print a new API key for it (shown once)."""
-    from gateway.keys import register_key
+    from gateway.server.api_keys import register_key
 
     cap_units = parse_amount(cap)
     lifetime = parse_duration(expires)

@@ -1,4 +1,4 @@
-"""The CLI's view of a home directory: ``wallets.home.Home`` plus how it asks for passwords.
+"""The CLI's view of a home directory: ``gateway.server.home.Home`` plus how it asks for passwords.
 
 Passwords come from ``--password-file``, ``INFERPAY_PASSWORD``, or a no-echo prompt, and are
 never printed or logged.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
+from gateway.server.home import OPERATOR_WALLET
+from gateway.server.home import Home as DataHome
 from ledger.errors import InvalidInput
-from wallets.home import OPERATOR_WALLET
-from wallets.home import Home as DataHome
 
 __all__ = ["OPERATOR_WALLET", "Home"]
 

@@ -15,13 +15,13 @@ import click
 
 from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
-from ledger import chain as chainlib
 from ledger.amounts import format_amount, parse_amount
 from ledger.audit import ChainSource, audit
+from ledger.blocks import verify_inclusion
 from ledger.errors import InvalidInput, LedgerNotInitialized, WalletExists
 from ledger.ledger import Ledger, TxResult
-from ledger.store import LedgerStore, StoredTx
-from ledger.stores import is_postgres_url
+from ledger.storage import is_postgres_url
+from ledger.storage.base import LedgerStore, StoredTx
 from ledger.types import Mint, Transaction, parse_address
 
 pass_home = click.make_pass_decorator(Home)
@@ -329,7 +329,7 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
     stored = ledger.transaction(tx_id)
     proof = ledger.inclusion_proof(tx_id) if stored.block_height is not None else None
     if proof is not None:
-        chainlib.verify_inclusion(proof, ledger.chain)
+        verify_inclusion(proof, ledger.chain)
     if as_json:
         emit_json(
             {
@@ -380,7 +380,7 @@ def verify(home: Home, independent: bool, expected_sealer: str | None, node: str
         expected_sealer = parse_address(expected_sealer, "--expect-sealer")
     source: ChainSource
     if node is not None:
-        from gateway.remote_chain import RemoteChain
+        from gateway.client.remote_chain import RemoteChain
 
         remote = RemoteChain(node)
         source, total = remote, int(_node_get(node, "/head")["header"]["treeSize"])
@@ -418,7 +418,7 @@ def export_command(home: Home, file: Path, as_json: bool) -> None:
 
     Stop the gateway first: the dump is the ledger as of its head. `inferpay import` rebuilds it
     in another database (SQLite or PostgreSQL)."""
-    from ledger.transfer_dump import export_ledger
+    from ledger.storage.dump import export_ledger
 
     store = home.open_store()
     try:
@@ -452,7 +452,7 @@ def import_command(home: Home, file: Path, as_json: bool) -> None:
     Every transaction is replayed through the target's own rules (balances, nonces, holds and
     allowances are rebuilt, never copied), then the signed blocks are re-attached. The target
     must hold no ledger yet; wallets and sealer.key are not in the dump: copy them to --home."""
-    from ledger.transfer_dump import import_ledger, read_header
+    from ledger.storage.dump import import_ledger, read_header
 
     if home.has_local_ledger_file():
         raise WalletExists(f"{home.ledger_description} already holds a ledger; import into a new one")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ledger.amounts import format_amount
-from ledger.store import StoredTx
+from ledger.storage.base import StoredTx
 from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint
 
 

@@ -3,7 +3,7 @@
 - What users and the operator sign: EIP-712 digests under the ledger's domain
   ``{name, version, chainId, verifyingContract}``. The structs are fixed, so their digests are
   computed directly (keccak over ABI words) instead of through a generic typed-data encoder:
-  about 10x faster, and ``tests/test_crypto_encoding.py`` checks them against eth-account's encoder.
+  about 10x faster, and ``tests/ledger/test_crypto_encoding.py`` checks them against eth-account's encoder.
 - What the ledger hashes: canonical JSON (sorted keys, no spaces, ASCII) behind a
   per-purpose prefix, so a transaction's bytes can never be read as a block header's.
   A transaction's id comes from its signed content, never from its signature bytes.

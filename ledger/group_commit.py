@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ledger.errors import InferpayError, StorageUnavailable
-from ledger.store import LedgerStore, StoredTx
+from ledger.storage.base import LedgerStore, StoredTx
 from ledger.types import HOLD_KINDS, Transaction, TxId
 
 Item = tuple[Transaction, TxId, bytes]

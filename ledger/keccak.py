@@ -3,7 +3,7 @@
 libkeccak through safe-pysha3 (eth-hash's own ``pysha3`` backend), called directly: about
 1 µs per digest against about 8 µs through ``eth_hash.auto``, which picks pycryptodome's
 ctypes wrapper first. A paid call computes about ten digests. The independent verifier
-(``ledger.independent_verifier``) keeps using pycryptodome, so the two implementations check
+(``ledger.audit.independent_verifier``) keeps using pycryptodome, so the two implementations check
 each other in the tests.
 """
 

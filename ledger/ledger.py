@@ -17,13 +17,13 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from ledger import chain as chainlib
 from ledger import merkle
+from ledger.blocks import Signer, genesis_block, inclusion_proof_dict, next_block
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InferpayError, InvalidInput, LedgerNotInitialized, NotFound
 from ledger.group_commit import GroupCommitter
 from ledger.keccak import keccak
-from ledger.store import LedgerStore, StoredTx
+from ledger.storage.base import LedgerStore, StoredTx
 from ledger.types import (
     Account,
     Address,
@@ -80,7 +80,7 @@ class Ledger:
         self,
         store: LedgerStore,
         *,
-        sealer: chainlib.Signer | None = None,
+        sealer: Signer | None = None,
         clock: Clock = time.time,
         block_max_txs: int = 1000,
         group_commit: bool = False,
@@ -100,7 +100,7 @@ class Ledger:
         store: LedgerStore,
         *,
         operator: Address,
-        sealer: chainlib.Signer,
+        sealer: Signer,
         chain_id: int | None = None,
         clock: Clock = time.time,
     ) -> Ledger:
@@ -113,7 +113,7 @@ class Ledger:
             operator=operator,
             sealer=sealer.address,
         )
-        store.initialize(chain, chainlib.genesis_block(chain, sealer, int(clock() * 1000)))
+        store.initialize(chain, genesis_block(chain, sealer, int(clock() * 1000)))
         return cls(store, sealer=sealer, clock=clock)
 
     @property
@@ -232,7 +232,7 @@ class Ledger:
         signature = signer.sign_digest(signing_digest(self.chain, charge))
         return self._submit(Transaction("charge", charge, signer.address, signature, 0, expires_at), signed_here=True)
 
-    def _require_sealer(self) -> chainlib.Signer:
+    def _require_sealer(self) -> Signer:
         if self.sealer is None:
             raise LedgerNotInitialized("this ledger was opened without its sealer key")
         if self.sealer.address != self.chain.sealer:
@@ -246,7 +246,7 @@ class Ledger:
         signer = self._require_sealer()
 
         def make(previous: SignedBlock, leaves: list[bytes], frontier: list[str]) -> tuple[SignedBlock, list[str]]:
-            return chainlib.next_block(previous, leaves, frontier, signer, self.now_ms())
+            return next_block(previous, leaves, frontier, signer, self.now_ms())
 
         with self._seal_lock:
             return self.store.seal(make, self.block_max_txs)
@@ -290,7 +290,7 @@ class Ledger:
         if block is None:
             raise NotFound(f"block {stored.block_height} is missing")
         index = next(i for i, t in enumerate(txs) if t.tx_id == stored.tx_id)
-        return chainlib.inclusion_proof_dict(block, index, [t.leaf_hash for t in txs], stored.tx.to_dict())
+        return inclusion_proof_dict(block, index, [t.leaf_hash for t in txs], stored.tx.to_dict())
 
     def consistency_proof(self, old_height: int, new_height: int) -> dict[str, Any]:
         old, new = self.store.block(old_height), self.store.block(new_height)

@@ -2,7 +2,7 @@
 
 Shared by the live ledger (before it writes) and the chain auditor (as it replays), so both
 apply the same rules. Validators raise the first specific error they find; they never touch
-balances or storage (that is ``ledger.state`` and ``ledger.store``).
+balances or storage (that is ``ledger.state`` and ``ledger.storage.base``).
 """
 
 from __future__ import annotations

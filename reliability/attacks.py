@@ -25,13 +25,13 @@ from typing import Any
 import requests
 
 from gateway.client import PaymentAuth, check_consistency, fetch_head, receipt_of, verify_receipt_inclusion
-from gateway.x402 import PaymentPayload, PaymentRequirement, encode_header
+from gateway.wire.x402 import PaymentPayload, PaymentRequirement, encode_header
 from ledger.errors import InferpayError
 from reliability.checks import Finding
 from reliability.deploy import Deployment
 from reliability.mitm import HISTORY_LIES, PROOF_LIES, RECEIPT_LIES, LyingGateway
 from reliability.profiles import Profile
-from tests.gateway_helpers import FLAT, FLAT2, FLAT_PRICE, GatewayEnv, high_s_twin
+from tests.support.gateway import FLAT, FLAT2, FLAT_PRICE, GatewayEnv, high_s_twin
 from wallets.wallet import Wallet
 
 BODY = b'{"attack": "payload"}'

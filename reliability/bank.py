@@ -139,7 +139,7 @@ def seal_after_clock_correction(dep: Deployment, ahead: float, wait: float) -> t
     import secrets
 
     from ledger.ledger import Ledger
-    from ledger.sqlite_store import SQLiteStore
+    from ledger.storage.sqlite import SQLiteStore
     from ledger.types import Mint
 
     env = dep.env

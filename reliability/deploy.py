@@ -1,17 +1,17 @@
 """A whole inferpay deployment the suite can kill: home, wallets, two upstreams and the gateway.
 
-Built the way ``tests.gateway_helpers.start_gateway_env`` builds one (the same CLI steps, the
+Built the way ``tests.support.gateway.start_gateway_env`` builds one (the same CLI steps, the
 same routes and TOML template, the same ``GatewayEnv`` handle, whose helpers the suite uses),
 with three differences a fault campaign needs:
 
 - every server keeps its port for the whole run, so it can be restarted where clients and the
-  gateway's config expect it; ports come from ``tests.servers.free_port`` once, at creation;
+  gateway's config expect it; ports come from ``tests.support.servers.free_port`` once, at creation;
 - any server can be killed with SIGKILL, its whole process group at once (gunicorn's master and
   its workers together), at any moment, and started again;
 - the gateway runs with the suite's clock (``reliability.clock``) and a short ``hold_seconds``,
   so holds stranded by a crash expire within seconds.
 
-Processes are started and watched with ``tests.servers``' own helpers, so they live in process
+Processes are started and watched with ``tests.support.servers``' own helpers, so they live in process
 groups of their own and are stopped at exit even if the suite dies. Nothing here touches a
 process it did not start.
 
@@ -34,18 +34,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.server.home import Home
 from ledger.ledger import Ledger
-from ledger.sqlite_store import SQLiteStore
-from ledger.store import LedgerStore
+from ledger.storage.base import LedgerStore
+from ledger.storage.sqlite import SQLiteStore
 from reliability.clock import ClockControl
-from tests.gateway_helpers import (
+from tests.support.gateway import (
     PASSWORD,
     SCRYPT_N,
     GatewayEnv,
     gateway_config,
 )
-from tests.servers import ServerHandle, _spawn, _wait_ready, free_port  # the tests' own process plumbing
-from wallets.home import Home
+from tests.support.servers import ServerHandle, _spawn, _wait_ready, free_port  # the tests' own process plumbing
 
 HOST = "127.0.0.1"
 STARTUP_SECONDS = 60.0
@@ -54,7 +54,7 @@ STARTUP_SECONDS = 60.0
 # gateway's config points).
 _UPSTREAM = (
     "import sys; from werkzeug.serving import make_server; "
-    "from tests.upstreams.{module} import {factory} as factory; "
+    "from tests.support.upstreams.{module} import {factory} as factory; "
     "make_server('127.0.0.1', int(sys.argv[1]), factory(), threaded=True).serve_forever()"
 )
 UPSTREAMS = {

@@ -28,20 +28,20 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from gateway.client_payer import Payer
-from gateway.config import parse_config
-from gateway.receipts import Receipt
-from gateway.x402 import PaymentPayload
+from gateway.client.payer import Payer
+from gateway.server.config import parse_config
+from gateway.wire.receipts import Receipt
+from gateway.wire.x402 import PaymentPayload
 from ledger.amounts import check_amount, format_amount, parse_amount, parse_base_units
 from ledger.errors import InferpayError
 from ledger.types import Transaction, parse_address
 from reliability.checks import Finding
 from reliability.deploy import Deployment
 from reliability.profiles import Profile
-from tests.gateway_helpers import FLAT
 from tests.strategies import addresses, amounts
-from tests.test_keystore import PASSWORD as KEYSTORE_PASSWORD
-from tests.test_keystore import mutated_keystores
+from tests.support.gateway import FLAT
+from tests.wallets.test_keystore import PASSWORD as KEYSTORE_PASSWORD
+from tests.wallets.test_keystore import mutated_keystores
 from wallets.keystore import decrypt_key
 
 JSON = st.recursive(

@@ -21,9 +21,9 @@ import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from gateway.receipts import Receipt
-from gateway.x402 import decode_header, encode_header
-from ledger import chain as chainlib
+from gateway.wire.receipts import Receipt
+from gateway.wire.x402 import decode_header, encode_header
+from ledger.blocks import sign_header
 from ledger.crypto import KeySigner, new_private_key
 from ledger.types import BlockHeader, SignedBlock
 
@@ -198,7 +198,7 @@ def _forged(block: SignedBlock) -> SignedBlock:
     """The block with its Merkle root changed, re-hashed and signed by a key that is not the sealer,
     but still naming the real sealer."""
     header = BlockHeader(**{**block.header.__dict__, "merkle_root": _flip(block.header.merkle_root)})
-    signed = chainlib.sign_header(header, _FORGER)
+    signed = sign_header(header, _FORGER)
     return SignedBlock(signed.header, signed.block_hash, block.sealer, signed.signature)
 
 

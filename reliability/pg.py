@@ -36,17 +36,17 @@ from typing import Any
 import requests
 from click.testing import Result
 
-from ledger.pg_schema import parse_postgres_url
-from ledger.store import LedgerStore
-from ledger.stores import open_store
+from ledger.storage import open_store
+from ledger.storage.base import LedgerStore
+from ledger.storage.postgres_schema import parse_postgres_url
 from ledger.types import Authorization, Mint, Transaction
 from reliability.bank import LoadSettings, run_load_phase
 from reliability.checks import SNAPSHOT_QUERIES, Finding, Monitor
 from reliability.clock import ClockControl
 from reliability.deploy import HOST, Deployment
 from reliability.faults import Plan
-from tests.gateway_helpers import GatewayEnv
-from tests.servers import free_port
+from tests.support.gateway import GatewayEnv
+from tests.support.servers import free_port
 
 SCHEMA_PREFIX = "inferpay_reliability_"
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -181,7 +181,7 @@ def run_bank_pg(
         "schema": schema,
         "schemaDropped": dropped,
         "gateways": len(dep.gateway_names),
-        "workersPerGateway": 2,  # tests.gateway_helpers.CONFIG_TEMPLATE's workers
+        "workersPerGateway": 2,  # tests.support.gateway.CONFIG_TEMPLATE's workers
         "deploySeconds": round(deployed, 1),
         "operationsByGateway": {gw: by_gateway[gw] for gw in dep.gateway_urls()},
         "acknowledgedByGateway": {gw: acknowledged[gw] for gw in dep.gateway_urls()},

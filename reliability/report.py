@@ -1,7 +1,7 @@
 """The run's figures and findings, written to ``reliability/out/report.json``.
 
 A finding is an invariant that did not hold. Findings that match a defect already reported
-(``KNOWN_DEFECTS``, each with its regression test in ``tests/test_reliability_regressions.py``,
+(``KNOWN_DEFECTS``, each with its regression test in ``tests/reliability/test_reliability_regressions.py``,
 marked ``xfail(strict=True)`` until fixed) are counted apart, so that CI fails on a *new*
 finding only; the report and the summary show both, with their numbers.
 """
@@ -20,7 +20,7 @@ from reliability.checks import Finding
 OUT = Path(__file__).resolve().parent / "out"
 
 # Open defects: id -> what, where, and its strict-xfail regression test in
-# tests/test_reliability_regressions.py. Each finding tagged with an id listed here is counted
+# tests/reliability/test_reliability_regressions.py. Each finding tagged with an id listed here is counted
 # apart; a finding whose id is not listed (including a fixed defect coming back) is new. The
 # nine defects this suite found so far are fixed (docs/reliability.md lists them). A listed
 # defect that no longer shows is reported under "knownDefectsNotSeen": remove its entry.

@@ -2,7 +2,7 @@
 notices (Certificate Transparency's split view and rollback).
 
 Every case works on a copy of the ledger the load phases built (SQLite's online backup), changed
-with plain ``sqlite3`` through the helpers of ``tests.test_audit_tamper``, and audited as
+with plain ``sqlite3`` through the helpers of ``tests.ledger.test_audit_tamper``, and audited as
 ``inferpay verify`` audits it (``audit_file``). Two kinds of case:
 
 - edits, deletions, reorderings, duplications of rows, a deleted middle block, a truncated tail
@@ -31,16 +31,24 @@ from typing import Any
 import requests
 
 from gateway.client import PaymentAuth, check_consistency, fetch_head, receipt_of, verify_receipt_inclusion
-from ledger import chain as chainlib
+from ledger.blocks import next_block
 from ledger.errors import InferpayError
-from ledger.sqlite_store import SQLiteStore
-from ledger.transfer_dump import export_ledger, import_ledger
+from ledger.storage.dump import export_ledger, import_ledger
+from ledger.storage.sqlite import SQLiteStore
 from ledger.types import SignedBlock
 from reliability.checks import Finding
 from reliability.deploy import Deployment, backup_database, copy_home, start_server, stop_server
-from tests.gateway_helpers import FLAT, PASSWORD, SCRYPT_N
-from tests.servers import free_port
-from tests.test_audit_tamper import attacker, audit_file, read_block, read_record, swap_rows, write_block, write_record
+from tests.ledger.test_audit_tamper import (
+    attacker,
+    audit_file,
+    read_block,
+    read_record,
+    swap_rows,
+    write_block,
+    write_record,
+)
+from tests.support.gateway import FLAT, PASSWORD, SCRYPT_N
+from tests.support.servers import free_port
 
 
 def _rows(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -267,7 +275,7 @@ def reseal_empty(path: Path, sealer: Any, blocks: int) -> None:
                 "SELECT record, frontier FROM blocks ORDER BY height DESC LIMIT 1"
             ).fetchone()
             previous = SignedBlock.from_dict(json.loads(record))
-            block, grown = chainlib.next_block(previous, [], json.loads(frontier), sealer, int(time.time() * 1000))
+            block, grown = next_block(previous, [], json.loads(frontier), sealer, int(time.time() * 1000))
             conn.execute(
                 "INSERT INTO blocks (height, record, block_hash, frontier) VALUES (?, ?, ?, ?)",
                 [block.header.height, json.dumps(block.to_dict(), sort_keys=True), block.block_hash, json.dumps(grown)],
@@ -394,7 +402,7 @@ def _audit_verdict(path: str) -> dict[str, Any]:
 
 
 def _sealer(dep: Deployment) -> Any:
-    from wallets.home import Home
+    from gateway.server.home import Home
 
     return Home(dep.home).sealer()
 

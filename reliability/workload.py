@@ -34,14 +34,14 @@ import httpx
 import requests
 
 from gateway.client import HttpxPaymentAuth, PaymentAuth, receipt_of, stream_receipt
-from gateway.errors import ReceiptInvalid
-from gateway.receipts import Receipt
-from gateway.x402 import PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, PaymentPayload, decode_header
+from gateway.wire.errors import ReceiptInvalid
+from gateway.wire.receipts import Receipt
+from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, PaymentPayload, decode_header
 from ledger.errors import InferpayError
 from ledger.ledger import Ledger
 from ledger.types import Mint
 from reliability.deploy import Deployment
-from tests.gateway_helpers import CHAT, CHAT_MODEL, EMBED, EMBED_MODEL, FLAT, FLAT_PRICE, chat_cost, embed_cost
+from tests.support.gateway import CHAT, CHAT_MODEL, EMBED, EMBED_MODEL, FLAT, FLAT_PRICE, chat_cost, embed_cost
 
 TIMEOUT = (3.0, 20.0)  # connect, read
 # The payment the SDK signed last in this thread. Some failures carry no request to read it

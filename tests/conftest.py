@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ledger_helpers import BACKENDS, LedgerFixture, drop_leftover_schemas, make_ledger, postgres_unavailable
+from tests.support.ledger import BACKENDS, LedgerFixture, drop_leftover_schemas, make_ledger, postgres_unavailable
 
 # Keystores in tests use a light scrypt cost; production keeps the v3 default (n = 2**18).
 os.environ.setdefault("INFERPAY_SCRYPT_N", "1024")
@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Test modules that reach under the store into the SQLite file itself (plain ``sqlite3``, or a
 # ``SQLiteStore`` opened on ``lf.path``): their PostgreSQL runs are skipped, and
-# tests/test_pg_store.py makes the same checks against PostgreSQL with PostgreSQL's own tools.
+# tests/ledger/test_pg_store.py makes the same checks against PostgreSQL with PostgreSQL's own tools.
 SQLITE_ONLY_MODULES = {
     "test_concurrency.py": "races through SQLiteStore(lf.path) and watches the file with sqlite3; "
     "test_pg_store.py races threads and processes on PostgreSQL",

@@ -1,0 +1,34 @@
+"""The gateway's Flask app factory: ``create_app(config)`` wires blueprints, the error table
+and per-worker services. Every worker process calls it once; nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from gateway.server import error_handlers
+from gateway.server.config import GatewayConfig
+from gateway.server.services import EXTENSION, Services
+
+
+def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
+    from gateway.server.ledger_api import ledger_api
+    from gateway.server.openapi import openapi_bp
+    from gateway.server.proxy import proxy
+
+    app = Flask("inferpay.gateway")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = Services.build(config, start_sealer=start_sealer)
+    error_handlers.register(app)
+    app.register_blueprint(openapi_bp)
+    app.register_blueprint(ledger_api, url_prefix="/ledger")
+    app.register_blueprint(proxy)
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    return app

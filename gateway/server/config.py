@@ -1,0 +1,223 @@
+"""Gateway configuration: a TOML file read once at start-up, checked strictly.
+
+Unknown keys and bad values stop the gateway before it serves anything, with a message that
+names the key (``ConfigError``). Prices are decimal token amounts in the file and integer base
+units in memory. This module reads files; it never opens the ledger or the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.wire.errors import ConfigError
+from ledger.amounts import parse_amount
+from ledger.errors import InvalidAmount
+
+_GATEWAY_KEYS = {
+    "host",
+    "port",
+    "pay_to",
+    "workers",
+    "threads",
+    "home",
+    "hold_seconds",
+    "upstream_timeout_seconds",
+    "seal_interval_ms",
+    "seal_max_txs",
+    "max_body_bytes",
+    "database",
+}
+_ROUTE_KEYS = {
+    "path",
+    "upstream",
+    "price",
+    "price_per_1k_input_tokens",
+    "price_per_1k_output_tokens",
+    "max_amount",
+    "description",
+    "free",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    upstream: str
+    price: int  # base units per call
+    price_per_1k_input_tokens: int = 0
+    price_per_1k_output_tokens: int = 0
+    max_amount: int = 0  # for metered routes: the hold, and the most one call may cost
+    description: str = ""
+    free: bool = False  # forwarded without payment: nothing held, charged or signed
+
+    @property
+    def metered(self) -> bool:
+        return bool(self.price_per_1k_input_tokens or self.price_per_1k_output_tokens)
+
+    @property
+    def authorized_amount(self) -> int:
+        """What a client must authorize: the flat price, or the metered route's maximum."""
+        return self.max_amount if self.metered else self.price
+
+    def cost(self, input_tokens: int, output_tokens: int) -> int:
+        """Flat price plus per-token prices, each rounded up to a whole base unit, never above max."""
+        metered = -(-input_tokens * self.price_per_1k_input_tokens // 1000) + -(
+            -output_tokens * self.price_per_1k_output_tokens // 1000
+        )
+        return min(self.price + metered, self.authorized_amount)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    home: Path
+    routes: tuple[Route, ...]
+    host: str = "127.0.0.1"
+    port: int = 8402
+    pay_to: str = "operator"
+    workers: int = 2
+    threads: int = 8
+    hold_seconds: int = 300
+    upstream_timeout_seconds: float = 60.0
+    seal_interval_ms: int = 200
+    seal_max_txs: int = 1000
+    max_body_bytes: int = 10 * 1024 * 1024
+    database: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def route_for(self, path: str) -> Route | None:
+        for route in self.routes:
+            if route.path == path:
+                return route
+        return None
+
+
+def _amount(value: object, where: str, *, allow_zero: bool = False) -> int:
+    if not isinstance(value, str):
+        raise ConfigError(f'{where}: write amounts as decimal strings, e.g. "0.001" (got {value!r})')
+    try:
+        return parse_amount(value, allow_zero=allow_zero)
+    except InvalidAmount as exc:
+        raise ConfigError(f"{where}: {exc.message}") from exc
+
+
+def _int(value: object, where: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{where}: expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _route(data: object, index: int) -> Route:
+    where = f"routes[{index}]"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    if unknown := set(data) - _ROUTE_KEYS:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    free = data.get("free", False)
+    if not isinstance(free, bool):
+        raise ConfigError(f"{where}.free: expected true or false, got {free!r}")
+    prices = {"price", "price_per_1k_input_tokens", "price_per_1k_output_tokens", "max_amount"}
+    if free and (priced := sorted(set(data) & prices)):
+        raise ConfigError(f"{where}: a free route has no prices (remove {', '.join(priced)})")
+    for key in ("path", "upstream") if free else ("path", "upstream", "price"):
+        if key not in data:
+            raise ConfigError(f"{where}: missing {key!r}")
+    path = data["path"]
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith(("/ledger", "/openapi")):
+        raise ConfigError(f"{where}.path: must start with '/' and not shadow /ledger or /openapi.json, got {path!r}")
+    upstream = data["upstream"]
+    try:
+        parts = urlsplit(upstream) if isinstance(upstream, str) else None
+        _ = parts.port if parts is not None else None  # a bad port is only noticed when asked for
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{where}.upstream: expected an http(s) URL, got {upstream!r}")
+    route = Route(
+        path=path,
+        upstream=upstream,
+        price=_amount(data.get("price", "0"), f"{where}.price", allow_zero=True),
+        price_per_1k_input_tokens=_amount(
+            data.get("price_per_1k_input_tokens", "0"), f"{where}.price_per_1k_input_tokens", allow_zero=True
+        ),
+        price_per_1k_output_tokens=_amount(
+            data.get("price_per_1k_output_tokens", "0"),
+            f"{where}.price_per_1k_output_tokens",
+            allow_zero=True,
+        ),
+        max_amount=_amount(data["max_amount"], f"{where}.max_amount") if "max_amount" in data else 0,
+        description=str(data.get("description", "")),
+        free=free,
+    )
+    if route.free:
+        return route
+    if route.metered and not route.max_amount:
+        raise ConfigError(f"{where}: a route priced per token needs max_amount (the most one call may cost)")
+    if route.metered and route.max_amount < route.price:
+        raise ConfigError(f"{where}: max_amount must be at least price")
+    if not route.metered and route.price == 0:
+        raise ConfigError(f"{where}: price must be positive on a flat-priced route")
+    return route
+
+
+def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayConfig:
+    if unknown := set(data) - {"gateway", "routes"}:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    gateway = data.get("gateway", {})
+    if not isinstance(gateway, dict):
+        raise ConfigError("[gateway] must be a table")
+    if unknown := set(gateway) - _GATEWAY_KEYS:
+        raise ConfigError(f"[gateway]: unknown key(s) {', '.join(sorted(unknown))}")
+    routes_data = data.get("routes")
+    if not isinstance(routes_data, list) or not routes_data:
+        raise ConfigError("at least one [[routes]] entry is required")
+    routes = tuple(_route(r, i) for i, r in enumerate(routes_data))
+    paths = [r.path for r in routes]
+    if len(set(paths)) != len(paths):
+        raise ConfigError("two routes have the same path")
+    home_value = gateway.get("home")
+    resolved_home = Path(home_value).expanduser() if isinstance(home_value, str) else home
+    if resolved_home is None:
+        resolved_home = Path(os.environ.get("INFERPAY_HOME") or Path.home() / ".inferpay")
+    host = gateway.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError("[gateway].host: expected a host name or address")
+    pay_to = gateway.get("pay_to", "operator")
+    if not isinstance(pay_to, str):
+        raise ConfigError("[gateway].pay_to: expected a wallet name or address")
+    database = gateway.get("database")
+    if database is not None and not isinstance(database, str):
+        raise ConfigError("[gateway].database: expected a URL string")
+    timeout = gateway.get("upstream_timeout_seconds", 60)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+        raise ConfigError("[gateway].upstream_timeout_seconds: expected a number of seconds from 0 to 3600")
+    return GatewayConfig(
+        home=resolved_home,
+        routes=routes,
+        host=host,
+        port=_int(gateway.get("port", 8402), "[gateway].port", 0, 65535),
+        pay_to=pay_to,
+        workers=_int(gateway.get("workers", 2), "[gateway].workers", 1, 64),
+        threads=_int(gateway.get("threads", 8), "[gateway].threads", 1, 256),
+        hold_seconds=_int(gateway.get("hold_seconds", 300), "[gateway].hold_seconds", 5, 86400),
+        upstream_timeout_seconds=float(timeout),
+        seal_interval_ms=_int(gateway.get("seal_interval_ms", 200), "[gateway].seal_interval_ms", 1, 3_600_000),
+        seal_max_txs=_int(gateway.get("seal_max_txs", 1000), "[gateway].seal_max_txs", 1, 100_000),
+        max_body_bytes=_int(gateway.get("max_body_bytes", 10 * 1024 * 1024), "[gateway].max_body_bytes", 1, 2**31),
+        database=database,
+    )
+
+
+def load_config(path: str | Path, *, home: Path | None = None) -> GatewayConfig:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no config file at {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, home=home)

@@ -1,0 +1,124 @@
+"""The ledger over HTTP: read accounts, history, transactions with proofs, blocks, heads and
+consistency proofs; submit signed transfers. Mounted at ``/ledger``.
+
+Everything here is public, as a block explorer is: anyone can download the chain and verify it
+(``inferpay verify --node URL``). Amounts are base-unit strings, as on the x402 wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from gateway.server.services import services
+from ledger.errors import InvalidInput, MalformedRecord, NotFound
+from ledger.types import Authorization, parse_address, parse_signature
+
+ledger_api = Blueprint("ledger_api", __name__)
+MAX_PAGE = 1000
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidInput(f"query parameter {name!r} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def _stored(stored: Any) -> dict[str, Any]:
+    return {
+        "txId": stored.tx_id,
+        "seq": stored.seq,
+        "blockHeight": stored.block_height,
+        "transaction": stored.tx.to_dict(),
+    }
+
+
+@ledger_api.get("/info")
+def info() -> Any:
+    ledger = services().ledger
+    return {**ledger.chain.to_dict(), "supply": str(ledger.store.supply()), "head": ledger.head().to_dict()}
+
+
+@ledger_api.get("/head")
+def head() -> Any:
+    return services().ledger.head().to_dict()
+
+
+@ledger_api.get("/accounts/<address>")
+def account(address: str) -> Any:
+    ledger = services().ledger
+    found = ledger.balance(parse_address(address))
+    holds = [
+        {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at}
+        for h in ledger.store.open_holds(found.address)
+    ]
+    return {**found.to_dict(), "holds": holds}
+
+
+@ledger_api.get("/accounts/<address>/history")
+def history(address: str) -> Any:
+    ledger = services().ledger
+    limit = _int_arg("limit", 100, 1, MAX_PAGE)
+    before = _int_arg("before", None, 1, 2**63 - 1)
+    assert limit is not None
+    entries = ledger.store.history(parse_address(address), limit, before)
+    return {
+        "address": parse_address(address),
+        "entries": [_stored(s) for s in entries],
+        "next": entries[-1].seq if len(entries) == limit else None,
+    }
+
+
+@ledger_api.get("/transactions/<tx_id>")
+def transaction(tx_id: str) -> Any:
+    ledger = services().ledger
+    try:
+        stored = ledger.transaction(tx_id)
+    except MalformedRecord as exc:
+        raise InvalidInput(exc.message) from exc
+    proof = ledger.inclusion_proof(stored.tx_id) if stored.block_height is not None else None
+    return {**_stored(stored), "inclusionProof": proof}
+
+
+@ledger_api.get("/blocks")
+def blocks() -> Any:
+    ledger = services().ledger
+    start = _int_arg("from", 0, 0, 2**63 - 1)
+    limit = _int_arg("limit", 100, 1, MAX_PAGE)
+    assert start is not None and limit is not None
+    return {"blocks": [b.to_dict() for b in ledger.store.blocks(start, min(start + limit, 2**63 - 1))]}
+
+
+@ledger_api.get("/blocks/<int:height>")
+def block(height: int) -> Any:
+    ledger = services().ledger
+    found = ledger.store.block(height) if height < 2**63 else None
+    if found is None:
+        raise NotFound(f"no block at height {height}")
+    return {**found.to_dict(), "transactions": [_stored(s) for s in ledger.store.block_transactions(height)]}
+
+
+@ledger_api.get("/consistency")
+def consistency() -> Any:
+    old = _int_arg("old", None, 0, 2**63 - 1)
+    new = _int_arg("new", None, 0, 2**63 - 1)
+    if old is None or new is None:
+        raise InvalidInput("query parameters 'old' and 'new' (block heights) are required")
+    return services().ledger.consistency_proof(old, new)
+
+
+@ledger_api.post("/transfers")
+def submit_transfer() -> Any:
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError as exc:  # json recurses once per nesting level
+        raise InvalidInput("the request body is nested too deeply") from exc
+    if not isinstance(body, dict) or set(body) != {"authorization", "signature"}:
+        raise InvalidInput('expected a JSON object {"authorization": {...}, "signature": "0x..."}')
+    auth = Authorization.from_dict(body["authorization"])
+    result = services().ledger.transfer(auth, parse_signature(body["signature"]))
+    return result.to_dict(), 200 if result.duplicate else 201

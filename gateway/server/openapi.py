@@ -1,0 +1,237 @@
+"""The OpenAPI 3.1 document at ``/openapi.json``: every route, including the configured paid
+routes, with the shapes of their answers and errors. Built from the running app's config, so
+it never lists a route that is not served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from gateway.server.services import services
+
+openapi_bp = Blueprint("openapi", __name__)
+
+_HEX32 = {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}
+_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+_UNITS = {"type": "string", "pattern": "^[0-9]+$", "description": "base units (6 decimals)"}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json(_ERROR, "error") for s in statuses}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _paid_route(path: str, metered: bool, description: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": description or f"Paid call to {path}",
+            "description": (
+                "x402 v2: without payment, 402 with PAYMENT-REQUIRED; retry with PAYMENT-SIGNATURE (or X-PAYMENT), "
+                "or send `Authorization: Bearer <API key>`. "
+                + ("Metered (`upto`): the cost follows the upstream's usage." if metered else "Flat price (`exact`).")
+            ),
+            "parameters": [
+                _param("PAYMENT-SIGNATURE", "header", {"type": "string", "maxLength": 8192}, False),
+                _param("X-PAYMENT", "header", {"type": "string", "maxLength": 8192}, False),
+            ],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": {"description": "the upstream's answer; PAYMENT-RESPONSE carries the signed receipt"},
+                "402": _json({"type": "object"}, "payment required or refused (PAYMENT-REQUIRED header)"),
+                **_errors(400, 401, 404, 409, 413, 502, 503),
+            },
+        }
+    }
+
+
+def _free_route(path: str, description: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": description or f"Free call to {path}",
+            "description": "Forwarded to the model endpoint without payment (`free = true`).",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "the upstream's answer"}, **_errors(404, 413, 502)},
+        }
+    }
+
+
+def build_document() -> dict[str, Any]:
+    svc = services()
+    block = {"$ref": "#/components/schemas/Block"}
+    stored_tx = {"$ref": "#/components/schemas/StoredTransaction"}
+    paths: dict[str, Any] = {
+        "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"})}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+        "/ledger/info": {
+            "get": {
+                "summary": "Chain id, token address, keys, supply and head",
+                "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        "/ledger/head": {"get": {"summary": "The signed head (latest block)", "responses": {"200": _json(block)}}},
+        "/ledger/accounts/{address}": {
+            "get": {
+                "summary": "Balance and open holds",
+                "parameters": [_param("address", "path", _ADDRESS)],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Account"}), **_errors(400)},
+            }
+        },
+        "/ledger/accounts/{address}/history": {
+            "get": {
+                "summary": "Transactions of an account, newest first (paginate with `before`)",
+                "parameters": [
+                    _param("address", "path", _ADDRESS),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, False),
+                    _param("before", "query", {"type": "integer", "minimum": 1}, False),
+                ],
+                "responses": {
+                    "200": _json({"type": "object", "properties": {"entries": {"type": "array", "items": stored_tx}}}),
+                    **_errors(400),
+                },
+            }
+        },
+        "/ledger/transactions/{txId}": {
+            "get": {
+                "summary": "A transaction with its Merkle inclusion proof (null until sealed)",
+                "parameters": [_param("txId", "path", _HEX32)],
+                "responses": {"200": _json(stored_tx), **_errors(400, 404)},
+            }
+        },
+        "/ledger/blocks": {
+            "get": {
+                "summary": "Blocks by height",
+                "parameters": [
+                    _param("from", "query", {"type": "integer", "minimum": 0}, False),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, False),
+                ],
+                "responses": {
+                    "200": _json({"type": "object", "properties": {"blocks": {"type": "array", "items": block}}}),
+                    **_errors(400),
+                },
+            }
+        },
+        "/ledger/blocks/{height}": {
+            "get": {
+                "summary": "One block with its transactions",
+                "parameters": [_param("height", "path", {"type": "integer", "minimum": 0})],
+                "responses": {"200": _json(block), **_errors(404)},
+            }
+        },
+        "/ledger/consistency": {
+            "get": {
+                "summary": "RFC 6962 consistency proof between two signed heads",
+                "parameters": [
+                    _param("old", "query", {"type": "integer", "minimum": 0}),
+                    _param("new", "query", {"type": "integer", "minimum": 0}),
+                ],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 404)},
+            }
+        },
+        "/ledger/transfers": {
+            "post": {
+                "summary": "Submit a signed EIP-3009 TransferWithAuthorization",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["authorization", "signature"],
+                                "properties": {
+                                    "authorization": {"$ref": "#/components/schemas/Authorization"},
+                                    "signature": {"type": "string", "pattern": "^0x[0-9a-fA-F]{130}$"},
+                                },
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "already recorded"),
+                    "201": _json({"type": "object"}, "recorded"),
+                    **_errors(400, 402, 409),
+                },
+            }
+        },
+    }
+    for route in svc.config.routes:
+        paths[route.path] = (
+            _free_route(route.path, route.description)
+            if route.free
+            else _paid_route(route.path, route.metered, route.description)
+        )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "inferpay gateway", "version": "1", "description": "Pay-per-inference over x402"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        }
+                    },
+                },
+                "Account": {
+                    "type": "object",
+                    "properties": {
+                        "address": _ADDRESS,
+                        "available": _UNITS,
+                        "held": _UNITS,
+                        "holds": {"type": "array"},
+                    },
+                },
+                "Authorization": {
+                    "type": "object",
+                    "required": ["from", "to", "value", "validAfter", "validBefore", "nonce"],
+                    "properties": {
+                        "from": _ADDRESS,
+                        "to": _ADDRESS,
+                        "value": _UNITS,
+                        "validAfter": _UNITS,
+                        "validBefore": _UNITS,
+                        "nonce": _HEX32,
+                    },
+                    "additionalProperties": False,
+                },
+                "Block": {
+                    "type": "object",
+                    "properties": {
+                        "header": {"type": "object"},
+                        "hash": _HEX32,
+                        "sealer": _ADDRESS,
+                        "signature": {"type": "string"},
+                    },
+                },
+                "StoredTransaction": {
+                    "type": "object",
+                    "properties": {
+                        "txId": _HEX32,
+                        "seq": {"type": "integer"},
+                        "blockHeight": {"type": ["integer", "null"]},
+                        "transaction": {"type": "object"},
+                        "inclusionProof": {"type": ["object", "null"]},
+                    },
+                },
+            }
+        },
+    }
+
+
+@openapi_bp.get("/openapi.json")
+def openapi_document() -> Any:
+    return build_document()

@@ -1,0 +1,67 @@
+"""What one gateway worker shares across requests: the ledger, the sealer key, the payee,
+the pooled upstream client and the auto-sealer. Built once per app by ``create_app`` and kept
+on ``app.extensions``; there is no module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+
+from gateway.server.config import GatewayConfig
+from gateway.server.home import Home
+from gateway.server.upstream import Upstream
+from ledger.crypto import KeySigner
+from ledger.ledger import Ledger
+from ledger.sealer import AutoSealer
+from ledger.types import Address
+
+EXTENSION = "inferpay"
+
+
+@dataclass
+class Services:
+    config: GatewayConfig
+    home: Home
+    ledger: Ledger
+    sealer: KeySigner
+    pay_to: Address
+    upstream: Upstream
+    auto_sealer: AutoSealer | None
+
+    @classmethod
+    def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
+        home = Home(config.home, database=config.database)  # the ledger: config.database or ledger.db
+        sealer = home.sealer()
+        ledger = Ledger(home.open_store(), sealer=sealer, group_commit=True)
+        pay_to = home.wallets.resolve(config.pay_to)
+        # One sealer per host: the workers elect one through a lock file in the home.
+        auto = AutoSealer(
+            ledger,
+            interval_ms=config.seal_interval_ms,
+            max_txs=config.seal_max_txs,
+            lock_path=home.path / "auto-sealer.lock",
+        )
+        return cls(
+            config=config,
+            home=home,
+            ledger=ledger,
+            sealer=sealer,
+            pay_to=pay_to,
+            upstream=Upstream(config.upstream_timeout_seconds, max_connections=max(16, config.threads * 2)),
+            auto_sealer=auto.start() if start_sealer else None,
+        )
+
+    def close(self) -> None:
+        if self.auto_sealer is not None:
+            self.auto_sealer.stop()
+        self.upstream.close()
+        self.ledger.store.close()
+
+
+def services() -> Services:
+    found: Services = current_app.extensions[EXTENSION]
+    return found

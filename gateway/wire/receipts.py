@@ -1,0 +1,129 @@
+"""Gateway-signed statements: the receipt returned with every paid call, and signed offers.
+
+A receipt says "for this request, transaction ``txId`` charged ``charged`` of the ``authorized``
+amount from ``payer`` to ``payTo``; the payer's available balance after it is ``balanceAfter``".
+The sealer signs it, so a client can hold the gateway to it; ``txId`` later resolves to a block
+and an inclusion proof (``GET /ledger/transactions/<txId>``), which the client checks against
+the sealer-signed block. Offers (the terms in a 402) are signed the same way, under another
+purpose, so one can never be replayed as the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.wire.errors import ReceiptInvalid
+from ledger import crypto
+from ledger.blocks import Signer
+from ledger.encoding import statement_digest
+from ledger.errors import InferpayError
+from ledger.types import Address, exact_keys, parse_address, parse_bytes32, parse_signature, parse_uint
+
+_RECEIPT_FIELDS = {
+    "txId",
+    "holdId",
+    "payer",
+    "payTo",
+    "network",
+    "authorized",
+    "charged",
+    "balanceAfter",
+    "method",
+    "path",
+    "issuedAt",
+    "nonce",
+}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_id: str  # the settling transaction
+    hold_id: str  # the hold (or API-key charge) it resolved
+    payer: Address
+    pay_to: Address
+    network: str
+    authorized: int
+    charged: int
+    balance_after: int
+    method: str
+    path: str
+    issued_at: int  # ms
+    nonce: str = ""  # the paying authorization's EIP-3009 nonce ("" for API-key calls): binds receipt to payment
+    sealer: Address = ""
+    signature: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "txId": self.tx_id,
+            "holdId": self.hold_id,
+            "payer": self.payer,
+            "payTo": self.pay_to,
+            "network": self.network,
+            "authorized": str(self.authorized),
+            "charged": str(self.charged),
+            "balanceAfter": str(self.balance_after),
+            "method": self.method,
+            "path": self.path,
+            "issuedAt": self.issued_at,
+            "nonce": self.nonce,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.body(), "sealer": self.sealer, "signature": self.signature}
+
+    def signed(self, signer: Signer) -> Receipt:
+        signature = signer.sign_digest(statement_digest("receipt", self.body()))
+        return Receipt(**{**self.__dict__, "sealer": signer.address, "signature": signature})
+
+    @classmethod
+    def from_dict(cls, data: object) -> Receipt:
+        try:
+            d = exact_keys(data, _RECEIPT_FIELDS | {"sealer", "signature"}, "receipt")
+            hold_id = d["holdId"]
+            return cls(
+                tx_id=parse_bytes32(d["txId"], "txId"),
+                hold_id=parse_bytes32(hold_id, "holdId") if hold_id else "",
+                payer=parse_address(d["payer"], "payer"),
+                pay_to=parse_address(d["payTo"], "payTo"),
+                network=str(d["network"]),
+                authorized=parse_uint(d["authorized"], "authorized"),
+                charged=parse_uint(d["charged"], "charged"),
+                balance_after=parse_uint(d["balanceAfter"], "balanceAfter"),
+                method=str(d["method"]),
+                path=str(d["path"]),
+                issued_at=parse_uint(d["issuedAt"], "issuedAt"),
+                nonce=parse_bytes32(d["nonce"], "nonce") if d["nonce"] else "",
+                sealer=parse_address(d["sealer"], "sealer"),
+                signature=parse_signature(d["signature"]),
+            )
+        except InferpayError as exc:
+            raise ReceiptInvalid(f"receipt: {exc.message}") from exc
+
+    def verify(self, sealer: Address) -> None:
+        """The receipt is signed by ``sealer`` and charges no more than was authorized."""
+        if self.sealer != sealer:
+            raise ReceiptInvalid(f"receipt is signed by {self.sealer}, not the ledger's sealer {sealer}")
+        try:
+            crypto.verify_signed_by(statement_digest("receipt", self.body()), self.signature, sealer, "receipt")
+        except InferpayError as exc:
+            raise ReceiptInvalid(f"receipt signature is not the gateway's: {exc.message}") from exc
+        if self.charged > self.authorized:
+            raise ReceiptInvalid(f"receipt charges {self.charged}, more than the {self.authorized} authorized")
+
+
+def sign_offer(signer: Signer, resource: str, accepts: list[dict[str, Any]]) -> dict[str, Any]:
+    digest = statement_digest("offer", {"resource": resource, "accepts": accepts})
+    return {"signer": signer.address, "signature": signer.sign_digest(digest)}
+
+
+def verify_offer(sealer: Address, resource: str, accepts: list[dict[str, Any]], offer: object) -> None:
+    if not isinstance(offer, dict) or set(offer) != {"signer", "signature"}:
+        raise ReceiptInvalid("the 402 carries no inferpay offer signature")
+    if offer["signer"] != sealer:
+        raise ReceiptInvalid(f"offer signed by {offer['signer']}, not the ledger's sealer {sealer}")
+    digest = statement_digest("offer", {"resource": resource, "accepts": accepts})
+    try:
+        crypto.verify_signed_by(digest, str(offer["signature"]), sealer, "offer")
+    except InferpayError as exc:
+        raise ReceiptInvalid(f"the offered terms are not signed by the gateway: {exc.message}") from exc

@@ -1,0 +1,166 @@
+"""The x402 v2 wire format (and v1 header names), shared by the gateway and the client SDK.
+
+Headers carry base64 of JSON. ``PAYMENT-REQUIRED`` (402) lists what the gateway accepts;
+``PAYMENT-SIGNATURE`` (v1: ``X-PAYMENT``) carries the client's EIP-3009 authorization and
+signature; ``PAYMENT-RESPONSE`` (v1: ``X-PAYMENT-RESPONSE``) carries the settlement and a
+gateway-signed receipt. Parsing is strict and bounded: anything malformed is a
+``MalformedPayment`` (HTTP 400), never a 500. Must not import Flask or the ledger's storage.
+
+inferpay additions, all optional and ignored by plain x402 clients:
+- ``extensions.inferpay.offer``: the sealer's signature over the offered terms.
+- ``extra.inferpayBinding = "v1"``: the route accepts request-bound payments; a client binds
+  one by signing ``nonce = request_binding_nonce(method, path, body, salt)`` and sending
+  ``payload.binding = {"salt": salt}``.
+- ``PAYMENT-RESPONSE`` also holds ``charged``, ``balanceAfter`` and ``receipt``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.wire.errors import MalformedPayment
+from ledger.errors import InferpayError
+from ledger.types import Authorization, SignatureHex, parse_bytes32, parse_signature
+
+PAYMENT_REQUIRED_HEADER = "PAYMENT-REQUIRED"
+PAYMENT_SIGNATURE_HEADER = "PAYMENT-SIGNATURE"
+PAYMENT_RESPONSE_HEADER = "PAYMENT-RESPONSE"
+V1_PAYMENT_HEADER = "X-PAYMENT"
+V1_PAYMENT_RESPONSE_HEADER = "X-PAYMENT-RESPONSE"
+X402_VERSION = 2
+MAX_HEADER_BYTES = 8192
+SCHEME_EXACT = "exact"
+SCHEME_UPTO = "upto"
+BINDING_VERSION = "v1"
+
+
+def encode_header(data: Any) -> str:
+    return base64.b64encode(json.dumps(data, separators=(",", ":"), sort_keys=True).encode()).decode("ascii")
+
+
+def decode_header(text: str, what: str = "payment header") -> Any:
+    """base64(JSON) -> object; bounded in size, strict about encoding."""
+    if len(text) > MAX_HEADER_BYTES:
+        raise MalformedPayment(f"{what} is larger than {MAX_HEADER_BYTES} bytes")
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPayment(f"{what} is not base64-encoded JSON") from exc
+    except RecursionError as exc:  # json recurses once per nesting level; 8 KiB of "[" is enough
+        raise MalformedPayment(f"{what} is nested too deeply") from exc
+
+
+def network_id(chain_id: int) -> str:
+    return f"eip155:{chain_id}"
+
+
+@dataclass(frozen=True)
+class PaymentRequirement:
+    scheme: str
+    network: str
+    amount: int  # base units; for "upto", the most the call may cost
+    asset: str
+    pay_to: str
+    max_timeout_seconds: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "network": self.network,
+            "amount": str(self.amount),
+            "asset": self.asset,
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> PaymentRequirement:
+        if not isinstance(data, dict):
+            raise MalformedPayment("payment requirement must be an object")
+        try:
+            amount = data["amount"]
+            if not (isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 20):
+                raise MalformedPayment(f"requirement amount must be base units as text, got {amount!r}")
+            extra = data.get("extra") or {}
+            if not isinstance(extra, dict):
+                raise MalformedPayment("requirement extra must be an object")
+            timeout = data["maxTimeoutSeconds"]
+            if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
+                raise MalformedPayment("maxTimeoutSeconds must be a non-negative integer")
+            return cls(
+                scheme=str(data["scheme"]),
+                network=str(data["network"]),
+                amount=int(amount),
+                asset=str(data["asset"]),
+                pay_to=str(data["payTo"]),
+                max_timeout_seconds=timeout,
+                extra=extra,
+            )
+        except KeyError as exc:
+            raise MalformedPayment(f"payment requirement lacks {exc.args[0]!r}") from exc
+
+
+@dataclass(frozen=True)
+class PaymentPayload:
+    """What a client sends: its signed authorization, and which offered terms it accepts."""
+
+    version: int
+    authorization: Authorization
+    signature: SignatureHex
+    scheme: str
+    network: str
+    accepted: PaymentRequirement | None  # v2 echoes the requirement it accepts; v1 does not
+    binding_salt: str | None = None
+
+    @classmethod
+    def from_header(cls, text: str) -> PaymentPayload:
+        return cls.from_dict(decode_header(text))
+
+    @classmethod
+    def from_dict(cls, data: object) -> PaymentPayload:
+        if not isinstance(data, dict):
+            raise MalformedPayment("payment payload must be a JSON object")
+        version = data.get("x402Version")
+        inner = data.get("payload")
+        if version not in (1, 2) or isinstance(version, bool):
+            raise MalformedPayment(f"unsupported x402Version {version!r} (this gateway speaks 2 and 1)")
+        if not isinstance(inner, dict) or not {"authorization", "signature"} <= set(inner):
+            raise MalformedPayment("payload must hold an EIP-3009 authorization and its signature")
+        unknown = set(inner) - {"authorization", "signature", "binding"}
+        if unknown:
+            raise MalformedPayment(f"unknown payload field(s): {', '.join(sorted(unknown))}")
+        try:
+            authorization = Authorization.from_dict(inner["authorization"])
+            signature = parse_signature(inner["signature"])
+            salt = None
+            if "binding" in inner:
+                binding = inner["binding"]
+                if not isinstance(binding, dict) or set(binding) != {"salt"}:
+                    raise MalformedPayment('payload.binding must be {"salt": <bytes32 hex>}')
+                salt = parse_bytes32(binding["salt"], "binding.salt")
+        except MalformedPayment:
+            raise
+        except InferpayError as exc:
+            raise MalformedPayment(f"payment payload: {exc.message}") from exc
+        if version == 2:
+            accepted = PaymentRequirement.from_dict(data.get("accepted"))
+            scheme, network = accepted.scheme, accepted.network
+        else:
+            scheme, network, accepted = str(data.get("scheme")), str(data.get("network")), None
+        return cls(version, authorization, signature, scheme, network, accepted, salt)
+
+    def to_dict(self) -> dict[str, Any]:
+        inner: dict[str, Any] = {"authorization": self.authorization.to_dict(), "signature": self.signature}
+        if self.binding_salt is not None:
+            inner["binding"] = {"salt": self.binding_salt}
+        if self.version == 1:
+            return {"x402Version": 1, "scheme": self.scheme, "network": self.network, "payload": inner}
+        assert self.accepted is not None
+        return {"x402Version": 2, "accepted": self.accepted.to_dict(), "payload": inner}

@@ -1,0 +1,377 @@
+"""A stateful Hypothesis model of the ledger: a real ``Ledger`` on SQLite next to ``LedgerState``.
+
+Hypothesis drives random sequences of mints, transfers, holds, settles, voids, clock moves,
+expiries, seals and retries against the real ledger. The test predicts each outcome on its own
+(accepted, duplicate, or which error) and feeds every accepted transaction to the pure
+``LedgerState`` model. After every step the stored balances must equal the model's, none may be
+negative, available + held must sum to the supply and to everything minted, and every hold must
+be resolved at most once. A refused step must leave the database byte-for-byte unchanged, and
+at the end the chain auditor, replaying everything from genesis, must find no problem.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from ledger.amounts import MAX_AMOUNT
+from ledger.audit import audit
+from ledger.crypto import sign_digest
+from ledger.encoding import signing_digest, transaction_id
+from ledger.errors import (
+    HoldNotOpen,
+    IdempotencyConflict,
+    InferpayError,
+    InsufficientFunds,
+    InvalidAmount,
+    NonceReused,
+    SettleExceedsHold,
+)
+from ledger.ledger import TxResult
+from ledger.state import LedgerState
+from ledger.types import Authorization, HoldResolution, Transaction
+from tests.support.ledger import UNIT, FakeClock, dump, make_ledger
+
+PARTIES = ("alice", "bob", "carol")
+START = 1_700_000_000  # a whole second, so signed windows and the ledger's clock agree exactly
+
+party_index = st.integers(0, len(PARTIES) - 1)
+other_offset = st.integers(1, len(PARTIES) - 1)
+pick = st.integers(0, 2**16)  # an index into a list that grows, taken modulo its length
+# How much to move, relative to what the payer has: part of it, all of it, or more than it.
+spend = st.tuples(st.sampled_from(["part", "all", "over"]), st.integers(1, 100))
+# How much of a hold to capture: part of it (zero included), all of it, or more than it.
+capture = st.tuples(st.sampled_from(["part", "all", "over"]), st.integers(0, 100))
+
+
+@dataclass(frozen=True)
+class HoldInfo:
+    payer: str
+    payee: str
+    amount: int
+    expires_at: int
+
+
+class LedgerModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="inferpay-model-"))
+        self.lf = make_ledger(self.directory, FakeClock(float(START)))
+        self.ledger = self.lf.ledger
+        self.ledger.block_max_txs = 4  # so seals sometimes leave transactions waiting
+        self.store = self.ledger.store
+        self.addresses = [self.lf.party(name).address for name in PARTIES]
+        self.model = LedgerState()
+        self.minted = 0
+        self.accepted: list[Transaction] = []
+        self.holds: dict[str, HoldInfo] = {}
+        self.resolutions: dict[str, tuple[str, int]] = {}  # hold id -> (outcome, captured)
+
+    # ---- helpers ----
+
+    def now(self) -> int:
+        return self.ledger.now_ms() // 1000
+
+    def record(self, result: TxResult) -> Transaction:
+        """A newly accepted transaction: check it, then apply exactly it to the model."""
+        assert not result.duplicate
+        stored = self.ledger.transaction(result.tx_id)
+        assert stored.tx_id == transaction_id(stored.tx) == result.tx_id
+        assert stored.seq == result.seq and stored.tx.kind == result.kind
+        self.model.apply(stored.tx, result.tx_id)
+        self.accepted.append(stored.tx)
+        return stored.tx
+
+    def refused(self, error: type[InferpayError], action: Callable[[], object]) -> InferpayError:
+        before = dump(self.lf.path)
+        with pytest.raises(error) as caught:
+            action()
+        assert dump(self.lf.path) == before
+        return caught.value
+
+    def amount_for(self, payer: str, how: tuple[str, int]) -> int:
+        have = self.model.available.get(payer, 0)
+        mode, percent = how
+        if mode == "part":
+            return max(1, have * percent // 100)
+        if mode == "all":
+            return max(1, have)
+        return have + percent
+
+    def choose_hold(self, which: int) -> str:
+        """Mostly an open hold (where settle, void and expiry do something), sometimes any."""
+        still_open = sorted(h for h in self.holds if h not in self.resolutions)
+        pool = still_open if still_open and which % 4 else sorted(self.holds)
+        return pool[(which // 4) % len(pool)]
+
+    @staticmethod
+    def payment_outcome(amount: int, have: int) -> str:
+        if amount > MAX_AMOUNT:  # only after the supply reached the cap: refused before funds
+            return "too large"
+        return "accepted" if amount <= have else "insufficient"
+
+    def parties(self, payer: int, offset: int) -> tuple[int, str]:
+        return payer, self.addresses[(payer + offset) % len(self.addresses)]
+
+    # ---- rules ----
+
+    @initialize(values=st.lists(st.integers(1, 1000 * UNIT), min_size=len(PARTIES), max_size=len(PARTIES)))
+    def fund_everyone(self, values: list[int]) -> None:
+        # Start with money everywhere, so most steps do something rather than bounce.
+        for to, value in enumerate(values):
+            self.mint(to, value)
+
+    @rule(to=party_index, value=st.integers(1, 1000 * UNIT))
+    def mint(self, to: int, value: int) -> None:
+        if self.minted + value > MAX_AMOUNT:
+            self.refused(InvalidAmount, lambda: self.lf.mint(self.addresses[to], value))
+            return
+        self.record(self.lf.mint(self.addresses[to], value))
+        self.minted += value
+
+    @precondition(lambda self: 0 < self.minted < MAX_AMOUNT)
+    @rule(to=party_index, over=st.booleans())
+    def mint_up_to_the_supply_cap(self, to: int, over: bool) -> None:
+        # Exactly the room left is accepted; one base unit more is refused.
+        room = MAX_AMOUNT - self.minted
+        if over:
+            self.refused(InvalidAmount, lambda: self.lf.mint(self.addresses[to], room + 1))
+        else:
+            self.mint(to, room)
+
+    @rule(payer=party_index, offset=other_offset, how=spend)
+    def transfer(self, payer: int, offset: int, how: tuple[str, int]) -> None:
+        index, payee = self.parties(payer, offset)
+        party, address = self.lf.party(PARTIES[index]), self.addresses[index]
+        amount = self.amount_for(address, how)
+        have = self.model.available.get(address, 0)
+        outcome = self.payment_outcome(amount, have)
+        event(f"transfer: {outcome}")
+        if outcome == "accepted":
+            self.record(self.lf.transfer(party, payee, amount))
+        elif outcome == "too large":
+            self.refused(InvalidAmount, lambda: self.lf.transfer(party, payee, amount))
+        else:
+            error = self.refused(InsufficientFunds, lambda: self.lf.transfer(party, payee, amount))
+            assert error.details == {"address": address, "available": str(have), "needed": str(amount)}
+
+    @rule(
+        payer=party_index,
+        offset=other_offset,
+        how=spend,
+        ttl=st.integers(1, 60),
+        expires_in=st.none() | st.integers(1, 90),
+    )
+    def hold(self, payer: int, offset: int, how: tuple[str, int], ttl: int, expires_in: int | None) -> None:
+        index, payee = self.parties(payer, offset)
+        party, address = self.lf.party(PARTIES[index]), self.addresses[index]
+        amount = self.amount_for(address, how)
+        auth, signature = self.lf.authorization(party, payee, amount, ttl=ttl)
+        expires_at = None if expires_in is None else self.now() + expires_in
+        outcome = self.payment_outcome(amount, self.model.available.get(address, 0))
+        event(f"hold: {outcome}")
+        if outcome != "accepted":
+            error = InvalidAmount if outcome == "too large" else InsufficientFunds
+            self.refused(error, lambda: self.ledger.hold(auth, signature, expires_at=expires_at))
+            return
+        tx = self.record(self.ledger.hold(auth, signature, expires_at=expires_at))
+        expected_expiry = auth.valid_before if expires_at is None else min(expires_at, auth.valid_before)
+        assert tx.hold_expires_at == expected_expiry
+        hold_id = transaction_id(tx)
+        self.holds[hold_id] = HoldInfo(address, payee, amount, expected_expiry)
+
+    @precondition(lambda self: self.holds)
+    @rule(which=pick, how=capture)
+    def settle(self, which: int, how: tuple[str, int]) -> None:
+        hold_id = self.choose_hold(which)
+        info = self.holds[hold_id]
+        mode, percent = how
+        if mode == "part":
+            amount = info.amount * percent // 100
+        elif mode == "all":
+            amount = info.amount
+        else:  # above the hold: often by exactly one base unit, the edge that matters
+            amount = info.amount + (1 if percent < 50 else percent)
+        prior = self.resolutions.get(hold_id)
+        # The order the ledger decides in: a known settlement, a resolved hold, expiry, the cap.
+        if prior == ("settle", amount):
+            outcome = "duplicate"
+        elif prior is not None:
+            outcome = "conflict"
+        elif self.now() >= info.expires_at:
+            outcome = "expired"
+        elif amount > info.amount:
+            outcome = "exceeds"
+        else:
+            outcome = "accepted"
+        event(f"settle: {outcome}")
+        settle = lambda: self.ledger.settle(hold_id, amount)  # noqa: E731
+        if outcome == "duplicate":
+            self.expect_duplicate(settle)
+        elif outcome == "accepted":
+            self.record(settle())
+            self.resolutions[hold_id] = ("settle", amount)
+        else:
+            refusal = {"conflict": IdempotencyConflict, "expired": HoldNotOpen, "exceeds": SettleExceedsHold}
+            self.refused(refusal[outcome], settle)
+
+    @precondition(lambda self: self.holds)
+    @rule(which=pick)
+    def void(self, which: int) -> None:
+        hold_id = self.choose_hold(which)
+        prior = self.resolutions.get(hold_id)
+        if prior == ("void", 0):
+            self.expect_duplicate(lambda: self.ledger.void(hold_id))
+        elif prior is not None:
+            self.refused(IdempotencyConflict, lambda: self.ledger.void(hold_id))
+        else:  # a void is allowed even after expiry: it releases the same way
+            self.record(self.ledger.void(hold_id))
+            self.resolutions[hold_id] = ("void", 0)
+
+    @rule(seconds=st.integers(0, 5) | st.integers(30, 120))
+    def advance_clock(self, seconds: int) -> None:
+        self.lf.clock.advance(seconds)
+
+    @precondition(lambda self: self.holds)
+    @rule(which=pick, early=st.booleans())
+    def advance_to_an_expiry(self, which: int, early: bool) -> None:
+        # Land on a hold's expiry second (or the one before): where settle flips to refused and
+        # expire_holds to releasing, and where an off-by-one would hide.
+        info = self.holds[self.choose_hold(which)]
+        target = info.expires_at - 1 if early else info.expires_at
+        if target > self.now():
+            self.lf.clock.now = float(target)
+
+    @rule()
+    def expire_holds(self) -> None:
+        now = self.now()
+        due = {h for h, info in self.holds.items() if h not in self.resolutions and info.expires_at <= now}
+        before = dump(self.lf.path)
+        results = self.ledger.expire_holds()
+        if not due:
+            assert dump(self.lf.path) == before
+        released = set()
+        for result in results:
+            tx = self.record(result)
+            assert isinstance(tx.message, HoldResolution) and tx.kind == "expire"
+            released.add(tx.message.hold_id)
+            self.resolutions[tx.message.hold_id] = ("expire", 0)
+        assert released == due and len(results) == len(due)
+        event(f"expire_holds: {'released' if due else 'nothing due'}")
+
+    @rule()
+    def seal(self) -> None:
+        waiting, _ = self.store.unsealed()
+        head = self.ledger.head()
+        block = self.ledger.seal()
+        if not waiting:
+            assert block is None
+            return
+        assert block is not None
+        assert block.header.height == head.header.height + 1
+        assert block.header.prev_hash == head.block_hash
+        assert block.header.tx_count == min(waiting, self.ledger.block_max_txs)
+        assert block.header.tree_size == head.header.tree_size + block.header.tx_count
+        assert self.store.unsealed()[0] == waiting - block.header.tx_count
+
+    @precondition(lambda self: self.accepted)
+    @rule(which=pick)
+    def retry(self, which: int) -> None:
+        tx = self.accepted[which % len(self.accepted)]
+        tx_id = transaction_id(tx)
+        stored = self.ledger.transaction(tx_id)
+        again = Transaction(tx.kind, tx.message, tx.signer, tx.signature, 0, tx.hold_expires_at)
+        result = self.expect_duplicate(lambda: self.ledger.submit(again))
+        assert (result.tx_id, result.seq, result.block_height) == (tx_id, stored.seq, stored.block_height)
+
+    @precondition(lambda self: any(isinstance(tx.message, Authorization) for tx in self.accepted))
+    @rule(which=pick, extra=st.integers(1, UNIT))
+    def reuse_a_nonce(self, which: int, extra: int) -> None:
+        paid = [tx for tx in self.accepted if isinstance(tx.message, Authorization)]
+        old = paid[which % len(paid)].message
+        assert isinstance(old, Authorization)
+        now = self.now()
+        auth = Authorization(old.from_, old.to, extra, now - 5, now + 60, old.nonce)
+        payer = next(self.lf.party(n) for n, a in zip(PARTIES, self.addresses, strict=True) if a == old.from_)
+        signature = sign_digest(payer.key, signing_digest(self.lf.chain, auth))
+        self.refused(NonceReused, lambda: self.ledger.transfer(auth, signature))
+
+    def expect_duplicate(self, action: Callable[[], TxResult]) -> TxResult:
+        before = dump(self.lf.path)
+        result = action()
+        assert result.duplicate
+        assert dump(self.lf.path) == before
+        return result
+
+    # ---- invariants ----
+
+    @invariant()
+    def balances_match_the_model(self) -> None:
+        stored = {a.address: (a.available, a.held) for a in self.store.accounts()}
+        for address, (available, held) in stored.items():
+            assert available >= 0 and held >= 0, address
+            assert (available, held) == (
+                self.model.available.get(address, 0),
+                self.model.held.get(address, 0),
+            ), address
+        for address in set(self.model.available) | set(self.model.held):
+            if self.model.available.get(address) or self.model.held.get(address):
+                assert address in stored, address
+        for address in self.addresses:
+            account = self.ledger.balance(address)
+            assert (account.available, account.held) == (
+                self.model.available.get(address, 0),
+                self.model.held.get(address, 0),
+            )
+
+    @invariant()
+    def supply_is_conserved(self) -> None:
+        total = sum(a.available + a.held for a in self.store.accounts())
+        assert total == self.store.supply() == self.model.supply == self.model.total() == self.minted
+
+    @invariant()
+    def each_hold_is_resolved_at_most_once(self) -> None:
+        open_ids = {h.hold_id for h in self.store.open_holds()}
+        assert open_ids == set(self.model.holds) == set(self.holds) - set(self.resolutions)
+        for hold_id, (outcome, captured) in self.resolutions.items():
+            row = self.store.hold(hold_id)
+            assert row is not None
+            assert (row.status, row.captured) == (outcome, captured)
+        resolved = Counter(
+            record["message"]["holdId"]
+            for record in (json.loads(raw.record) for raw in self.store.iter_raw_transactions())
+            if record["kind"] in ("settle", "void", "expire")
+        )
+        assert set(resolved) == set(self.resolutions)
+        assert all(count == 1 for count in resolved.values())
+
+    def teardown(self) -> None:
+        try:
+            report = audit(self.store)
+            assert report.ok, [str(p) for p in report.problems]
+            self.ledger.seal_all()
+            report = audit(self.store)
+            assert report.ok, [str(p) for p in report.problems]
+            assert report.transactions == len(self.accepted)
+        finally:
+            self.lf.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+LedgerModel.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLedgerModel = LedgerModel.TestCase

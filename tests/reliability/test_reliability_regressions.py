@@ -1,0 +1,173 @@
+"""Regression tests for the defects the reliability suite (``python -m reliability``) found.
+
+Each test states the behaviour the suite expects. A defect's test is written while it is open,
+marked ``xfail(strict=True, reason="BUG: ...")`` and listed in ``reliability/report.py``'s
+``KNOWN_DEFECTS``; when the fix lands the strict xfail turns red, the marker and the entry are
+removed, and the test stays here. Every test below was such a defect (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from gateway.client import PaymentAuth, receipt_of
+from gateway.client.payer import Payer
+from gateway.server.config import parse_config
+from gateway.wire.errors import ConfigError, MalformedPayment, ReceiptInvalid
+from gateway.wire.x402 import PaymentPayload
+from ledger.audit import audit
+from ledger.crypto import sign_digest
+from ledger.encoding import signing_digest
+from ledger.storage.sqlite import SQLiteStore
+from ledger.types import Allowance
+from reliability.mitm import LyingGateway
+from tests.ledger.test_audit_tamper import attacker
+from tests.support.gateway import FLAT, GatewayEnv, error_code, start_gateway_env
+from tests.support.ledger import UNIT, FakeClock, LedgerFixture, make_ledger
+
+DEEP_JSON = base64.b64encode(b"[" * 5000).decode()  # 6668 characters: under MAX_HEADER_BYTES
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEnv]:
+    with start_gateway_env(Path(tmp_path_factory.mktemp("reliability-regressions"))) as started:
+        yield started
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[LedgerFixture]:
+    fixture = make_ledger(tmp_path, backend="sqlite")
+    yield fixture
+    fixture.close()
+
+
+# ---- deeply nested JSON: a parser error, never a 500 ----
+
+
+def test_a_deeply_nested_payment_header_is_malformed_payment() -> None:
+    with pytest.raises(MalformedPayment):
+        PaymentPayload.from_header(DEEP_JSON)
+
+
+def test_the_client_sdk_ignores_a_deeply_nested_402(sqlite_ledger: LedgerFixture) -> None:
+    from wallets.wallet import Wallet
+
+    payer = Payer(Wallet.from_private_key("alice", sqlite_ledger.party("alice").key))
+    assert payer.challenge({"PAYMENT-REQUIRED": DEEP_JSON}) is None
+
+
+def test_a_deeply_nested_payment_header_is_400_at_the_gateway(env: GatewayEnv) -> None:
+    response = requests.post(env.route_url(FLAT), data=b"{}", headers={"PAYMENT-SIGNATURE": DEEP_JSON}, timeout=30)
+    assert response.status_code == 400 and error_code(response) == "malformed_payment"
+
+
+def test_a_deeply_nested_transfer_body_is_400(env: GatewayEnv) -> None:
+    response = requests.post(
+        env.ledger_url + "/transfers", data=b"[" * 100_000, timeout=30, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and error_code(response)
+
+
+# ---- configuration: a bad upstream URL names its key ----
+
+
+def test_an_unparseable_upstream_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.upstream"):
+        parse_config({"routes": [{"path": "/v1/x", "upstream": "http://[", "price": "0.001"}]})
+
+
+# ---- the clock stepped back: sealing must go on ----
+
+
+def test_auto_sealing_goes_on_after_the_clock_steps_back(tmp_path: Path) -> None:
+    clock = FakeClock()
+    lf = make_ledger(tmp_path, clock=clock, backend="sqlite")
+    try:
+        payer = lf.party("payer")
+        lf.mint(payer.address, UNIT)
+        clock.advance(1)
+        assert lf.ledger.maybe_seal(max_age_ms=200, max_txs=1000)
+        lf.mint(payer.address, UNIT)
+        clock.advance(-60)  # an NTP step back: the waiting transaction was accepted "in the future"
+        clock.advance(1)
+        assert lf.ledger.maybe_seal(max_age_ms=200, max_txs=1000), "nothing sealed"
+        assert lf.ledger.store.unsealed()[0] == 0
+    finally:
+        lf.close()
+
+
+# ---- receipts: a genuine receipt of an earlier payment is not a receipt for this one ----
+
+
+def test_the_sdk_refuses_a_receipt_replayed_from_an_earlier_payment(env: GatewayEnv) -> None:
+    liar = LyingGateway(env.url)
+    try:
+        auth = PaymentAuth(env.alice, trusted_sealer=env.chain.sealer)
+        first = requests.post(liar.url + FLAT, json={"n": 1}, auth=auth, timeout=30)
+        assert receipt_of(first) is not None
+        liar.mode = "receipt_replayed"  # every later paid answer carries the first receipt
+        with pytest.raises(ReceiptInvalid):
+            requests.post(liar.url + FLAT, json={"n": 2}, auth=auth, timeout=30)
+    finally:
+        liar.close()
+
+
+# ---- the auditor: every table it vouches for, and never a crash ----
+
+
+def _allowance_ledger(lf: LedgerFixture) -> None:
+    owner, spender = lf.party("owner"), lf.party("spender")
+    lf.mint(owner.address, 10 * UNIT)
+    allowance = Allowance(owner.address, spender.address, UNIT, int(time.time()) + 3600, "0x" + secrets.token_hex(32))
+    lf.ledger.grant_allowance(allowance, sign_digest(owner.key, signing_digest(lf.chain, allowance)))
+    lf.ledger.seal_all()
+    assert audit(SQLiteStore(lf.path)).ok
+
+
+def test_an_allowance_whose_cap_was_raised_in_the_file_is_reported(sqlite_ledger: LedgerFixture) -> None:
+    _allowance_ledger(sqlite_ledger)
+    with attacker(Path(sqlite_ledger.path)) as conn:
+        conn.execute("UPDATE allowances SET cap = cap * 100")
+    assert not audit(SQLiteStore(sqlite_ledger.path)).ok
+
+
+def test_a_deleted_history_index_row_is_reported(sqlite_ledger: LedgerFixture) -> None:
+    payer = sqlite_ledger.party("payer")
+    sqlite_ledger.mint(payer.address, UNIT)
+    sqlite_ledger.ledger.seal_all()
+    with attacker(Path(sqlite_ledger.path)) as conn:
+        conn.execute("DELETE FROM postings")
+    assert sqlite_ledger.ledger.store.history(payer.address, 10) == []  # the mint vanished from history
+    assert not audit(SQLiteStore(sqlite_ledger.path)).ok
+
+
+def test_a_deleted_transaction_in_block_one_is_reported_not_a_crash(sqlite_ledger: LedgerFixture) -> None:
+    payer = sqlite_ledger.party("payer")
+    for _ in range(3):  # three blocks of one transaction each
+        sqlite_ledger.mint(payer.address, UNIT)
+        sqlite_ledger.ledger.seal()
+    with sqlite3.connect(sqlite_ledger.path) as conn:
+        conn.execute("DELETE FROM transactions WHERE seq = 1")
+    report = audit(SQLiteStore(sqlite_ledger.path))
+    assert not report.ok and report.problems[0].code in ("tx_count_mismatch", "merkle_mismatch", "sequence_gap")
+
+
+# ---- block heights past what SQLite stores: not found, never a 500 ----
+
+
+def test_a_block_height_past_the_largest_integer_is_not_found(env: GatewayEnv) -> None:
+    response = requests.get(f"{env.ledger_url}/blocks/{2**64}", timeout=30)
+    assert response.status_code == 404 and error_code(response) == "not_found"
+
+
+def test_listing_blocks_from_the_largest_height_is_an_empty_page(env: GatewayEnv) -> None:
+    response = requests.get(f"{env.ledger_url}/blocks", params={"from": 2**63 - 1}, timeout=30)
+    assert response.status_code == 200 and response.json() == {"blocks": []}
