@@ -33,19 +33,23 @@ def main(path: str) -> None:
     seconds = time.perf_counter() - start
     store.close()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({
-        "seconds": round(seconds, 3),
-        "transactions": report.transactions,
-        "blocks": report.blocks,
-        "ok": report.ok,
-        "problems": [str(p) for p in report.problems[:5]],
-        "rss_before_audit_kb": baseline,
-        # VmHWM, not ru_maxrss: on Linux ru_maxrss also remembers the parent's RSS from before
-        # the exec, which would measure the benchmark, not the audit.
-        "peak_rss_kb": status_kb("VmHWM"),
-        # If the auditor ever works in child processes, the largest one's peak shows here.
-        "largest_child_peak_rss_kb": children_after if children_after > children_before else 0,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 3),
+                "transactions": report.transactions,
+                "blocks": report.blocks,
+                "ok": report.ok,
+                "problems": [str(p) for p in report.problems[:5]],
+                "rss_before_audit_kb": baseline,
+                # VmHWM, not ru_maxrss: on Linux ru_maxrss also remembers the parent's RSS from before
+                # the exec, which would measure the benchmark, not the audit.
+                "peak_rss_kb": status_kb("VmHWM"),
+                # If the auditor ever works in child processes, the largest one's peak shows here.
+                "largest_child_peak_rss_kb": children_after if children_after > children_before else 0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,14 @@ def load_meta(path: Path) -> dict[str, Any] | None:
 
 
 def build_chain(
-    kind: str, size: int, *, payers: int, recipients: int, budget_seconds: float | None = None,
-    fallback_size: int | None = None, log: Any = print,
+    kind: str,
+    size: int,
+    *,
+    payers: int,
+    recipients: int,
+    budget_seconds: float | None = None,
+    fallback_size: int | None = None,
+    log: Any = print,
 ) -> tuple[Path, dict[str, Any]]:
     """A sealed, valid ledger of ``size`` transactions (``payers`` mints, then transfers of 1
     base unit from those payers to ``recipients`` random addresses); cached."""
@@ -93,8 +99,10 @@ def build_chain(
             rate = (done - mark[0]) / (now - mark[1])  # steady state, start-up costs excluded
             projected = (now - started) + (size - done) / rate
             if projected > budget_seconds:
-                log(f"  building {size} transactions would take ~{projected / 60:.0f} min"
-                    f" (> {budget_seconds / 60:.0f}); building {fallback_size} instead")
+                log(
+                    f"  building {size} transactions would take ~{projected / 60:.0f} min"
+                    f" (> {budget_seconds / 60:.0f}); building {fallback_size} instead"
+                )
                 target = fallback_size
         if done % 50_000 < 1000:
             log(f"  built {done}/{target} transactions ({time.perf_counter() - started:.0f} s)")

@@ -72,17 +72,14 @@ class Fixture:
         return self.ledger.chain
 
 
-def new_ledger(
-    path: Path | str, payers: int, *, sealer_key: bytes | None = None, block_max_txs: int = 1000
-) -> Fixture:
+def new_ledger(path: Path | str, payers: int, *, sealer_key: bytes | None = None, block_max_txs: int = 1000) -> Fixture:
     """Create a ledger at ``path`` (a SQLite file that must not exist, or a ``postgresql://`` URL
     naming an empty schema) and mint ``PAYER_FUNDS`` to each payer."""
     if not is_postgres_url(path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     operator = Wallet.generate("operator")
     sealer_key = sealer_key or new_private_key()
-    ledger = Ledger.create(open_store(path), operator=operator.address, sealer=KeySigner(sealer_key),
-                           chain_id=CHAIN_ID)
+    ledger = Ledger.create(open_store(path), operator=operator.address, sealer=KeySigner(sealer_key), chain_id=CHAIN_ID)
     ledger.block_max_txs = block_max_txs
     wallets = [Wallet.generate(f"payer{i}") for i in range(payers)]
     for wallet in wallets:
@@ -135,15 +132,28 @@ def _sign_chunk(args: tuple[int, int, int]) -> list[tuple[dict[str, str], str]]:
     out = []
     for i in range(count):
         signer = signers[i % len(signers)]
-        auth = Authorization(signer.address, Address(recipients[secrets.randbelow(len(recipients))]), value,
-                             now - 5, now + ttl, "0x" + secrets.token_hex(32))
+        auth = Authorization(
+            signer.address,
+            Address(recipients[secrets.randbelow(len(recipients))]),
+            value,
+            now - 5,
+            now + ttl,
+            "0x" + secrets.token_hex(32),
+        )
         out.append((auth.to_dict(), signer.sign_digest(signing_digest(chain, auth))))
     return out
 
 
 def signed_transfers(
-    chain: ChainInfo, payers: Sequence[Wallet], recipients: Sequence[str], count: int, *, value: int = 1,
-    ttl: int = 3600, chunk: int = 2000, processes: int | None = None,
+    chain: ChainInfo,
+    payers: Sequence[Wallet],
+    recipients: Sequence[str],
+    count: int,
+    *,
+    value: int = 1,
+    ttl: int = 3600,
+    chunk: int = 2000,
+    processes: int | None = None,
 ) -> Generator[list[tuple[Authorization, str]], None, None]:
     """Chunks of EIP-3009 authorizations (``payers`` round-robin, random recipients, random
     nonces) with their signatures, made by ``processes`` workers as the caller consumes them.
@@ -193,8 +203,11 @@ def source_digest(paths: Sequence[str]) -> str:
 
 
 def measured_sources() -> dict[str, str]:
-    groups = {"ledger": sorted((ROOT / "ledger").glob("*.py")), "gateway": sorted((ROOT / "gateway").glob("*.py")),
-              "wallets": sorted((ROOT / "wallets").glob("*.py"))}
+    groups = {
+        "ledger": sorted((ROOT / "ledger").glob("*.py")),
+        "gateway": sorted((ROOT / "gateway").glob("*.py")),
+        "wallets": sorted((ROOT / "wallets").glob("*.py")),
+    }
     return {name: source_digest([str(p.relative_to(ROOT)) for p in files]) for name, files in groups.items()}
 
 

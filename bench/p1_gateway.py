@@ -52,12 +52,20 @@ PAID_TERMS = {
 }
 
 
-def gateway_config(pay_to: str, workers: int, threads: int, upstream: str, *, free: bool = False,
-                   database: str | None = None) -> str:
+def gateway_config(
+    pay_to: str, workers: int, threads: int, upstream: str, *, free: bool = False, database: str | None = None
+) -> str:
     """The TOML of a benchmark gateway (``@PORT@`` left for ``bench.servers.start_gateway``):
     the same routes and settings for the paid gateway and, with ``free``, for its pass-through."""
-    lines = ["[gateway]", 'host = "127.0.0.1"', "port = @PORT@", f'pay_to = "{pay_to}"', f"workers = {workers}",
-             f"threads = {threads}", f"upstream_timeout_seconds = {UPSTREAM_TIMEOUT}"]
+    lines = [
+        "[gateway]",
+        'host = "127.0.0.1"',
+        "port = @PORT@",
+        f'pay_to = "{pay_to}"',
+        f"workers = {workers}",
+        f"threads = {threads}",
+        f"upstream_timeout_seconds = {UPSTREAM_TIMEOUT}",
+    ]
     if database is not None:
         lines.append(f'database = "{database}"')
     for name, (path, upstream_path, _) in ROUTES.items():
@@ -114,8 +122,9 @@ def sign_payments(payers: list[Wallet], terms: dict[str, Any], chain: ChainInfo,
 
 def offered_terms(gateway: Server, path: str) -> dict[str, Any]:
     """The route's terms from a real 402 (as any x402 client reads them)."""
-    request = urllib.request.Request(gateway.url + path, data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        gateway.url + path, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         urllib.request.urlopen(request, timeout=10)
     except urllib.error.HTTPError as exc:
@@ -129,17 +138,27 @@ def offered_terms(gateway: Server, path: str) -> dict[str, Any]:
 # ---- one measured run ----
 
 
-def _measure(target: Server, servers: dict[str, Server], requests: list[bytes], *, connections: int,
-             duration: float, warmup: float, cycle: bool) -> dict[str, Any]:
+def _measure(
+    target: Server,
+    servers: dict[str, Server],
+    requests: list[bytes],
+    *,
+    connections: int,
+    duration: float,
+    warmup: float,
+    cycle: bool,
+) -> dict[str, Any]:
     cpu_before = {name: s.cpu_seconds() for name, s in servers.items()}
-    result = loadgen.run_load(target.port, requests, connections=connections, duration=duration, warmup=warmup,
-                              cycle=cycle)
+    result = loadgen.run_load(
+        target.port, requests, connections=connections, duration=duration, warmup=warmup, cycle=cycle
+    )
     cpu_after = {name: s.cpu_seconds() for name, s in servers.items()}
     return measured_run(result, cpu_before, cpu_after, warmup)
 
 
-def measured_run(result: Any, cpu_before: dict[str, float], cpu_after: dict[str, float],
-                 warmup: float) -> dict[str, Any]:
+def measured_run(
+    result: Any, cpu_before: dict[str, float], cpu_after: dict[str, float], warmup: float
+) -> dict[str, Any]:
     """One load run's figures: throughput, statuses, latencies, and the CPU each process group
     (``cpu_before``/``cpu_after``: seconds by name) spent per request."""
     total = max(1, result.completed)
@@ -200,8 +219,9 @@ class Environment:
 
     def paid_requests(self, path: str, body: bytes, terms: dict[str, Any], count: int) -> list[bytes]:
         headers = sign_payments(self.fixture.payers, terms, self.chain, count)
-        return [loadgen.build_request("POST", path, self.gateway.port, body, {PAYMENT_SIGNATURE_HEADER: h})
-                for h in headers]
+        return [
+            loadgen.build_request("POST", path, self.gateway.port, body, {PAYMENT_SIGNATURE_HEADER: h}) for h in headers
+        ]
 
 
 @contextlib.contextmanager
@@ -235,8 +255,9 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
     with environment(out, settings.payers) as env:
         servers, upstream, home = env.servers, env.servers["upstream"], env.home
         store = SQLiteStore(home.ledger_path)
-        raw: dict[str, dict[str, list[dict[str, Any]]]] = {r: {"direct": [], "passthrough": [], "paid": []}
-                                                            for r in ROUTES}
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+            r: {"direct": [], "passthrough": [], "paid": []} for r in ROUTES
+        }
         single: dict[str, dict[str, Any]] = {}
         rates: dict[str, float] = {}
         for name, (path, upstream_path, body) in ROUTES.items():
@@ -244,8 +265,14 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             # Calibrate: how many payments will a run use? Sign that many (+30%) before timing.
             probe = env.paid_requests(path, body, terms, 600)
             requests = probe
-            calibration = loadgen.run_load(servers["gateway"].port, requests, connections=settings.connections,
-                                           duration=1.5, warmup=0.3, cycle=False)
+            calibration = loadgen.run_load(
+                servers["gateway"].port,
+                requests,
+                connections=settings.connections,
+                duration=1.5,
+                warmup=0.3,
+                cycle=False,
+            )
             if calibration.errors:
                 raise RuntimeError(f"paid calibration on {path} failed: {calibration.first_error}")
             rates[name] = max(calibration.throughput, 50.0)
@@ -254,8 +281,9 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             direct_req = [loadgen.build_request("POST", upstream_path, upstream.port, body, sample_header)]
             pass_req = [loadgen.build_request("POST", path, servers["passthrough"].port, body, sample_header)]
 
-            def paid_requests(seconds: float, path: str = path, body: bytes = body, terms: dict = terms,
-                              rate: str = name) -> list[bytes]:
+            def paid_requests(
+                seconds: float, path: str = path, body: bytes = body, terms: dict = terms, rate: str = name
+            ) -> list[bytes]:
                 return env.paid_requests(path, body, terms, int(rates[rate] * seconds * 1.3) + 200)
 
             for round_no in range(settings.rounds):
@@ -267,14 +295,23 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
                     if reqs is None:
                         reqs = paid_requests(settings.warmup + settings.duration)
                     time.sleep(0.5)
-                    result = _measure(target, servers, reqs, connections=settings.connections,
-                                      duration=settings.duration, warmup=settings.warmup, cycle=cycle)
+                    result = _measure(
+                        target,
+                        servers,
+                        reqs,
+                        connections=settings.connections,
+                        duration=settings.duration,
+                        warmup=settings.warmup,
+                        cycle=cycle,
+                    )
                     raw[name][kind].append(result)
                     if result["exhausted"]:
                         rates[name] = max(rates[name], result["throughput_rps"]) * 1.5
-                    log(f"  P1 {name:8s} {kind:12s} round {round_no + 1}: {result['throughput_rps']:8.1f} req/s"
+                    log(
+                        f"  P1 {name:8s} {kind:12s} round {round_no + 1}: {result['throughput_rps']:8.1f} req/s"
                         f"  p50 {result['latency']['p50_ms']:7.2f} ms  p99 {result['latency']['p99_ms']:7.2f} ms"
-                        f"  errors {result['errors']}")
+                        f"  errors {result['errors']}"
+                    )
                     if kind == "paid":
                         _wait_quiet(store)
             # One connection: the latency a lone caller sees, with the machine otherwise idle.
@@ -286,8 +323,9 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             ):
                 if reqs is None:
                     reqs = paid_requests(settings.single_duration + 0.5)
-                result = _measure(target, servers, reqs, connections=1, duration=settings.single_duration,
-                                  warmup=0.5, cycle=cycle)
+                result = _measure(
+                    target, servers, reqs, connections=1, duration=settings.single_duration, warmup=0.5, cycle=cycle
+                )
                 result.pop("_latencies")
                 single[name][kind] = result
                 log(f"  P1 {name:8s} {kind:12s} 1 client: p50 {result['latency']['p50_ms']:7.3f} ms")
@@ -328,9 +366,13 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
         }
     return {
         "settings": settings.__dict__,
-        "servers": {"workers": WORKERS, "threads": THREADS, "server": "gunicorn gthread",
-                    "passthrough": "inferpay gateway, the same routes with free = true",
-                    "upstream": "bench/upstream.py, 1 gunicorn gthread worker x 16 threads"},
+        "servers": {
+            "workers": WORKERS,
+            "threads": THREADS,
+            "server": "gunicorn gthread",
+            "passthrough": "inferpay gateway, the same routes with free = true",
+            "upstream": "bench/upstream.py, 1 gunicorn gthread worker x 16 threads",
+        },
         "routes": routes,
         "ledger_audit_after_run": audit_ok,
         "paid_vs_passthrough_throughput": min(r["paid_vs_passthrough_throughput"] for r in routes.values()),
@@ -355,8 +397,12 @@ def _audit_after(store: LedgerStore) -> dict[str, Any]:
         report = audit(store)
     except Exception as exc:  # e.g. the code changed under a long run: report it, keep the figures
         return {"ok": False, "transactions": 0, "blocks": 0, "problems": [f"audit failed: {exc!r}"]}
-    return {"ok": report.ok, "transactions": report.transactions, "blocks": report.blocks,
-            "problems": [str(p) for p in report.problems[:5]]}
+    return {
+        "ok": report.ok,
+        "transactions": report.transactions,
+        "blocks": report.blocks,
+        "problems": [str(p) for p in report.problems[:5]],
+    }
 
 
 if __name__ == "__main__":

@@ -87,17 +87,37 @@ def _cpu(groups: dict[str, Callable[[], float]]) -> dict[str, float]:
     return {name: read() for name, read in groups.items()}
 
 
-def _measure(ports: Sequence[int], groups: dict[str, Callable[[], float]], requests: list[bytes], *,
-             settings: Settings, cycle: bool) -> dict[str, Any]:
+def _measure(
+    ports: Sequence[int],
+    groups: dict[str, Callable[[], float]],
+    requests: list[bytes],
+    *,
+    settings: Settings,
+    cycle: bool,
+) -> dict[str, Any]:
     before = _cpu(groups)
-    result = loadgen.run_load(ports, requests, connections=settings.connections, duration=settings.duration,
-                              warmup=settings.warmup, cycle=cycle)
+    result = loadgen.run_load(
+        ports,
+        requests,
+        connections=settings.connections,
+        duration=settings.duration,
+        warmup=settings.warmup,
+        cycle=cycle,
+    )
     after = _cpu(groups)
     return measured_run(result, before, after, settings.warmup)
 
 
-def _topology(out: Path, home: Home, url: str, count: int, upstream: Server, passthroughs: list[Server],
-              settings: Settings, log: Any) -> dict[str, Any]:
+def _topology(
+    out: Path,
+    home: Home,
+    url: str,
+    count: int,
+    upstream: Server,
+    passthroughs: list[Server],
+    settings: Settings,
+    log: Any,
+) -> dict[str, Any]:
     """One ledger (schema), ``count`` gateway servers on it, every route measured, then the audit."""
     fixture = new_ledger(url, settings.payers, sealer_key=bytes.fromhex(home.sealer_path.read_text()))
     chain = fixture.chain
@@ -123,12 +143,15 @@ def _topology(out: Path, home: Home, url: str, count: int, upstream: Server, pas
             def paid(n: int, path: str = path, body: bytes = body, terms: dict[str, Any] = terms) -> list[bytes]:
                 # The Host header names the first gateway; gunicorn serves any Host, so the
                 # same bytes go to either server.
-                return [loadgen.build_request("POST", path, gateways[0].port, body, {PAYMENT_SIGNATURE_HEADER: h})
-                        for h in sign_payments(fixture.payers, terms, chain, n)]
+                return [
+                    loadgen.build_request("POST", path, gateways[0].port, body, {PAYMENT_SIGNATURE_HEADER: h})
+                    for h in sign_payments(fixture.payers, terms, chain, n)
+                ]
 
             probe = paid(600)
-            calibration = loadgen.run_load(gateway_ports, probe, connections=settings.connections, duration=1.5,
-                                           warmup=0.3, cycle=False)
+            calibration = loadgen.run_load(
+                gateway_ports, probe, connections=settings.connections, duration=1.5, warmup=0.3, cycle=False
+            )
             if calibration.errors:
                 raise RuntimeError(f"paid calibration on {path} ({count} gateway(s)) failed: {calibration.first_error}")
             rate = max(calibration.throughput, 50.0)
@@ -148,19 +171,29 @@ def _topology(out: Path, home: Home, url: str, count: int, upstream: Server, pas
                     raw[kind].append(result)
                     if result["exhausted"]:
                         rate = max(rate, result["throughput_rps"]) * 1.5
-                    log(f"  P1pg {count} gw {name:8s} {kind:12s} round {round_no + 1}:"
+                    log(
+                        f"  P1pg {count} gw {name:8s} {kind:12s} round {round_no + 1}:"
                         f" {result['throughput_rps']:8.1f} req/s  p50 {result['latency']['p50_ms']:7.2f} ms"
-                        f"  p99 {result['latency']['p99_ms']:7.2f} ms  errors {result['errors']}")
+                        f"  p99 {result['latency']['p99_ms']:7.2f} ms  errors {result['errors']}"
+                    )
                     if kind == "paid":
                         _wait_quiet(url)
             routes[name] = _summarize(raw, settings)
         _wait_quiet(url)
         with _store(url) as store:
             audited = _audit_after(store)
-        log(f"  P1pg {count} gw audit: ok={audited['ok']} ({audited['transactions']} transactions,"
-            f" {audited['blocks']} blocks)")
-        return {"gateway_processes": count, "workers_per_gateway": 1, "threads_per_worker": settings.threads,
-                "passthrough_processes": len(passthroughs), "routes": routes, "ledger_audit_after_run": audited}
+        log(
+            f"  P1pg {count} gw audit: ok={audited['ok']} ({audited['transactions']} transactions,"
+            f" {audited['blocks']} blocks)"
+        )
+        return {
+            "gateway_processes": count,
+            "workers_per_gateway": 1,
+            "threads_per_worker": settings.threads,
+            "passthrough_processes": len(passthroughs),
+            "routes": routes,
+            "ledger_audit_after_run": audited,
+        }
     finally:
         for gateway in gateways:
             gateway.stop()
@@ -169,18 +202,24 @@ def _topology(out: Path, home: Home, url: str, count: int, upstream: Server, pas
 def _summarize(raw: dict[str, list[dict[str, Any]]], settings: Settings) -> dict[str, Any]:
     pooled = {kind: _pool(results) for kind, results in raw.items()}
     rounds = [
-        {"paid_vs_passthrough_throughput": _ratio(pd["throughput_rps"], ps["throughput_rps"]),
-         "added_latency_p50_ms": round(pd["latency"]["p50_ms"] - ps["latency"]["p50_ms"], 3),
-         "added_latency_p99_ms": round(pd["latency"]["p99_ms"] - ps["latency"]["p99_ms"], 3)}
+        {
+            "paid_vs_passthrough_throughput": _ratio(pd["throughput_rps"], ps["throughput_rps"]),
+            "added_latency_p50_ms": round(pd["latency"]["p50_ms"] - ps["latency"]["p50_ms"], 3),
+            "added_latency_p99_ms": round(pd["latency"]["p99_ms"] - ps["latency"]["p99_ms"], 3),
+        }
         for ps, pd in zip(raw["passthrough"], raw["paid"], strict=True)
     ]
 
     def median_of(key: str) -> float:
         return round(statistics.median(r[key] for r in rounds), 4)
 
-    cpu = {kind: {n: round(statistics.fmean(r["cpu_ms_per_request"][n] for r in results), 3)
-                  for n in results[0]["cpu_ms_per_request"]}
-           for kind, results in raw.items()}
+    cpu = {
+        kind: {
+            n: round(statistics.fmean(r["cpu_ms_per_request"][n] for r in results), 3)
+            for n in results[0]["cpu_ms_per_request"]
+        }
+        for kind, results in raw.items()
+    }
     return {
         "concurrency": settings.connections,
         "scenarios": pooled,
@@ -210,15 +249,17 @@ def run(out: Path, base_url: str, settings: Settings, log: Any = print) -> dict[
         servers.append(upstream)
         passthroughs = []
         for index in range(max(settings.gateway_counts)):
-            passthroughs.append(start_passthrough(
-                out, lambda pay_to: gateway_config(pay_to, 1, settings.threads, upstream.url, free=True),
-                name=f"passthrough-{index + 1}",
-            ))
+            passthroughs.append(
+                start_passthrough(
+                    out,
+                    lambda pay_to: gateway_config(pay_to, 1, settings.threads, upstream.url, free=True),
+                    name=f"passthrough-{index + 1}",
+                )
+            )
             servers.append(passthroughs[-1])
         for count in settings.gateway_counts:
             with pg.throwaway_schema(base_url) as url:
-                topologies[str(count)] = _topology(out, home, url, count, upstream, passthroughs[:count], settings,
-                                                   log)
+                topologies[str(count)] = _topology(out, home, url, count, upstream, passthroughs[:count], settings, log)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -228,14 +269,18 @@ def run(out: Path, base_url: str, settings: Settings, log: Any = print) -> dict[
             one, two = (topologies[k]["routes"][name]["scenarios"] for k in ("1", "2"))
             scale[name] = {
                 "paid_2_vs_1": _ratio(two["paid"]["throughput_rps"], one["paid"]["throughput_rps"]),
-                "passthrough_2_vs_1": _ratio(two["passthrough"]["throughput_rps"],
-                                             one["passthrough"]["throughput_rps"]),
+                "passthrough_2_vs_1": _ratio(
+                    two["passthrough"]["throughput_rps"], one["passthrough"]["throughput_rps"]
+                ),
             }
     return {
         "settings": settings.__dict__,
-        "servers": {"server": "gunicorn gthread", "gateway": "inferpay gateway --config, database = postgresql://",
-                    "passthrough": "inferpay gateway, free = true routes, one server per gateway, same workers/threads",
-                    "upstream": "bench/upstream.py, 1 gunicorn gthread worker x 16 threads"},
+        "servers": {
+            "server": "gunicorn gthread",
+            "gateway": "inferpay gateway --config, database = postgresql://",
+            "passthrough": "inferpay gateway, free = true routes, one server per gateway, same workers/threads",
+            "upstream": "bench/upstream.py, 1 gunicorn gthread worker x 16 threads",
+        },
         "topologies": topologies,
         "scale_out": scale,
         "audits_ok": all(t["ledger_audit_after_run"]["ok"] for t in topologies.values()),

@@ -83,8 +83,12 @@ def verification_rates(pairs: list[tuple[bytes, bytes]], seconds: float) -> dict
     for child in children:
         child.join()
     all_cores = sum(c / e for c, e in results)
-    return {"single_core_per_s": round(single, 1), "all_cores_per_s": round(all_cores, 1), "processes": cores,
-            "what": "coincurve PublicKey.from_signature_and_message on pre-made (digest, 65-byte signature) pairs"}
+    return {
+        "single_core_per_s": round(single, 1),
+        "all_cores_per_s": round(all_cores, 1),
+        "processes": cores,
+        "what": "coincurve PublicKey.from_signature_and_message on pre-made (digest, 65-byte signature) pairs",
+    }
 
 
 def standalone_verification(seconds: float) -> dict[str, Any]:
@@ -118,13 +122,21 @@ def _ingest(
     count, elapsed, exhausted, failures = transfer_threads(ledger, transfers, threads, seconds)
     sealer.stop()
     ledger.seal_all()
-    return {"threads": threads, "group_commit": group_commit, "transfers": count, "seconds": round(elapsed, 3),
-            "per_s": round(count / elapsed, 1), "exhausted": exhausted,
-            "failures": failures[:3], "unsealed_before": before}
+    return {
+        "threads": threads,
+        "group_commit": group_commit,
+        "transfers": count,
+        "seconds": round(elapsed, 3),
+        "per_s": round(count / elapsed, 1),
+        "exhausted": exhausted,
+        "failures": failures[:3],
+        "unsealed_before": before,
+    }
 
 
-def transfer_threads(ledger: Ledger, transfers: list[Any], threads: int,
-                     seconds: float) -> tuple[int, float, bool, list[str]]:
+def transfer_threads(
+    ledger: Ledger, transfers: list[Any], threads: int, seconds: float
+) -> tuple[int, float, bool, list[str]]:
     """``threads`` threads feeding pre-signed transfers from one queue to ``ledger.transfer`` for
     ``seconds``: (transfers recorded, seconds taken, whether the queue ran dry, failures)."""
     work = iter(transfers)
@@ -165,7 +177,7 @@ def _ingest_batches(fixture: Any, transfers: list[Any], seconds: float, batch: i
     stop_at = start + seconds
     position = 0
     while time.perf_counter() < stop_at:
-        chunk = transfers[position:position + batch]
+        chunk = transfers[position : position + batch]
         if not chunk:
             exhausted = True
             break
@@ -179,8 +191,16 @@ def _ingest_batches(fixture: Any, transfers: list[Any], seconds: float, batch: i
     elapsed = time.perf_counter() - start
     sealer.stop()
     ledger.seal_all()
-    return {"threads": 1, "group_commit": False, "batch": batch, "transfers": count, "seconds": round(elapsed, 3),
-            "per_s": round(count / elapsed, 1), "exhausted": exhausted, "failures": failures[:3]}
+    return {
+        "threads": 1,
+        "group_commit": False,
+        "batch": batch,
+        "transfers": count,
+        "seconds": round(elapsed, 3),
+        "per_s": round(count / elapsed, 1),
+        "exhausted": exhausted,
+        "failures": failures[:3],
+    }
 
 
 def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
@@ -207,25 +227,34 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             if result["exhausted"]:  # ran out of signed transfers: the rate is over what was signed
                 rate = max(rate, result["per_s"])
             runs.append(result)
-            log(f"  P2 ingest, {threads:2d} thread(s){', group commit' if group_commit else ''}:"
+            log(
+                f"  P2 ingest, {threads:2d} thread(s){', group commit' if group_commit else ''}:"
                 f" {result['per_s']:8.1f} transfers/s"
-                f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}")
+                f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}"
+            )
     count = int(rate * 20 * settings.ingest_seconds) + 2000
-    result = _ingest_batches(fixture, sign_all(chain, fixture.payers, recipients, count), settings.ingest_seconds,
-                             settings.batch)
+    result = _ingest_batches(
+        fixture, sign_all(chain, fixture.payers, recipients, count), settings.ingest_seconds, settings.batch
+    )
     runs.append(result)
-    log(f"  P2 ingest, batches of {settings.batch} (submit_many): {result['per_s']:8.1f} transfers/s"
-        f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}")
+    log(
+        f"  P2 ingest, batches of {settings.batch} (submit_many): {result['per_s']:8.1f} transfers/s"
+        f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}"
+    )
     # Measured again after ingest: the machine is shared, and the limit is what it can do at
     # its best in this run (the stricter choice for the ratio).
     again = verification_rates(_pairs(chain, sample), settings.verify_seconds)
     log(f"  P2 verify again: {again['single_core_per_s']:.0f}/s one core, {again['all_cores_per_s']:.0f}/s all cores")
-    verify = {**verify,
-              "single_core_per_s": max(verify["single_core_per_s"], again["single_core_per_s"]),
-              "all_cores_per_s": max(verify["all_cores_per_s"], again["all_cores_per_s"]),
-              "measurements": [{k: verify[k] for k in ("single_core_per_s", "all_cores_per_s")},
-                               {k: again[k] for k in ("single_core_per_s", "all_cores_per_s")}],
-              "taken": "the higher of a measurement before and one after the ingest runs"}
+    verify = {
+        **verify,
+        "single_core_per_s": max(verify["single_core_per_s"], again["single_core_per_s"]),
+        "all_cores_per_s": max(verify["all_cores_per_s"], again["all_cores_per_s"]),
+        "measurements": [
+            {k: verify[k] for k in ("single_core_per_s", "all_cores_per_s")},
+            {k: again[k] for k in ("single_core_per_s", "all_cores_per_s")},
+        ],
+        "taken": "the higher of a measurement before and one after the ingest runs",
+    }
     pragmas = connection_pragmas(fixture.ledger)
     total = sum(1 for _ in fixture.ledger.store.iter_raw_transactions())
     fixture.ledger.store.close()

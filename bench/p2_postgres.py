@@ -43,8 +43,9 @@ class Settings:
 QUICK = Settings(verify_seconds=0.7, ingest_seconds=2.0, configurations=((1, 4), (2, 4)))
 
 
-def _writer(url: str, sealer_key: bytes, transfers: Signed, threads: int, seconds: float, go: Any,
-            ready: Any, results: Any) -> None:
+def _writer(
+    url: str, sealer_key: bytes, transfers: Signed, threads: int, seconds: float, go: Any, ready: Any, results: Any
+) -> None:
     """One writing process (forked: ``transfers`` is inherited, not pickled)."""
     store = open_store(url)
     ledger = Ledger(store, sealer=KeySigner(sealer_key))
@@ -57,14 +58,17 @@ def _writer(url: str, sealer_key: bytes, transfers: Signed, threads: int, second
     results.put({"transfers": count, "seconds": elapsed, "exhausted": exhausted, "failures": failures[:3]})
 
 
-def _ingest_processes(url: str, sealer_key: bytes, transfers: Signed, processes: int, threads: int,
-                      seconds: float) -> dict[str, Any]:
+def _ingest_processes(
+    url: str, sealer_key: bytes, transfers: Signed, processes: int, threads: int, seconds: float
+) -> dict[str, Any]:
     """``processes`` forked writers of ``threads`` threads each, released together."""
     ctx = multiprocessing.get_context("fork")
     go, ready, results = ctx.Event(), ctx.Semaphore(0), ctx.Queue()
     shares = [transfers[i::processes] for i in range(processes)]
-    children = [ctx.Process(target=_writer, args=(url, sealer_key, share, threads, seconds, go, ready, results))
-                for share in shares]
+    children = [
+        ctx.Process(target=_writer, args=(url, sealer_key, share, threads, seconds, go, ready, results))
+        for share in shares
+    ]
     for child in children:
         child.start()
     for _ in children:  # every process has connected and started its sealer: time only the writing
@@ -76,11 +80,16 @@ def _ingest_processes(url: str, sealer_key: bytes, transfers: Signed, processes:
         child.join(30)
     count = sum(o["transfers"] for o in outcomes)
     elapsed = max(o["seconds"] for o in outcomes)
-    return {"processes": processes, "threads_per_process": threads, "transfers": count,
-            "seconds": round(elapsed, 3), "per_s": round(count / elapsed, 1) if elapsed else 0.0,
-            "per_process_per_s": [round(o["transfers"] / o["seconds"], 1) for o in outcomes],
-            "exhausted": any(o["exhausted"] for o in outcomes),
-            "failures": [f for o in outcomes for f in o["failures"]][:3]}
+    return {
+        "processes": processes,
+        "threads_per_process": threads,
+        "transfers": count,
+        "seconds": round(elapsed, 3),
+        "per_s": round(count / elapsed, 1) if elapsed else 0.0,
+        "per_process_per_s": [round(o["transfers"] / o["seconds"], 1) for o in outcomes],
+        "exhausted": any(o["exhausted"] for o in outcomes),
+        "failures": [f for o in outcomes for f in o["failures"]][:3],
+    }
 
 
 def run(out: Path, base_url: str, settings: Settings, log: Any = print) -> dict[str, Any]:
@@ -107,22 +116,28 @@ def run(out: Path, base_url: str, settings: Settings, log: Any = print) -> dict[
             result = _ingest_processes(url, sealer_key, transfers, processes, threads, settings.ingest_seconds)
             rate = max(rate, result["per_s"] / max(1, min(8, processes * threads)))
             runs.append(result)
-            log(f"  P2pg ingest, {processes} process(es) x {threads:2d} thread(s): {result['per_s']:8.1f} transfers/s"
+            log(
+                f"  P2pg ingest, {processes} process(es) x {threads:2d} thread(s): {result['per_s']:8.1f} transfers/s"
                 f"{'  (ran out of pre-signed transfers)' if result['exhausted'] else ''}"
-                f"{'  FAILURES ' + str(result['failures']) if result['failures'] else ''}")
+                f"{'  FAILURES ' + str(result['failures']) if result['failures'] else ''}"
+            )
         again = verification_rates(_pairs(chain, sample), settings.verify_seconds)
-        log(f"  P2pg verify again: {again['single_core_per_s']:.0f}/s one core,"
-            f" {again['all_cores_per_s']:.0f}/s all cores")
+        log(
+            f"  P2pg verify again: {again['single_core_per_s']:.0f}/s one core,"
+            f" {again['all_cores_per_s']:.0f}/s all cores"
+        )
         store = open_store(url)
         try:
             transactions = store.head().header.tree_size + store.unsealed()[0]
         finally:
             store.close()
-    verify = {**verify,
-              "single_core_per_s": max(verify["single_core_per_s"], again["single_core_per_s"]),
-              "all_cores_per_s": max(verify["all_cores_per_s"], again["all_cores_per_s"]),
-              "measurements": [{k: v[k] for k in ("single_core_per_s", "all_cores_per_s")} for v in (verify, again)],
-              "taken": "the higher of a measurement before and one after the ingest runs"}
+    verify = {
+        **verify,
+        "single_core_per_s": max(verify["single_core_per_s"], again["single_core_per_s"]),
+        "all_cores_per_s": max(verify["all_cores_per_s"], again["all_cores_per_s"]),
+        "measurements": [{k: v[k] for k in ("single_core_per_s", "all_cores_per_s")} for v in (verify, again)],
+        "taken": "the higher of a measurement before and one after the ingest runs",
+    }
     best = max(runs, key=lambda r: r["per_s"])
     by_processes = {p: max((r["per_s"] for r in runs if r["processes"] == p), default=0.0) for p in (1, 2)}
     return {

@@ -60,8 +60,9 @@ def _pss_kb(pid: int) -> int:
 def audit_in_child(path: str) -> dict[str, Any]:
     """The audit in a fresh process; its memory is the peak, sampled every 10 ms, of the summed
     PSS of that process and every worker it forks (the auditor's own VmHWM is reported too)."""
-    process = subprocess.Popen([sys.executable, "-m", "bench.audit_child", path], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.audit_child", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     peak = 0
     while process.poll() is None:
         peak = max(peak, sum(_pss_kb(pid) for pid in _tree(process.pid)))
@@ -86,8 +87,10 @@ def run(settings: Settings, single_core_verify_per_s: float, log: Any = print) -
         result["vs_limit"] = round(result["per_s"] / limit, 4)
         result["chain_build_seconds"] = meta["build_seconds"]
         audits[str(size)] = result
-        log(f"  P3 audit of {size} transactions: {result['seconds']:.1f} s, {result['per_s']:.0f} tx/s,"
-            f" peak memory (PSS, auditor and workers) {result['memory_kb'] / 1024:.1f} MiB, ok={result['ok']}")
+        log(
+            f"  P3 audit of {size} transactions: {result['seconds']:.1f} s, {result['per_s']:.0f} tx/s,"
+            f" peak memory (PSS, auditor and workers) {result['memory_kb'] / 1024:.1f} MiB, ok={result['ok']}"
+        )
     small, large = (audits[str(s)] for s in settings.sizes)
     small_growth = max(1, small["memory_kb"] - small["rss_before_audit_kb"])
     return {
@@ -97,7 +100,5 @@ def run(settings: Settings, single_core_verify_per_s: float, log: Any = print) -
         "audits": audits,
         "verify_vs_limit": large["vs_limit"],
         "verify_memory_ratio": round(large["memory_kb"] / small["memory_kb"], 4),
-        "verify_memory_growth_ratio": round(
-            (large["memory_kb"] - large["rss_before_audit_kb"]) / small_growth, 4
-        ),
+        "verify_memory_growth_ratio": round((large["memory_kb"] - large["rss_before_audit_kb"]) / small_growth, 4),
     }

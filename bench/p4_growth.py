@@ -80,16 +80,27 @@ def lookups(chains: list[tuple[Path, dict[str, Any]]], settings: Settings) -> li
             history = _timed_ms([lambda p=p, store=store: store.history(p, 50) for p in pages])
             times["balance"] += balance
             times["history"] += history
-            times["rounds"].append({"balance_p50_ms": statistics.median(balance),
-                                    "history_p50_ms": statistics.median(history) if history else 0.0})
+            times["rounds"].append(
+                {
+                    "balance_p50_ms": statistics.median(balance),
+                    "history_p50_ms": statistics.median(history) if history else 0.0,
+                }
+            )
     results = []
     for (_, meta), (store, _, _, _, times) in zip(chains, opened, strict=True):
         postings = len(store.history(meta["payers"][0], 10**9))
         store.close()
-        results.append({"transactions": meta["transactions"], "requested": meta["requested"],
-                        "balance": summary_ms(times["balance"]), "history_page_50": summary_ms(times["history"]),
-                        "rounds": times["rounds"], "history_rows_of_one_payer": postings,
-                        "build_seconds": meta["build_seconds"]})
+        results.append(
+            {
+                "transactions": meta["transactions"],
+                "requested": meta["requested"],
+                "balance": summary_ms(times["balance"]),
+                "history_page_50": summary_ms(times["history"]),
+                "rounds": times["rounds"],
+                "history_rows_of_one_payer": postings,
+                "build_seconds": meta["build_seconds"],
+            }
+        )
     return results
 
 
@@ -118,25 +129,36 @@ def sealing(out: Path, settings: Settings) -> dict[str, Any]:
             times.append((time.perf_counter() - start) * 1000)
             assert block is not None and block.header.tx_count == size, "the block must hold every waiting tx"
         median = statistics.median(times)
-        results[str(size)] = {"seal_ms": round(median, 3), "per_tx_us": round(median * 1000 / size, 2),
-                              "runs_ms": [round(t, 3) for t in times]}
+        results[str(size)] = {
+            "seal_ms": round(median, 3),
+            "per_tx_us": round(median * 1000 / size, 2),
+            "runs_ms": [round(t, 3) for t in times],
+        }
     ledger.store.close()
     return results
 
 
 def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
     small_size, large_size = settings.sizes
-    small_path, small_meta = build_chain("growth", small_size, payers=PAYERS, recipients=max(100, small_size // 10),
-                                         log=log)
+    small_path, small_meta = build_chain(
+        "growth", small_size, payers=PAYERS, recipients=max(100, small_size // 10), log=log
+    )
     large_path, large_meta = build_chain(
-        "growth", large_size, payers=PAYERS, recipients=max(100, large_size // 10),
-        budget_seconds=settings.build_budget_seconds, fallback_size=settings.fallback_large, log=log,
+        "growth",
+        large_size,
+        payers=PAYERS,
+        recipients=max(100, large_size // 10),
+        budget_seconds=settings.build_budget_seconds,
+        fallback_size=settings.fallback_large,
+        log=log,
     )
     small, large = lookups([(small_path, small_meta), (large_path, large_meta)], settings)
     for label, figures in (("small", small), ("large", large)):
-        log(f"  P4 {label} ledger ({figures['transactions']} tx):"
+        log(
+            f"  P4 {label} ledger ({figures['transactions']} tx):"
             f" balance p50 {figures['balance']['p50_ms'] * 1000:.1f} µs,"
-            f" history page p50 {figures['history_page_50']['p50_ms'] * 1000:.1f} µs")
+            f" history page p50 {figures['history_page_50']['p50_ms'] * 1000:.1f} µs"
+        )
     seal = sealing(out, settings)
     for size, figures in seal.items():
         log(f"  P4 seal a block of {size}: {figures['seal_ms']:.1f} ms ({figures['per_tx_us']:.1f} µs/tx)")

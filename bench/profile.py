@@ -106,9 +106,15 @@ def summarize(path: Path, root_function: str, top: int = 25) -> dict[str, Any]:
     def ranked(counter: Counter[str]) -> list[dict[str, Any]]:
         return [{"share": round(n / in_scope, 4), "samples": n, "where": k} for k, n in counter.most_common(top)]
 
-    return {"file": str(path.resolve().relative_to(ROOT)), "samples": total, "in_scope": in_scope,
-            "scope": root_function, "scope_share_of_all_samples": round(in_scope / total, 4) if total else 0.0,
-            "inclusive": ranked(inclusive), "self": ranked(self_lines)}
+    return {
+        "file": str(path.resolve().relative_to(ROOT)),
+        "samples": total,
+        "in_scope": in_scope,
+        "scope": root_function,
+        "scope_share_of_all_samples": round(in_scope / total, 4) if total else 0.0,
+        "inclusive": ranked(inclusive),
+        "self": ranked(self_lines),
+    }
 
 
 def summary_text(summary: dict[str, Any], title: str) -> str:
@@ -117,18 +123,44 @@ def summary_text(summary: dict[str, Any], title: str) -> str:
         lines += ["", "all samples, by thread and stage:"]
         lines += [f"  {row['share']:6.1%}  {row['where']}" for row in summary["parts"]]
         lines.append("")
-    lines += [f"{summary['in_scope']} of {summary['samples']} samples inside {summary['scope']}"
-              f" ({summary['scope_share_of_all_samples']:.0%}); shares below are of those.", "", "inclusive:"]
+    lines += [
+        f"{summary['in_scope']} of {summary['samples']} samples inside {summary['scope']}"
+        f" ({summary['scope_share_of_all_samples']:.0%}); shares below are of those.",
+        "",
+        "inclusive:",
+    ]
     lines += [f"  {row['share']:6.1%}  {row['where']}" for row in summary["inclusive"]]
     lines += ["", "self (leaf line):"]
     lines += [f"  {row['share']:6.1%}  {row['where']}" for row in summary["self"]]
     return "\n".join(lines) + "\n"
 
 
-def record(pid: int, output: Path, seconds: float, *, fmt: str, idle: bool = False, gil: bool = False,
-           subprocesses: bool = False, rate: int = 200) -> subprocess.Popen[bytes]:
-    argv = [py_spy(), "record", "--format", fmt, "-o", str(output), "--duration", str(int(seconds)),
-            "--rate", str(rate), "--nonblocking", "--pid", str(pid)]
+def record(
+    pid: int,
+    output: Path,
+    seconds: float,
+    *,
+    fmt: str,
+    idle: bool = False,
+    gil: bool = False,
+    subprocesses: bool = False,
+    rate: int = 200,
+) -> subprocess.Popen[bytes]:
+    argv = [
+        py_spy(),
+        "record",
+        "--format",
+        fmt,
+        "-o",
+        str(output),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        str(rate),
+        "--nonblocking",
+        "--pid",
+        str(pid),
+    ]
     if idle:
         argv.append("--idle")
     if gil:
@@ -148,32 +180,47 @@ def profile_gateway(seconds: float) -> dict[str, Any]:
         for name, (path, _, body) in p1_gateway.ROUTES.items():
             terms = p1_gateway.offered_terms(gateway, path)
             probe = env.paid_requests(path, body, terms, 400)
-            rate = loadgen.run_load(gateway.port, probe, connections=16, duration=1.5, warmup=0.3,
-                                    cycle=False).throughput
-            for kind, fmt, suffix in (("cpu", "raw", "txt"), ("wall", "raw", "txt"), ("gil", "raw", "txt"),
-                                      ("flame", "flamegraph", "svg")):
+            rate = loadgen.run_load(
+                gateway.port, probe, connections=16, duration=1.5, warmup=0.3, cycle=False
+            ).throughput
+            for kind, fmt, suffix in (
+                ("cpu", "raw", "txt"),
+                ("wall", "raw", "txt"),
+                ("gil", "raw", "txt"),
+                ("flame", "flamegraph", "svg"),
+            ):
                 if kind == "flame" and name != "flat":
                     continue
                 requests = env.paid_requests(path, body, terms, int(max(rate, 50) * (seconds + 3) * 1.5) + 200)
                 target = OUT / (f"profile.{suffix}" if kind == "flame" else f"profile-gateway-{name}-{kind}.{suffix}")
                 # The gunicorn master and, with --subprocesses, both workers.
-                spy = record(gateway.process.pid, target, seconds, fmt=fmt, idle=kind == "wall", gil=kind == "gil",
-                             subprocesses=True)
+                spy = record(
+                    gateway.process.pid,
+                    target,
+                    seconds,
+                    fmt=fmt,
+                    idle=kind == "wall",
+                    gil=kind == "gil",
+                    subprocesses=True,
+                )
                 time.sleep(1.0)
-                load = loadgen.run_load(gateway.port, requests, connections=16, duration=seconds + 1, warmup=0.0,
-                                        cycle=False)
+                load = loadgen.run_load(
+                    gateway.port, requests, connections=16, duration=seconds + 1, warmup=0.0, cycle=False
+                )
                 _, err = spy.communicate(timeout=120)
                 if spy.returncode != 0 or not target.exists():
                     raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
-                print(f"{name} {kind}: {load.throughput:.0f} req/s while sampled, errors {load.errors}",
-                      file=sys.stderr)
+                print(
+                    f"{name} {kind}: {load.throughput:.0f} req/s while sampled, errors {load.errors}", file=sys.stderr
+                )
                 if fmt == "raw":
                     summary = summarize(target, "paid_call")
                     summary["parts"] = parts(target, GATEWAY_PARTS)
                     summary["throughput_while_sampled"] = round(load.throughput, 1)
                     results[f"gateway-{name}-{kind}"] = summary
                     target.with_suffix(".summary.txt").write_text(
-                        summary_text(summary, f"gateway {name} route, {kind} samples, 16 clients"))
+                        summary_text(summary, f"gateway {name} route, {kind} samples, 16 clients")
+                    )
     return results
 
 
@@ -206,8 +253,20 @@ def profile_ingest(seconds: float) -> dict[str, Any]:
     for kind in ("cpu", "wall", "gil"):
         ready = OUT / "profile-ingest.ready"
         ready.unlink(missing_ok=True)
-        child = subprocess.Popen([sys.executable, "-m", "bench.profile", "ingest-child", "--seconds",
-                                  str(seconds + 3), "--ready", str(ready)], cwd=ROOT, stdout=subprocess.PIPE)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.profile",
+                "ingest-child",
+                "--seconds",
+                str(seconds + 3),
+                "--ready",
+                str(ready),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
         while not ready.exists():
             if child.poll() is not None:
                 raise RuntimeError("the ingest child died before it was ready")
@@ -232,8 +291,25 @@ def profile_audit(seconds: float) -> dict[str, Any]:
 
     path, _ = build_chain("audit", 10_000, payers=100, recipients=1000)
     target = OUT / "profile-audit-cpu.txt"
-    done = subprocess.run([py_spy(), "record", "--format", "raw", "-o", str(target), "--rate", "200", "--",
-                           sys.executable, "-m", "bench.audit_child", str(path)], cwd=ROOT, capture_output=True)
+    done = subprocess.run(
+        [
+            py_spy(),
+            "record",
+            "--format",
+            "raw",
+            "-o",
+            str(target),
+            "--rate",
+            "200",
+            "--",
+            sys.executable,
+            "-m",
+            "bench.audit_child",
+            str(path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+    )
     if done.returncode != 0 or not target.exists():
         raise RuntimeError(f"py-spy failed: {done.stderr.decode(errors='replace')[-2000:]}")
     summary = summarize(target, "audit")

@@ -11,8 +11,11 @@ from bench.common import write_json
 
 # key: (target, "ge" | "le", what it is)
 TARGETS: dict[str, tuple[float | None, str, str]] = {
-    "paid_vs_passthrough_throughput": (0.85, "ge", "paid req/s ÷ pass-through req/s, 16 clients: median of"
-                                       " rounds, worse route"),
+    "paid_vs_passthrough_throughput": (
+        0.85,
+        "ge",
+        "paid req/s ÷ pass-through req/s, 16 clients: median of rounds, worse route",
+    ),
     "added_latency_p50_ms": (1.0, "le", "paid p50 − pass-through p50, 16 clients: median of rounds, worse route"),
     "added_latency_p99_ms": (None, "le", "paid p99 − pass-through p99, 16 clients: median of rounds, worse route"),
     "ingest_vs_verify_limit": (0.5, "ge", "durable transfers/s ÷ all-core signature recovery/s"),
@@ -25,8 +28,14 @@ TARGETS: dict[str, tuple[float | None, str, str]] = {
 def key(value: float, name: str, note: str = "") -> dict[str, Any]:
     target, sense, what = TARGETS[name]
     passed = None if target is None else (value >= target if sense == "ge" else value <= target)
-    return {"value": value, "target": target, "comparison": ">=" if sense == "ge" else "<=",
-            "pass": passed, "what": what, "note": note}
+    return {
+        "value": value,
+        "target": target,
+        "comparison": ">=" if sense == "ge" else "<=",
+        "pass": passed,
+        "what": what,
+        "note": note,
+    }
 
 
 def write(report: dict[str, Any], stem: Path, *, with_chart: bool = True) -> None:
@@ -57,7 +66,8 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         f"Run {report['started_at']} for {report['seconds']:.0f} s on {report['machine']['cpus']} CPUs"
         f" ({report['machine']['cpu_model']}), Python {report['machine']['python']},"
         f" SQLite {report['machine']['sqlite']}. Sources measured: "
-        + ", ".join(f"{k} `{v}`" for k, v in report["sources"].items()) + ".",
+        + ", ".join(f"{k} `{v}`" for k, v in report["sources"].items())
+        + ".",
     ]
     if report.get("keys"):
         lines += [
@@ -78,29 +88,38 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
     else:
         lines += ["No SQLite phase has been run into this report yet; the PostgreSQL section follows.", ""]
     if report.get("sources_at_end") and report["sources_at_end"] != report["sources"]:
-        lines += ["**The measured sources changed during the run** (now: "
-                  + ", ".join(f"{k} `{v}`" for k, v in report["sources_at_end"].items())
-                  + "): phases that ran after the change measured other code. Run again.", ""]
+        lines += [
+            "**The measured sources changed during the run** (now: "
+            + ", ".join(f"{k} `{v}`" for k, v in report["sources_at_end"].items())
+            + "): phases that ran after the change measured other code. Run again.",
+            "",
+        ]
     disturbed = [(p, m) for p, m in report.get("machine_load", {}).items() if m["foreign_share_of_machine"] > 0.05]
     if disturbed:
-        lines.append("**Shared machine:** other programs used "
-                     + "; ".join(f"{m['foreign_share_of_machine']:.0%} of the machine during {p}" for p, m in disturbed)
-                     + ". Ratios are measured side by side and hold up better than absolute numbers.")
+        lines.append(
+            "**Shared machine:** other programs used "
+            + "; ".join(f"{m['foreign_share_of_machine']:.0%} of the machine during {p}" for p, m in disturbed)
+            + ". Ratios are measured side by side and hold up better than absolute numbers."
+        )
         lines.append("")
     if "p1" in report:
         p1 = report["p1"]
-        lines += ["## P1 payment overhead", "",
-                  f"{p1['settings']['connections']} keep-alive clients, {p1['settings']['rounds']} round(s) of "
-                  f"{p1['settings']['duration']} s (after {p1['settings']['warmup']} s warm-up) per scenario, the"
-                  " three scenarios back to back in each round; ratios are medians of the per-round ratios;"
-                  " req/s and latencies below pool all rounds; "
-                  f"gunicorn {p1['servers']['workers']} workers × {p1['servers']['threads']} threads. "
-                  f"Ledger audit after the load: ok={p1['ledger_audit_after_run']['ok']}"
-                  f" ({p1['ledger_audit_after_run']['transactions']} transactions).", "",
-                  "| route | target | req/s | p50 ms | p99 ms | errors | CPU ms/req (server) | CPU ms/req (upstream)"
-                  " | CPU ms/req (load gen) | 1-client p50 ms |",
-                  # (CPU per request: mean over rounds, read from /proc for each process tree)
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## P1 payment overhead",
+            "",
+            f"{p1['settings']['connections']} keep-alive clients, {p1['settings']['rounds']} round(s) of "
+            f"{p1['settings']['duration']} s (after {p1['settings']['warmup']} s warm-up) per scenario, the"
+            " three scenarios back to back in each round; ratios are medians of the per-round ratios;"
+            " req/s and latencies below pool all rounds; "
+            f"gunicorn {p1['servers']['workers']} workers × {p1['servers']['threads']} threads. "
+            f"Ledger audit after the load: ok={p1['ledger_audit_after_run']['ok']}"
+            f" ({p1['ledger_audit_after_run']['transactions']} transactions).",
+            "",
+            "| route | target | req/s | p50 ms | p99 ms | errors | CPU ms/req (server) | CPU ms/req (upstream)"
+            " | CPU ms/req (load gen) | 1-client p50 ms |",
+            # (CPU per request: mean over rounds, read from /proc for each process tree)
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for route, r in p1["routes"].items():
             for kind, server in (("direct", "upstream"), ("passthrough", "passthrough"), ("paid", "gateway")):
                 s = r["scenarios"][kind]
@@ -110,11 +129,15 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
                     f"| {route} | {kind} | {_fmt(s['throughput_rps'], 1)} | {_fmt(s['latency']['p50_ms'], 2)} |"
                     f" {_fmt(s['latency']['p99_ms'], 2)} | {s['errors']} |"
                     f" {_fmt(cpu[server], 3) if kind != 'direct' else '—'} | {_fmt(cpu['upstream'], 3)} |"
-                    f" {_fmt(cpu['load_generator'], 3)} | {_fmt(single, 3)} |")
+                    f" {_fmt(cpu['load_generator'], 3)} | {_fmt(single, 3)} |"
+                )
         lines.append("")
         for route, r in p1["routes"].items():
-            overheads = [x["gateway_reported_overhead"]["p50_ms"] for x in r["scenarios"]["paid"]["rounds"]
-                         if x.get("gateway_reported_overhead")]
+            overheads = [
+                x["gateway_reported_overhead"]["p50_ms"]
+                for x in r["scenarios"]["paid"]["rounds"]
+                if x.get("gateway_reported_overhead")
+            ]
             overhead = {"p50_ms": statistics.median(overheads) if overheads else 0.0}
             lines.append(
                 f"- {route}: paid/pass-through {r['paid_vs_passthrough_throughput']:.3f} (rounds: "
@@ -123,45 +146,75 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
                 f" {r['passthrough_vs_direct_throughput']:.3f}; added p50 {r['added_latency_p50_ms']:.2f} ms, p99"
                 f" {r['added_latency_p99_ms']:.2f} ms; one client: added p50"
                 f" {r['single_client_added_latency_p50_ms']:.3f} ms; gateway's own X-Inferpay-Overhead-Ms p50"
-                f" {overhead.get('p50_ms', 0):.2f} ms (median of rounds).")
+                f" {overhead.get('p50_ms', 0):.2f} ms (median of rounds)."
+            )
         lines.append("")
     if "p2" in report:
         p2 = report["p2"]
         v = p2["verification"]
-        lines += ["## P2 ledger ingest", "",
-                  f"Signature recovery: {_fmt(v['single_core_per_s'], 0)}/s on one core,"
-                  f" {_fmt(v['all_cores_per_s'], 0)}/s on {v['processes']} processes at once. Ledger connection:"
-                  f" journal_mode={p2['durability']['journal_mode']}, synchronous={p2['durability']['synchronous']}.",
-                  "", "| threads | group commit | transfers | seconds | transfers/s |", "|---:|:---:|---:|---:|---:|"]
+        lines += [
+            "## P2 ledger ingest",
+            "",
+            f"Signature recovery: {_fmt(v['single_core_per_s'], 0)}/s on one core,"
+            f" {_fmt(v['all_cores_per_s'], 0)}/s on {v['processes']} processes at once. Ledger connection:"
+            f" journal_mode={p2['durability']['journal_mode']}, synchronous={p2['durability']['synchronous']}.",
+            "",
+            "| threads | group commit | transfers | seconds | transfers/s |",
+            "|---:|:---:|---:|---:|---:|",
+        ]
         for r in p2["ingest"]:
-            lines.append(f"| {r['threads']} | {'yes' if r.get('group_commit') else 'no'} | {r['transfers']} |"
-                         f" {r['seconds']} | {_fmt(r['per_s'], 1)} |")
+            lines.append(
+                f"| {r['threads']} | {'yes' if r.get('group_commit') else 'no'} | {r['transfers']} |"
+                f" {r['seconds']} | {_fmt(r['per_s'], 1)} |"
+            )
         lines += ["", f"Best ingest ÷ single-core recovery: {p2['ingest_vs_single_core_verify']:.4f}.", ""]
     if "p3" in report:
         p3 = report["p3"]
-        lines += ["## P3 audit", "", f"Limit: {_fmt(p3['limit_per_s'], 0)} tx/s ({p3['limit']}).", "",
-                  "| transactions | seconds | tx/s | ÷ limit | RSS before audit MiB | peak RSS MiB | ok |",
-                  "|---:|---:|---:|---:|---:|---:|:---:|"]
+        lines += [
+            "## P3 audit",
+            "",
+            f"Limit: {_fmt(p3['limit_per_s'], 0)} tx/s ({p3['limit']}).",
+            "",
+            "| transactions | seconds | tx/s | ÷ limit | RSS before audit MiB | peak RSS MiB | ok |",
+            "|---:|---:|---:|---:|---:|---:|:---:|",
+        ]
         for size, a in p3["audits"].items():
-            lines.append(f"| {size} | {a['seconds']} | {_fmt(a['per_s'], 1)} | {a['vs_limit']:.4f} |"
-                         f" {a['rss_before_audit_kb'] / 1024:.1f} | {a['memory_kb'] / 1024:.1f} | {a['ok']} |")
-        lines += ["", "Peak-RSS growth above the process baseline, larger ÷ smaller:"
-                  f" {p3['verify_memory_growth_ratio']:.3f}.", ""]
+            lines.append(
+                f"| {size} | {a['seconds']} | {_fmt(a['per_s'], 1)} | {a['vs_limit']:.4f} |"
+                f" {a['rss_before_audit_kb'] / 1024:.1f} | {a['memory_kb'] / 1024:.1f} | {a['ok']} |"
+            )
+        lines += [
+            "",
+            f"Peak-RSS growth above the process baseline, larger ÷ smaller: {p3['verify_memory_growth_ratio']:.3f}.",
+            "",
+        ]
     if "p4" in report:
         p4 = report["p4"]
-        lines += ["## P4 growth", "",
-                  "| ledger | balance p50 µs | balance p99 µs | history page (50) p50 ms | rows of the payer |",
-                  "|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## P4 growth",
+            "",
+            "| ledger | balance p50 µs | balance p99 µs | history page (50) p50 ms | rows of the payer |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for label in ("small", "large"):
             g = p4[label]
-            lines.append(f"| {g['transactions']} tx | {g['balance']['p50_ms'] * 1000:.1f} |"
-                         f" {g['balance']['p99_ms'] * 1000:.1f} |"
-                         f" {g['history_page_50']['p50_ms']:.3f} | {g['history_rows_of_one_payer']} |")
+            lines.append(
+                f"| {g['transactions']} tx | {g['balance']['p50_ms'] * 1000:.1f} |"
+                f" {g['balance']['p99_ms'] * 1000:.1f} |"
+                f" {g['history_page_50']['p50_ms']:.3f} | {g['history_rows_of_one_payer']} |"
+            )
         if p4["large_is_fallback"]:
-            lines.append(f"\nThe long ledger holds {p4['large']['transactions']} transactions, not"
-                         f" {p4['large']['requested']}: building that many was projected past the build budget.")
-        lines += ["", f"History page latency, long ÷ short: {p4['history_latency_ratio']:.3f}.", "",
-                  "| block size | seal ms | µs per tx |", "|---:|---:|---:|"]
+            lines.append(
+                f"\nThe long ledger holds {p4['large']['transactions']} transactions, not"
+                f" {p4['large']['requested']}: building that many was projected past the build budget."
+            )
+        lines += [
+            "",
+            f"History page latency, long ÷ short: {p4['history_latency_ratio']:.3f}.",
+            "",
+            "| block size | seal ms | µs per tx |",
+            "|---:|---:|---:|",
+        ]
         for size, s in p4["sealing"].items():
             lines.append(f"| {size} | {s['seal_ms']:.2f} | {s['per_tx_us']:.1f} |")
         lines.append("")
@@ -256,7 +309,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
         small, large = report["p4"]["small"], report["p4"]["large"]
         ax.set_title(
             f"P4 sealing; balance p50 {small['balance']['p50_ms'] * 1000:.1f} µs @ {small['transactions']} tx vs"
-            f" {large['balance']['p50_ms'] * 1000:.1f} µs @ {large['transactions']} tx", fontsize=9)
+            f" {large['balance']['p50_ms'] * 1000:.1f} µs @ {large['transactions']} tx",
+            fontsize=9,
+        )
         ax.legend(fontsize=8)
     else:
         ax.set_axis_off()

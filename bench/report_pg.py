@@ -67,13 +67,20 @@ def markdown(section: dict[str, Any]) -> str:
         "",
     ]
     if section.get("sources_at_end") and section["sources_at_end"] != section["sources"]:
-        lines += ["**The measured sources changed during this run** (now: "
-                  + ", ".join(f"{k} `{v}`" for k, v in section["sources_at_end"].items()) + ").", ""]
+        lines += [
+            "**The measured sources changed during this run** (now: "
+            + ", ".join(f"{k} `{v}`" for k, v in section["sources_at_end"].items())
+            + ").",
+            "",
+        ]
     loads = [(p, m) for p, m in section.get("machine_load", {}).items() if m["foreign_share_of_machine"] > 0.05]
     if loads:
-        lines += ["**Shared machine:** other programs used "
-                  + "; ".join(f"{m['foreign_share_of_machine']:.0%} of the machine during {p}" for p, m in loads)
-                  + ".", ""]
+        lines += [
+            "**Shared machine:** other programs used "
+            + "; ".join(f"{m['foreign_share_of_machine']:.0%} of the machine during {p}" for p, m in loads)
+            + ".",
+            "",
+        ]
     p1 = section.get("p1")
     if p1:
         s = p1["settings"]
@@ -100,11 +107,14 @@ def markdown(section: dict[str, Any]) -> str:
                         f" | {_f(sc['latency']['p99_ms'], 2)} | {sc['errors']} | {_f(server_cpu, 2)}"
                         f" | {_f(cpu['postgres_server'], 2)}"
                         f" | {_f(r['paid_vs_passthrough_throughput'], 3) if kind == 'paid' else ''}"
-                        f" | {audit_text if kind == 'paid' else ''} |")
+                        f" | {audit_text if kind == 'paid' else ''} |"
+                    )
         lines.append("")
         for route, scale in p1.get("scale_out", {}).items():
-            lines.append(f"- {route}: two gateway processes ÷ one: paid {scale['paid_2_vs_1']:.3f},"
-                         f" pass-through {scale['passthrough_2_vs_1']:.3f}.")
+            lines.append(
+                f"- {route}: two gateway processes ÷ one: paid {scale['paid_2_vs_1']:.3f},"
+                f" pass-through {scale['passthrough_2_vs_1']:.3f}."
+            )
         lines.append("")
     p2 = section.get("p2")
     if p2:
@@ -119,11 +129,16 @@ def markdown(section: dict[str, Any]) -> str:
             "|---:|---:|---:|---:|---:|---|",
         ]
         for r in p2["ingest"]:
-            lines.append(f"| {r['processes']} | {r['threads_per_process']} | {r['transfers']:,} | {r['seconds']}"
-                         f" | {_f(r['per_s'])} | {', '.join(_f(x) for x in r['per_process_per_s'])} |")
-        lines += ["",
-                  f"Best: {_f(p2['best_ingest_per_s'])}/s ({p2['best_processes']} process(es) ×"
-                  f" {p2['best_threads_per_process']} threads); two processes ÷ one: {p2['two_vs_one_process']:.3f};"
-                  f" best ÷ all-core recovery: {p2['ingest_vs_verify_limit']:.4f}, ÷ one core:"
-                  f" {p2['ingest_vs_single_core_verify']:.4f}.", ""]
+            lines.append(
+                f"| {r['processes']} | {r['threads_per_process']} | {r['transfers']:,} | {r['seconds']}"
+                f" | {_f(r['per_s'])} | {', '.join(_f(x) for x in r['per_process_per_s'])} |"
+            )
+        lines += [
+            "",
+            f"Best: {_f(p2['best_ingest_per_s'])}/s ({p2['best_processes']} process(es) ×"
+            f" {p2['best_threads_per_process']} threads); two processes ÷ one: {p2['two_vs_one_process']:.3f};"
+            f" best ÷ all-core recovery: {p2['ingest_vs_verify_limit']:.4f}, ÷ one core:"
+            f" {p2['ingest_vs_single_core_verify']:.4f}.",
+            "",
+        ]
     return "\n".join(lines) + "\n"

@@ -37,13 +37,22 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 2 min)")
-    parser.add_argument("--only", default=None,
-                        help="comma-separated phases (default: p1,p2,p3,p4; with --database: p1pg,p2pg)")
-    parser.add_argument("--p4-build-budget", type=float, default=600.0,
-                        help="seconds the 1M-transaction ledger may take to build before 200k is used instead")
-    parser.add_argument("--database", metavar="URL", default=None,
-                        help="run P1 and P2 with the ledger in PostgreSQL at URL (postgresql://user@host:port/db;"
-                             " each run makes and drops a schema of its own): phases p1pg, p2pg")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated phases (default: p1,p2,p3,p4; with --database: p1pg,p2pg)"
+    )
+    parser.add_argument(
+        "--p4-build-budget",
+        type=float,
+        default=600.0,
+        help="seconds the 1M-transaction ledger may take to build before 200k is used instead",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default=None,
+        help="run P1 and P2 with the ledger in PostgreSQL at URL (postgresql://user@host:port/db;"
+        " each run makes and drops a schema of its own): phases p1pg, p2pg",
+    )
     ns = parser.parse_args(argv)
     phases = [p.strip() for p in ns.only.split(",") if p.strip()] if ns.only else []
     if ns.database:
@@ -89,27 +98,35 @@ def main(argv: list[str] | None = None) -> int:
         return value
 
     if "p1" in phases:
-        p1 = phase("p1", lambda: p1_gateway.run(OUT / "p1", p1_gateway.QUICK if quick else p1_gateway.Settings(),
-                                               log=log))
+        p1 = phase(
+            "p1", lambda: p1_gateway.run(OUT / "p1", p1_gateway.QUICK if quick else p1_gateway.Settings(), log=log)
+        )
         routes = ", ".join(f"{r}: {v['paid_vs_passthrough_throughput']:.3f}" for r, v in p1["routes"].items())
-        keys["paid_vs_passthrough_throughput"] = report.key(p1["paid_vs_passthrough_throughput"],
-                                                            "paid_vs_passthrough_throughput", f"per route: {routes}")
+        keys["paid_vs_passthrough_throughput"] = report.key(
+            p1["paid_vs_passthrough_throughput"], "paid_vs_passthrough_throughput", f"per route: {routes}"
+        )
         lat = ", ".join(f"{r}: {v['added_latency_p50_ms']:.2f} ms" for r, v in p1["routes"].items())
         single = ", ".join(f"{r}: {v['single_client_added_latency_p50_ms']:.2f} ms" for r, v in p1["routes"].items())
-        keys["added_latency_p50_ms"] = report.key(p1["added_latency_p50_ms"], "added_latency_p50_ms",
-                                                  f"per route: {lat}; with one client instead of 16: {single}")
+        keys["added_latency_p50_ms"] = report.key(
+            p1["added_latency_p50_ms"],
+            "added_latency_p50_ms",
+            f"per route: {lat}; with one client instead of 16: {single}",
+        )
         keys["added_latency_p99_ms"] = report.key(p1["added_latency_p99_ms"], "added_latency_p99_ms")
     verification = None
     if "p2" in phases:
         p2 = phase("p2", lambda: p2_ingest.run(OUT / "p2", p2_ingest.QUICK if quick else p2_ingest.Settings(), log=log))
         verification = p2["verification"]
         keys["ingest_vs_verify_limit"] = report.key(
-            p2["ingest_vs_verify_limit"], "ingest_vs_verify_limit",
+            p2["ingest_vs_verify_limit"],
+            "ingest_vs_verify_limit",
             f"best ingest {p2['best_ingest_per_s']:.0f}/s ({p2['best_threads']} thread(s)"
             f"{', group commit' if p2.get('best_group_commit') else ''}) vs"
             f" {verification['all_cores_per_s']:.0f}/s recovery on all cores; vs one core:"
-            f" {p2['ingest_vs_single_core_verify']:.4f}")
+            f" {p2['ingest_vs_single_core_verify']:.4f}",
+        )
     if "p3" in phases:
+
         def p3_body() -> Any:
             rates = verification or p2_ingest.standalone_verification(1.0 if quick else 3.0)
             out = p3_audit.run(p3_audit.QUICK if quick else p3_audit.Settings(), rates["single_core_per_s"], log=log)
@@ -118,21 +135,26 @@ def main(argv: list[str] | None = None) -> int:
 
         p3 = phase("p3", p3_body)
         small, large = p3["settings"]["sizes"]
-        keys["verify_vs_limit"] = report.key(p3["verify_vs_limit"], "verify_vs_limit",
-                                             f"{large}-transaction chain: {p3['audits'][str(large)]['per_s']:.0f} tx/s"
-                                             f" vs {p3['limit_per_s']:.0f} tx/s")
+        keys["verify_vs_limit"] = report.key(
+            p3["verify_vs_limit"],
+            "verify_vs_limit",
+            f"{large}-transaction chain: {p3['audits'][str(large)]['per_s']:.0f} tx/s vs {p3['limit_per_s']:.0f} tx/s",
+        )
         keys["verify_memory_ratio_100k_vs_10k"] = report.key(
-            p3["verify_memory_ratio"], "verify_memory_ratio_100k_vs_10k",
+            p3["verify_memory_ratio"],
+            "verify_memory_ratio_100k_vs_10k",
             f"chains of {large} and {small} transactions; peak RSS of the whole process (interpreter included);"
-            f" growth above baseline: {p3['verify_memory_growth_ratio']:.3f}")
+            f" growth above baseline: {p3['verify_memory_growth_ratio']:.3f}",
+        )
     if "p4" in phases:
         settings = p4_growth.QUICK if quick else p4_growth.Settings(build_budget_seconds=ns.p4_build_budget)
         p4 = phase("p4", lambda: p4_growth.run(OUT / "p4", settings, log=log))
         note = f"ledgers of {p4['small']['transactions']} and {p4['large']['transactions']} transactions"
         if p4["large_is_fallback"]:
             note += f" ({p4['large']['requested']} would have taken longer than the build budget)"
-        keys["balance_latency_ratio_1m_vs_1k"] = report.key(p4["balance_latency_ratio"],
-                                                            "balance_latency_ratio_1m_vs_1k", note)
+        keys["balance_latency_ratio_1m_vs_1k"] = report.key(
+            p4["balance_latency_ratio"], "balance_latency_ratio_1m_vs_1k", note
+        )
     postgresql = None
     if database is not None and any(p in PG_PHASES for p in phases):
         postgresql = _postgres_phases(phases, database, quick, result)
@@ -178,10 +200,18 @@ def _postgres_phases(phases: list[str], database: str, quick: bool, result: dict
         "machine_load": {},
     }
     for name, run_phase in (
-        ("p1pg", lambda: p1_postgres.run(OUT / "p1pg", database, p1_postgres.QUICK if quick else p1_postgres.Settings(),
-                                         log=log)),
-        ("p2pg", lambda: p2_postgres.run(OUT / "p2pg", database, p2_postgres.QUICK if quick else p2_postgres.Settings(),
-                                         log=log)),
+        (
+            "p1pg",
+            lambda: p1_postgres.run(
+                OUT / "p1pg", database, p1_postgres.QUICK if quick else p1_postgres.Settings(), log=log
+            ),
+        ),
+        (
+            "p2pg",
+            lambda: p2_postgres.run(
+                OUT / "p2pg", database, p2_postgres.QUICK if quick else p2_postgres.Settings(), log=log
+            ),
+        ),
     ):
         if name not in phases:
             continue

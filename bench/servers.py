@@ -131,8 +131,17 @@ class Server:
 
 def start_upstream(out: Path, workers: int = 1, threads: int = 16) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.upstream", "--port", str(port), "--workers", str(workers),
-            "--threads", str(threads)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.upstream",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+    ]
     return Server("upstream", argv, port, out / "upstream.log").wait_ready()
 
 

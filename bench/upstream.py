@@ -43,8 +43,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=16)
     ns = parser.parse_args()
-    serve_wsgi(lambda: app, host="127.0.0.1", port=ns.port, workers=ns.workers, threads=ns.threads,
-               proc_name="inferpay-bench-upstream", accesslog=False)
+    serve_wsgi(
+        lambda: app,
+        host="127.0.0.1",
+        port=ns.port,
+        workers=ns.workers,
+        threads=ns.threads,
+        proc_name="inferpay-bench-upstream",
+        accesslog=False,
+    )
 
 
 if __name__ == "__main__":

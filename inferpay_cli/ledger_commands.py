@@ -220,7 +220,7 @@ def balance(home: Home, who: str, node: str | None, as_json: bool) -> None:
         ledger = home.open_ledger(with_sealer=False)
         account = ledger.balance(address)
         holds = [
-            {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at}
+            {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at_s}
             for h in ledger.store.open_holds(address)
         ]
         data = {**account.to_dict(), "holds": holds}
@@ -314,7 +314,7 @@ def blocks(home: Home, start: int | None, limit: int, as_json: bool) -> None:
         emit_json([b.to_dict() for b in found])
         return
     table(
-        [[str(b.header.height), str(b.header.tx_count), str(b.header.timestamp), b.block_hash] for b in found],
+        [[str(b.header.height), str(b.header.tx_count), str(b.header.timestamp_ms), b.block_hash] for b in found],
         ["HEIGHT", "TXS", "TIME_MS", "HASH"],
     )
 

@@ -51,7 +51,7 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
         "txId": stored.tx_id,
         "kind": tx.kind,
         "blockHeight": stored.block_height,
-        "acceptedAt": tx.accepted_at,
+        "acceptedAt": tx.accepted_at_ms,
         "amount": str(amount),
         "counterparty": counterparty,
         "availableChange": None if isinstance(message, HoldResolution | Allowance) else str(delta),

@@ -88,7 +88,7 @@ def next_block(
         height=previous.header.height + 1,
         prev_hash=previous.block_hash,
         merkle_root=_hex(merkle.merkle_root(leaves)),
-        timestamp=max(timestamp_ms, previous.header.timestamp),  # never runs backwards
+        timestamp_ms=max(timestamp_ms, previous.header.timestamp_ms),  # never runs backwards
         tx_count=len(leaves),
         tree_size=size,
         tree_root=_hex(frontier_root(frontier)),

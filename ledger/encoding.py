@@ -181,8 +181,8 @@ def sha256_hex(data: bytes) -> str:
 def transaction_id(tx: Transaction) -> str:
     """SHA-256 of what was signed (kind, message, and a hold's expiry), not of the signature."""
     content: dict[str, Any] = {"kind": tx.kind, "message": tx.message.to_dict()}
-    if tx.hold_expires_at is not None:
-        content["holdExpiresAt"] = str(tx.hold_expires_at)
+    if tx.hold_expires_at_s is not None:
+        content["holdExpiresAt"] = str(tx.hold_expires_at_s)
     return sha256_hex(TXID_PREFIX + canonical_json(content))
 
 

@@ -139,7 +139,7 @@ class Ledger:
         existing = None if signed_here else self.store.get(tx_id)
         if existing is None:
             now_ms = self.now_ms()
-            tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at)
+            tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
             check_transaction(self.chain, tx, now_ms // 1000, signature=not signed_here)
             append = self._committer.append if self._committer is not None else self.store.append
             existing, created = append(tx, tx_id, leaf_hash(tx))
@@ -160,7 +160,7 @@ class Ledger:
         now_ms = self.now_ms()
         for index, tx in enumerate(txs):
             try:
-                stamped = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at)
+                stamped = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
                 check_transaction(self.chain, stamped, now_ms // 1000)
             except InferpayError as exc:
                 # A retry of a stored one may be past its window by now: answer it as submit does.
@@ -185,11 +185,11 @@ class Ledger:
     def transfer(self, auth: Authorization, signature: SignatureHex) -> TxResult:
         return self.submit(Transaction("transfer", auth, auth.from_, signature))
 
-    def hold(self, auth: Authorization, signature: SignatureHex, *, expires_at: int | None = None) -> TxResult:
-        """Reserve ``auth.value`` of the payer's balance until ``expires_at`` (seconds; at most
+    def hold(self, auth: Authorization, signature: SignatureHex, *, expires_at_s: int | None = None) -> TxResult:
+        """Reserve ``auth.value`` of the payer's balance until ``expires_at_s`` (at most
         the authorization's validBefore, which is the default)."""
         # validBefore may be any uint256; a stored expiry is a signed 64-bit number of seconds.
-        expiry = min(auth.valid_before if expires_at is None else min(expires_at, auth.valid_before), 2**63 - 1)
+        expiry = min(auth.valid_before if expires_at_s is None else min(expires_at_s, auth.valid_before), 2**63 - 1)
         return self.submit(Transaction("hold", auth, auth.from_, signature, 0, expiry))
 
     def _resolve(self, hold_id: TxId, outcome: str, amount: int) -> TxResult:
@@ -223,14 +223,14 @@ class Ledger:
         """Record a payer-signed spending allowance (what an API key charges against)."""
         return self.submit(Transaction("allowance", allowance, allowance.owner, signature))
 
-    def charge(self, allowance_id: TxId, amount: int, *, expires_at: int, request_id: str | None = None) -> TxResult:
-        """Hold ``amount`` against an allowance (signed by the sealer) until ``expires_at``
+    def charge(self, allowance_id: TxId, amount: int, *, expires_at_s: int, request_id: str | None = None) -> TxResult:
+        """Hold ``amount`` against an allowance (signed by the sealer) until ``expires_at_s``
         (seconds); settle, void or expire it like any hold. Never past the allowance's cap, its
         expiry or the owner's balance: what is held counts against the cap until released."""
         charge = Charge(parse_bytes32(allowance_id, "allowanceId"), amount, request_id or "0x" + secrets.token_hex(32))
         signer = self._require_sealer()
         signature = signer.sign_digest(signing_digest(self.chain, charge))
-        return self._submit(Transaction("charge", charge, signer.address, signature, 0, expires_at), signed_here=True)
+        return self._submit(Transaction("charge", charge, signer.address, signature, 0, expires_at_s), signed_here=True)
 
     def _require_sealer(self) -> Signer:
         if self.sealer is None:

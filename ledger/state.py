@@ -28,7 +28,7 @@ class OpenHold:
     payer: Address
     payee: Address
     amount: int
-    expires_at: int  # seconds
+    expires_at_s: int  # seconds
     allowance_id: TxId | None = None  # set when an API-key charge (not a signed authorization) placed it
 
 
@@ -73,20 +73,20 @@ class LedgerState:
             self._debit(message.from_, message.value)
             self._credit(message.to, message.value)
         elif isinstance(message, Authorization):  # hold
-            assert tx.hold_expires_at is not None
+            assert tx.hold_expires_at_s is not None
             self._debit(message.from_, message.value)
             self.held[message.from_] = self.held.get(message.from_, 0) + message.value
-            self.holds[tx_id] = OpenHold(tx_id, message.from_, message.to, message.value, tx.hold_expires_at)
+            self.holds[tx_id] = OpenHold(tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s)
         elif isinstance(message, HoldResolution):
-            self.resolve(message, tx.accepted_at // 1000)
+            self.resolve(message, tx.accepted_at_ms // 1000)
         elif isinstance(message, Allowance):
             self.allowances[tx_id] = AllowanceState(message.owner, message.spender, message.cap, message.valid_before)
         elif isinstance(message, Charge):
-            assert tx.hold_expires_at is not None
-            allowance = self.charge(message, tx.accepted_at // 1000)
+            assert tx.hold_expires_at_s is not None
+            allowance = self.charge(message, tx.accepted_at_ms // 1000)
             self.held[allowance.owner] = self.held.get(allowance.owner, 0) + message.amount
             self.holds[tx_id] = OpenHold(
-                tx_id, allowance.owner, allowance.spender, message.amount, tx.hold_expires_at, message.allowance_id
+                tx_id, allowance.owner, allowance.spender, message.amount, tx.hold_expires_at_s, message.allowance_id
             )
 
     def charge(self, charge: Charge, now_seconds: int) -> AllowanceState:
@@ -115,11 +115,11 @@ class LedgerState:
         hold = self.holds.get(resolution.hold_id)
         if hold is None:
             raise HoldNotOpen(f"hold {resolution.hold_id} is not open", hold_id=resolution.hold_id)
-        expired = now_seconds >= hold.expires_at
+        expired = now_seconds >= hold.expires_at_s
         if resolution.outcome == "expire" and not expired:
-            raise HoldNotOpen(f"hold {hold.hold_id} expires at {hold.expires_at}, not yet", hold_id=hold.hold_id)
+            raise HoldNotOpen(f"hold {hold.hold_id} expires at {hold.expires_at_s}, not yet", hold_id=hold.hold_id)
         if resolution.outcome == "settle" and expired:
-            raise HoldNotOpen(f"hold {hold.hold_id} expired at {hold.expires_at}", hold_id=hold.hold_id)
+            raise HoldNotOpen(f"hold {hold.hold_id} expired at {hold.expires_at_s}", hold_id=hold.hold_id)
         if resolution.amount > hold.amount:
             raise SettleExceedsHold(
                 f"cannot capture {resolution.amount} from a hold of {hold.amount}",

@@ -263,8 +263,8 @@ _MESSAGE_BY_KIND: dict[str, Any] = {
 class Transaction:
     """One ledger entry: a signed message, who signed it, and what the ledger added.
 
-    ``hold_expires_at`` (seconds) is set only on holds; the operator chooses it, the payer's
-    signature bounds it (never after the authorization's validBefore). ``accepted_at`` (ms)
+    ``hold_expires_at_s`` is set only on holds; the operator chooses it, the payer's
+    signature bounds it (never after the authorization's validBefore). ``accepted_at_ms``
     is the ledger's clock when the entry was accepted; it is not part of the transaction id,
     so a retried submission maps to the same id.
     """
@@ -273,8 +273,8 @@ class Transaction:
     message: Message
     signer: Address
     signature: SignatureHex
-    accepted_at: int = 0
-    hold_expires_at: int | None = None
+    accepted_at_ms: int = 0
+    hold_expires_at_s: int | None = None
 
     def __post_init__(self) -> None:
         # A transaction whose kind disagrees with its message could never be read back.
@@ -282,9 +282,9 @@ class Transaction:
             raise MalformedRecord(f"a {self.kind!r} transaction cannot carry a {type(self.message).__name__}")
         if isinstance(self.message, HoldResolution) and self.message.outcome != self.kind:
             raise MalformedRecord(f"transaction kind {self.kind!r} carries a {self.message.outcome!r} resolution")
-        if (self.kind in HOLD_KINDS) != (self.hold_expires_at is not None):
+        if (self.kind in HOLD_KINDS) != (self.hold_expires_at_s is not None):
             raise MalformedRecord("holdExpiresAt is required on holds and charges, and only on them")
-        if self.hold_expires_at is not None and not 0 <= self.hold_expires_at <= 2**63 - 1:
+        if self.hold_expires_at_s is not None and not 0 <= self.hold_expires_at_s <= 2**63 - 1:
             raise MalformedRecord("holdExpiresAt must be between 0 and 2**63-1 seconds")
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,10 +293,10 @@ class Transaction:
             "message": self.message.to_dict(),
             "signer": self.signer,
             "signature": self.signature,
-            "acceptedAt": str(self.accepted_at),
+            "acceptedAt": str(self.accepted_at_ms),
         }
-        if self.hold_expires_at is not None:
-            out["holdExpiresAt"] = str(self.hold_expires_at)
+        if self.hold_expires_at_s is not None:
+            out["holdExpiresAt"] = str(self.hold_expires_at_s)
         return out
 
     @classmethod
@@ -317,8 +317,8 @@ class Transaction:
             message=message,
             signer=parse_address(d["signer"], "signer"),
             signature=parse_signature(d["signature"]),
-            accepted_at=parse_uint(d["acceptedAt"], "acceptedAt", 2**63 - 1),
-            hold_expires_at=None if expires is None else parse_uint(expires, "holdExpiresAt", 2**63 - 1),
+            accepted_at_ms=parse_uint(d["acceptedAt"], "acceptedAt", 2**63 - 1),
+            hold_expires_at_s=None if expires is None else parse_uint(expires, "holdExpiresAt", 2**63 - 1),
         )
 
 
@@ -331,7 +331,7 @@ class BlockHeader:
     height: int
     prev_hash: Bytes32Hex
     merkle_root: Bytes32Hex
-    timestamp: int
+    timestamp_ms: int
     tx_count: int
     tree_size: int
     tree_root: Bytes32Hex
@@ -341,7 +341,7 @@ class BlockHeader:
             "height": self.height,
             "prevHash": self.prev_hash,
             "merkleRoot": self.merkle_root,
-            "timestamp": self.timestamp,
+            "timestamp": self.timestamp_ms,
             "txCount": self.tx_count,
             "treeSize": self.tree_size,
             "treeRoot": self.tree_root,
@@ -358,7 +358,7 @@ class BlockHeader:
             height=parse_uint(d["height"], "height", 2**63 - 1),
             prev_hash=parse_bytes32(d["prevHash"], "prevHash"),
             merkle_root=parse_bytes32(d["merkleRoot"], "merkleRoot"),
-            timestamp=parse_uint(d["timestamp"], "timestamp", 2**63 - 1),
+            timestamp_ms=parse_uint(d["timestamp"], "timestamp", 2**63 - 1),
             tx_count=parse_uint(d["txCount"], "txCount", 2**63 - 1),
             tree_size=parse_uint(d["treeSize"], "treeSize", 2**63 - 1),
             tree_root=parse_bytes32(d["treeRoot"], "treeRoot"),

@@ -79,9 +79,11 @@ def check_transaction(chain: ChainInfo, tx: Transaction, now_seconds: int, *, si
         if message.from_ == message.to:
             raise InvalidInput("a payment to oneself is refused", address=message.from_)
         check_window(message, now_seconds)
-        if tx.kind == "hold" and tx.hold_expires_at is not None and tx.hold_expires_at <= now_seconds:
-            raise InvalidInput(f"a hold expiring at {tx.hold_expires_at} would be expired already (now {now_seconds})")
-        if tx.kind == "hold" and (tx.hold_expires_at is None or tx.hold_expires_at > message.valid_before):
+        if tx.kind == "hold" and tx.hold_expires_at_s is not None and tx.hold_expires_at_s <= now_seconds:
+            raise InvalidInput(
+                f"a hold expiring at {tx.hold_expires_at_s} would be expired already (now {now_seconds})"
+            )
+        if tx.kind == "hold" and (tx.hold_expires_at_s is None or tx.hold_expires_at_s > message.valid_before):
             raise InvalidInput("a hold must expire no later than its authorization's validBefore")
     elif isinstance(message, Mint):
         check_amount(message.value)
@@ -97,7 +99,7 @@ def check_transaction(chain: ChainInfo, tx: Transaction, now_seconds: int, *, si
             raise AllowanceExpired(f"allowance expired at {message.valid_before} (now {now_seconds})")
     elif isinstance(message, Charge):
         check_amount(message.amount)
-        if tx.hold_expires_at is None or tx.hold_expires_at <= now_seconds:
+        if tx.hold_expires_at_s is None or tx.hold_expires_at_s <= now_seconds:
             raise InvalidInput("a charge must hold its amount until a time in the future")
     else:  # pragma: no cover - Transaction.from_dict admits no other message
         raise InvalidSignature("unknown message type")

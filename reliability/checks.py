@@ -201,7 +201,7 @@ def settle_down(dep: Deployment, findings: list[Finding], *, grace: float = 5.0)
             break
         now = dep.clock.now()
         expired_waiting = max(expired_waiting, len(holds))
-        late = {h.hold_id: now - h.expires_at for h in holds if now > h.expires_at + grace}
+        late = {h.hold_id: now - h.expires_at_s for h in holds if now > h.expires_at_s + grace}
         if late:
             overdue.update(late)
             break

@@ -144,8 +144,10 @@ class PgMonitor(Monitor):
         except psycopg.Error:
             return None
         # PostgreSQL sums BIGINTs as NUMERIC: compare them as the integers they are.
-        return [[tuple(int(v) if v is not None and not isinstance(v, str) else v for v in row) for row in rows]
-                for rows in found]
+        return [
+            [tuple(int(v) if v is not None and not isinstance(v, str) else v for v in row) for row in rows]
+            for rows in found
+        ]
 
     def _close_snapshots(self) -> None:
         if self._pg is not None:
@@ -224,9 +226,13 @@ def _charges_within_funds(
     figures = {name: [charged[name], received[name]] for name in names}  # base units: [charged, received]
     for name in names:
         if charged[name] > received[name]:
-            findings.append(Finding("acknowledged_charges_within_funds",
-                                    f"{name}: clients were charged {charged[name]} base units in acknowledged calls,"
-                                    f" the ledger only ever gave it {received[name]}"))
+            findings.append(
+                Finding(
+                    "acknowledged_charges_within_funds",
+                    f"{name}: clients were charged {charged[name]} base units in acknowledged calls,"
+                    f" the ledger only ever gave it {received[name]}",
+                )
+            )
     return figures, findings
 
 

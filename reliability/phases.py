@@ -86,8 +86,9 @@ class Run:
             print(f"   skipped: {reason}", flush=True)
             self.report.data.setdefault("skipped", {})["bank-pg"] = reason
             return
-        figures, findings = run_bank_pg(self.root, self.clock_control, self.profile.bank_pg, self.seed,
-                                        self.database, self.gateways)
+        figures, findings = run_bank_pg(
+            self.root, self.clock_control, self.profile.bank_pg, self.seed, self.database, self.gateways
+        )
         self.report.phase("bank-pg", figures, findings)
         ops, pg = figures["operations"], figures["postgresql"]
         print(

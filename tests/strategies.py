@@ -30,9 +30,7 @@ addresses: st.SearchStrategy[Address] = st.binary(min_size=20, max_size=20).map(
 )
 """EIP-55 checksummed addresses."""
 
-bytes32_hex: st.SearchStrategy[Bytes32Hex] = st.binary(min_size=32, max_size=32).map(
-    lambda raw: "0x" + raw.hex()
-)
+bytes32_hex: st.SearchStrategy[Bytes32Hex] = st.binary(min_size=32, max_size=32).map(lambda raw: "0x" + raw.hex())
 """Lowercase 0x + 64 hex digits: nonces, hold ids, hashes."""
 
 nonces = bytes32_hex
@@ -87,8 +85,7 @@ mints: st.SearchStrategy[Mint] = st.builds(Mint, to=addresses, value=amounts, no
 
 hold_resolutions: st.SearchStrategy[HoldResolution] = st.one_of(
     st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.just("settle"), amount=amounts_or_zero),
-    st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.sampled_from(["void", "expire"]),
-              amount=st.just(0)),
+    st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.sampled_from(["void", "expire"]), amount=st.just(0)),
 )
 
 messages: st.SearchStrategy[Authorization | Mint | HoldResolution] = st.one_of(

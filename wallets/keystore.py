@@ -91,9 +91,7 @@ def check_private_key(private_key: object) -> bytes:
     return bytes(private_key)
 
 
-def encrypt_key(
-    private_key: bytes, password: str, *, scrypt_n: int | None = None
-) -> dict[str, Any]:
+def encrypt_key(private_key: bytes, password: str, *, scrypt_n: int | None = None) -> dict[str, Any]:
     """Encrypt ``private_key`` into a v3 keystore dict (scrypt, aes-128-ctr), as eth-account does.
 
     ``scrypt_n`` overrides the work factor (default: ``default_scrypt_n()``, normally 2**18).

@@ -42,8 +42,7 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
         shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
         raise InvalidInput(
-            f"invalid wallet name {shown}: use 1-64 characters a-z, 0-9, '_' or '-', "
-            "starting with a letter or digit"
+            f"invalid wallet name {shown}: use 1-64 characters a-z, 0-9, '_' or '-', starting with a letter or digit"
         )
     if name.startswith("0x"):
         # resolve() reads anything starting with 0x as an address.
@@ -145,8 +144,7 @@ class WalletStore:
         declared = keystore_address(validate_keystore(self._read(name)))
         if declared is None:
             raise KeystoreInvalid(
-                f"wallet {name!r}: its keystore has no address field, so the address is known "
-                "only after unlocking it"
+                f"wallet {name!r}: its keystore has no address field, so the address is known only after unlocking it"
             )
         return declared
 

@@ -167,7 +167,6 @@ class Wallet:
         authorization = Authorization.from_dict(fields)
         if authorization.valid_after >= authorization.valid_before:
             raise InvalidInput(
-                f"validAfter ({authorization.valid_after}) must be before "
-                f"validBefore ({authorization.valid_before})"
+                f"validAfter ({authorization.valid_after}) must be before validBefore ({authorization.valid_before})"
             )
         return authorization, self.sign(chain, authorization)

@@ -53,7 +53,7 @@ def account(address: str) -> Any:
     ledger = services().ledger
     found = ledger.balance(parse_address(address))
     holds = [
-        {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at}
+        {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at_s}
         for h in ledger.store.open_holds(found.address)
     ]
     return {**found.to_dict(), "holds": holds}

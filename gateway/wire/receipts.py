@@ -48,7 +48,7 @@ class Receipt:
     balance_after: int
     method: str
     path: str
-    issued_at: int  # ms
+    issued_at_ms: int  # ms
     nonce: str = ""  # the paying authorization's EIP-3009 nonce ("" for API-key calls): binds receipt to payment
     sealer: Address = ""
     signature: str = ""
@@ -65,7 +65,7 @@ class Receipt:
             "balanceAfter": str(self.balance_after),
             "method": self.method,
             "path": self.path,
-            "issuedAt": self.issued_at,
+            "issuedAt": self.issued_at_ms,
             "nonce": self.nonce,
         }
 
@@ -92,7 +92,7 @@ class Receipt:
                 balance_after=parse_uint(d["balanceAfter"], "balanceAfter"),
                 method=str(d["method"]),
                 path=str(d["path"]),
-                issued_at=parse_uint(d["issuedAt"], "issuedAt"),
+                issued_at_ms=parse_uint(d["issuedAt"], "issuedAt"),
                 nonce=parse_bytes32(d["nonce"], "nonce") if d["nonce"] else "",
                 sealer=parse_address(d["sealer"], "sealer"),
                 signature=parse_signature(d["signature"]),

@@ -355,8 +355,8 @@ def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
         auditor.problem("supply_mismatch", f"database says supply {store.supply()}, history gives {state.supply}")
     if state.total() != state.supply:
         auditor.problem("supply_not_conserved", f"balances and holds sum to {state.total()}, minted {state.supply}")
-    stored_open = {h.hold_id: (h.payer, h.payee, h.amount, h.expires_at) for h in store.open_holds()}
-    history_open = {i: (h.payer, h.payee, h.amount, h.expires_at) for i, h in state.holds.items()}
+    stored_open = {h.hold_id: (h.payer, h.payee, h.amount, h.expires_at_s) for h in store.open_holds()}
+    history_open = {i: (h.payer, h.payee, h.amount, h.expires_at_s) for i, h in state.holds.items()}
     if stored_open != history_open:
         auditor.problem(
             "holds_mismatch",

@@ -54,7 +54,7 @@ def check_record(chain: ChainInfo, record: str, independent: bool) -> Precheck:
         return Precheck(None, str(exc), None, None, None, None)
     invalid = None
     try:
-        check_transaction(chain, tx, tx.accepted_at // 1000)
+        check_transaction(chain, tx, tx.accepted_at_ms // 1000)
     except InferpayError as exc:
         invalid = (exc.code, str(exc))
     second = None
@@ -96,7 +96,7 @@ def prechecked(
 
 
 class _Workers:
-    """Fresh interpreters (``python -m ledger.audit.precheck``), not forks: nothing of the caller is
+    """Fresh interpreters (``python -m ledger.audit.worker``), not forks: nothing of the caller is
     inherited (its threads, its locks, its memory: a forked worker's copy of the auditor's pages
     turns private as the auditor writes to them, and the footprint grew with the audit), and the
     caller's ``__main__`` is never re-run. Chunks go down each worker's stdin and results come
@@ -106,7 +106,7 @@ class _Workers:
     def __init__(self, chain: ChainInfo, independent: bool, count: int) -> None:
         package_root = str(Path(__file__).resolve().parents[2])  # the directory holding ledger/
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        argv = [sys.executable, "-m", "ledger.audit.precheck", json.dumps(chain.to_dict()), "1" if independent else "0"]
+        argv = [sys.executable, "-m", "ledger.audit.worker", json.dumps(chain.to_dict()), "1" if independent else "0"]
         self.processes = [
             subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(count)
         ]
@@ -175,19 +175,3 @@ def check_chunk(chain: ChainInfo, independent: bool, records: list[str]) -> list
         r = check_record(chain, record, independent)
         out.append((r.tx, r.parse_error, r.leaf, r.tx_id, r.invalid, r.independent_ok))
     return out
-
-
-def _serve(chain: ChainInfo, independent: bool) -> None:
-    """A worker's life: a pickled list of records in, a pickled list of results out, until EOF."""
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        try:
-            records = pickle.load(source)
-        except EOFError:
-            return
-        pickle.dump(check_chunk(chain, independent, records), sink, protocol=pickle.HIGHEST_PROTOCOL)
-        sink.flush()
-
-
-if __name__ == "__main__":
-    _serve(ChainInfo.from_dict(json.loads(sys.argv[1])), sys.argv[2] == "1")

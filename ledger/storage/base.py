@@ -42,7 +42,7 @@ class HoldRow:
     payer: Address
     payee: Address
     amount: int
-    expires_at: int  # seconds
+    expires_at_s: int  # seconds
     status: str  # open | settle | void | expire
     captured: int
     resolution_tx: TxId | None
@@ -64,7 +64,7 @@ class ApiKeyRow:
     key_hash: str  # SHA-256 of the key; the key itself is never stored
     key_prefix: str  # the first characters of the key, to recognise it in lists
     label: str
-    created_at: int  # ms
+    created_at_ms: int  # ms
     revoked: bool
     allowance: AllowanceRow
 
@@ -132,7 +132,7 @@ class LedgerStore(ABC):
 
     @abstractmethod
     def register_api_key(
-        self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at: int
+        self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at_ms: int
     ) -> None: ...
 
     @abstractmethod

@@ -164,7 +164,7 @@ def _api_key_dict(key: ApiKeyRow) -> dict[str, Any]:
         "keyPrefix": key.key_prefix,
         "allowanceId": key.allowance.allowance_id,
         "label": key.label,
-        "createdAt": key.created_at,
+        "createdAt": key.created_at_ms,
         "revoked": key.revoked,
     }
 
@@ -256,7 +256,7 @@ class _Importer:
         tx_id, leaf = transaction_id(tx), leaf_hash(tx)
         if tx_id != data.get("txId") or _hex(leaf) != data.get("leafHash"):
             raise MalformedRecord(f"transaction #{data.get('seq')}: the record does not hash to its id and leaf")
-        check_transaction(self.chain, tx, tx.accepted_at // 1000)  # signature, window, amounts
+        check_transaction(self.chain, tx, tx.accepted_at_ms // 1000)  # signature, window, amounts
         self.waiting.append(((tx, tx_id, leaf), data.get("seq")))
         if len(self.waiting) >= BATCH:
             self.flush()

@@ -305,7 +305,7 @@ class PostgresStore(LedgerStore):
             # Last, and held until commit: commits happen in seq order, without gaps. Every writer
             # of every gateway queues on this row, so what happens under its lock is one statement
             # (one round trip) and the commit.
-            numbered = conn.execute(_NUMBER_AND_RECORD, [tx_id, tx.kind, record, leaf_hash, tx.accepted_at, touched])
+            numbered = conn.execute(_NUMBER_AND_RECORD, [tx_id, tx.kind, record, leaf_hash, tx.accepted_at_ms, touched])
             return StoredTx(int(_fetch(numbered)[0]), tx_id, tx, leaf_hash, None), True
 
         return self._write(work)
@@ -370,13 +370,13 @@ class PostgresStore(LedgerStore):
                 self._debit(conn, message.from_, message.value, to_held=False)
                 self._credit(conn, message.to, message.value)
             else:
-                assert tx.hold_expires_at is not None
+                assert tx.hold_expires_at_s is not None
                 self._lock_accounts(conn, message.from_)
                 self._debit(conn, message.from_, message.value, to_held=True)
                 conn.execute(
                     "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status) "
                     "VALUES (%s, %s, %s, %s, %s, 'open')",
-                    [tx_id, message.from_, message.to, message.value, tx.hold_expires_at],
+                    [tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s],
                 )
             return [message.from_, message.to]
         if isinstance(message, Allowance):
@@ -387,12 +387,12 @@ class PostgresStore(LedgerStore):
             )
             return [message.owner]
         if isinstance(message, Charge):
-            assert tx.hold_expires_at is not None
-            return self._charge(conn, message, tx_id, tx.accepted_at // 1000, tx.hold_expires_at)
+            assert tx.hold_expires_at_s is not None
+            return self._charge(conn, message, tx_id, tx.accepted_at_ms // 1000, tx.hold_expires_at_s)
         assert isinstance(message, HoldResolution)
-        return self._resolve(conn, message, tx_id, tx.accepted_at // 1000)
+        return self._resolve(conn, message, tx_id, tx.accepted_at_ms // 1000)
 
-    def _charge(self, conn: Conn, charge: Charge, tx_id: TxId, now: int, expires_at: int) -> list[Address]:
+    def _charge(self, conn: Conn, charge: Charge, tx_id: TxId, now: int, expires_at_s: int) -> list[Address]:
         from ledger.state import AllowanceState, LedgerState  # the rules live in one place
 
         # FOR UPDATE: wait for a concurrent charge or release of this allowance, then read its result.
@@ -419,7 +419,7 @@ class PostgresStore(LedgerStore):
         conn.execute(
             "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status, allowance_id) "
             "VALUES (%s, %s, %s, %s, %s, 'open', %s)",
-            [tx_id, allowance.owner, allowance.spender, charge.amount, expires_at, charge.allowance_id],
+            [tx_id, allowance.owner, allowance.spender, charge.amount, expires_at_s, charge.allowance_id],
         )
         return [allowance.owner, allowance.spender]
 
@@ -448,7 +448,7 @@ class PostgresStore(LedgerStore):
         rules = LedgerState(
             available={hold.payer: 0, hold.payee: 0},
             held={hold.payer: hold.amount},
-            holds={hold.hold_id: OpenHold(hold.hold_id, hold.payer, hold.payee, hold.amount, hold.expires_at)},
+            holds={hold.hold_id: OpenHold(hold.hold_id, hold.payer, hold.payee, hold.amount, hold.expires_at_s)},
         )
         rules.resolve(res, now)  # raises if expired, not yet expired, or above the hold
         released = hold.amount - res.amount
@@ -477,12 +477,14 @@ class PostgresStore(LedgerStore):
         with self._connection() as conn:
             return self._allowance(conn, allowance_id)
 
-    def register_api_key(self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at: int) -> None:
+    def register_api_key(
+        self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at_ms: int
+    ) -> None:
         def work(conn: Conn) -> None:
             conn.execute(
                 "INSERT INTO api_keys (key_hash, key_prefix, allowance_id, label, created_at) "
                 "VALUES (%s, %s, %s, %s, %s)",
-                [key_hash, key_prefix, allowance_id, label, created_at],
+                [key_hash, key_prefix, allowance_id, label, created_at_ms],
             )
 
         self._write(work)

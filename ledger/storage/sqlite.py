@@ -334,7 +334,7 @@ class SQLiteStore(LedgerStore):
         touched = self._apply(db, tx, tx_id)
         cursor = db.execute(
             "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at) VALUES (?, ?, ?, ?, ?)",
-            [tx_id, tx.kind, json.dumps(tx.to_dict(), sort_keys=True), leaf_hash, tx.accepted_at],
+            [tx_id, tx.kind, json.dumps(tx.to_dict(), sort_keys=True), leaf_hash, tx.accepted_at_ms],
         )
         seq = int(cursor.lastrowid or 0)
         db.conn.executemany("INSERT OR IGNORE INTO postings (address, seq) VALUES (?, ?)", [(a, seq) for a in touched])
@@ -389,12 +389,12 @@ class SQLiteStore(LedgerStore):
                 self._debit(db, message.from_, message.value, to_held=False)
                 self._credit(db, message.to, message.value)
             else:
-                assert tx.hold_expires_at is not None
+                assert tx.hold_expires_at_s is not None
                 self._debit(db, message.from_, message.value, to_held=True)
                 db.execute(
                     "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status) "
                     "VALUES (?, ?, ?, ?, ?, 'open')",
-                    [tx_id, message.from_, message.to, message.value, tx.hold_expires_at],
+                    [tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s],
                 )
             return [message.from_, message.to]
         if isinstance(message, Allowance):
@@ -405,13 +405,13 @@ class SQLiteStore(LedgerStore):
             )
             return [message.owner]
         if isinstance(message, Charge):
-            assert tx.hold_expires_at is not None
-            return self._charge(db, message, tx_id, tx.accepted_at // 1000, tx.hold_expires_at)
+            assert tx.hold_expires_at_s is not None
+            return self._charge(db, message, tx_id, tx.accepted_at_ms // 1000, tx.hold_expires_at_s)
         assert isinstance(message, HoldResolution)
-        return self._resolve(db, message, tx_id, tx.accepted_at // 1000)
+        return self._resolve(db, message, tx_id, tx.accepted_at_ms // 1000)
 
     def _charge(
-        self, db: sqlite_utils.Database, charge: Charge, tx_id: TxId, now: int, expires_at: int
+        self, db: sqlite_utils.Database, charge: Charge, tx_id: TxId, now: int, expires_at_s: int
     ) -> list[Address]:
         from ledger.state import AllowanceState, LedgerState  # the rules live in one place
 
@@ -437,7 +437,7 @@ class SQLiteStore(LedgerStore):
         db.execute(
             "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status, allowance_id) "
             "VALUES (?, ?, ?, ?, ?, 'open', ?)",
-            [tx_id, allowance.owner, allowance.spender, charge.amount, expires_at, charge.allowance_id],
+            [tx_id, allowance.owner, allowance.spender, charge.amount, expires_at_s, charge.allowance_id],
         )
         return [allowance.owner, allowance.spender]
 
@@ -464,7 +464,7 @@ class SQLiteStore(LedgerStore):
         rules = LedgerState(
             available={hold.payer: 0, hold.payee: 0},
             held={hold.payer: hold.amount},
-            holds={hold.hold_id: OpenHold(hold.hold_id, hold.payer, hold.payee, hold.amount, hold.expires_at)},
+            holds={hold.hold_id: OpenHold(hold.hold_id, hold.payer, hold.payee, hold.amount, hold.expires_at_s)},
         )
         rules.resolve(res, now)  # raises if expired, not yet expired, or above the hold
         released = hold.amount - res.amount
@@ -487,11 +487,13 @@ class SQLiteStore(LedgerStore):
     def allowance(self, allowance_id: TxId) -> AllowanceRow | None:
         return self._allowance(self._db(), allowance_id)
 
-    def register_api_key(self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at: int) -> None:
+    def register_api_key(
+        self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at_ms: int
+    ) -> None:
         with self._write() as db:
             db.execute(
                 "INSERT INTO api_keys (key_hash, key_prefix, allowance_id, label, created_at) VALUES (?, ?, ?, ?, ?)",
-                [key_hash, key_prefix, allowance_id, label, created_at],
+                [key_hash, key_prefix, allowance_id, label, created_at_ms],
             )
 
     def api_key(self, key_hash: str) -> ApiKeyRow | None:

@@ -645,7 +645,7 @@ def test_a_rewritten_or_rolled_back_ledger_is_detected(gw: GatewayDouble, wallet
     later = sign_header(replace(real.header, height=real.header.height + 5), gw.sealer)
     with pytest.raises(ReceiptInvalid, match="rolled back"):
         check_consistency(gw.ledger_url, later, chain)
-    gw.head_override = sign_header(replace(real.header, timestamp=real.header.timestamp + 1), gw.sealer)
+    gw.head_override = sign_header(replace(real.header, timestamp_ms=real.header.timestamp_ms + 1), gw.sealer)
     with pytest.raises(ReceiptInvalid):  # the head served is not the block the ledger proves to
         check_consistency(gw.ledger_url, real, chain)
 

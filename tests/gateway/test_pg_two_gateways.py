@@ -92,8 +92,19 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
             gateways = []
             for name in ("gateway-a", "gateway-b"):
                 config = directory / f"{name}.toml"
-                argv = [sys.executable, "-c", _LAUNCHER, str(directory / "gateway.toml.in"), str(config), "{port}",
-                        "--home", str(home), "gateway", "--config", str(config)]
+                argv = [
+                    sys.executable,
+                    "-c",
+                    _LAUNCHER,
+                    str(directory / "gateway.toml.in"),
+                    str(config),
+                    "{port}",
+                    "--home",
+                    str(home),
+                    "gateway",
+                    "--config",
+                    str(config),
+                ]
                 gateway = stack.enter_context(run_server_command(argv, ready_path="/health", env=runner_env))
                 stack.callback(_quick_stop, gateway)
                 gateways.append(gateway)
@@ -146,7 +157,9 @@ def test_two_gateways_charge_exactly_what_the_payer_can_afford(two: TwoGateways)
         gateway = two.gateways[index % 2]
         barrier.wait(TIMEOUT)
         answers[index] = requests.post(
-            gateway.url + FLAT, json={"call": index}, headers={PAYMENT_SIGNATURE_HEADER: payments[index]},
+            gateway.url + FLAT,
+            json={"call": index},
+            headers={PAYMENT_SIGNATURE_HEADER: payments[index]},
             timeout=TIMEOUT,
         )
 

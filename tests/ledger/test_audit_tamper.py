@@ -319,7 +319,7 @@ def test_used_nonce_resubmitted_as_a_new_transaction_is_reported(built: BuiltCha
     with attacker(lf.path) as conn:
         cursor = conn.execute(
             "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at) VALUES (?, ?, ?, ?, ?)",
-            [new_id, "transfer", json.dumps(tx.to_dict(), sort_keys=True), leaf_hash(tx), tx.accepted_at],
+            [new_id, "transfer", json.dumps(tx.to_dict(), sort_keys=True), leaf_hash(tx), tx.accepted_at_ms],
         )
         seq = cursor.lastrowid
     problem, codes = first_problem(lf.path)

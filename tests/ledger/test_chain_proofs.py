@@ -112,7 +112,7 @@ def test_headers_are_chained_from_the_chain_commitment(built: LedgerFixture) -> 
         header = block.header
         assert header.height == previous.header.height + 1
         assert header.prev_hash == previous.block_hash
-        assert header.timestamp >= previous.header.timestamp
+        assert header.timestamp_ms >= previous.header.timestamp_ms
         assert header.tree_size == previous.header.tree_size + header.tx_count
         own_leaves = [t.leaf_hash for t in store.block_transactions(header.height)]
         assert own_leaves == [leaf_hash(t.tx) for t in store.block_transactions(header.height)]
@@ -472,9 +472,7 @@ def test_frontier_root_equals_the_merkle_root(leaves: list[bytes]) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(leaves=st.lists(hashes, min_size=1, max_size=64), data=st.data())
-def test_frontier_root_equals_the_merkle_root_of_every_prefix(
-    leaves: list[bytes], data: st.DataObject
-) -> None:
+def test_frontier_root_equals_the_merkle_root_of_every_prefix(leaves: list[bytes], data: st.DataObject) -> None:
     frontier: list[bytes] = []
     checkpoints = set(data.draw(st.lists(st.integers(0, len(leaves)), max_size=8)))
     for size, leaf in enumerate(leaves):

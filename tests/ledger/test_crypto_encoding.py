@@ -119,9 +119,9 @@ def test_mail_vector_signature_byte_for_byte() -> None:
     assert s <= HALF_N
     expected = signature_hex(r, s, vector["v"])
     assert sign_digest(COW_KEY, MAIL_DIGEST) == expected
-    assert Account.sign_message(
-        encode_typed_data(full_message=MAIL["typed_data"]), COW_KEY
-    ).signature == bytes.fromhex(expected[2:])
+    assert Account.sign_message(encode_typed_data(full_message=MAIL["typed_data"]), COW_KEY).signature == bytes.fromhex(
+        expected[2:]
+    )
 
 
 def test_mail_vector_recovers_its_signer() -> None:
@@ -146,9 +146,7 @@ def test_signing_digest_matches_eth_account(chain: ChainInfo, message: Message) 
 
 @given(private_keys, chain_infos, messages)
 @settings(max_examples=100, deadline=None)
-def test_eth_account_signatures_recover_through_ledger_crypto(
-    key: bytes, chain: ChainInfo, message: Message
-) -> None:
+def test_eth_account_signatures_recover_through_ledger_crypto(key: bytes, chain: ChainInfo, message: Message) -> None:
     signed = Account.sign_typed_data(key, full_message=typed_data(chain, message))
     signature = "0x" + bytes(signed.signature).hex()
     digest = signing_digest(chain, message)
@@ -259,9 +257,7 @@ def test_independent_verifier_agrees_on_real_signatures(key: bytes, digest: byte
 @settings(max_examples=60, deadline=None)
 def test_independent_verifier_agrees_on_arbitrary_bytes(digest: bytes, rs: bytes, v: int) -> None:
     signature = "0x" + rs.hex() + format(v, "02x")
-    assert outcome(recover_address, digest, signature) == outcome(
-        recover_address_independently, digest, signature
-    )
+    assert outcome(recover_address, digest, signature) == outcome(recover_address_independently, digest, signature)
 
 
 # ---- wallets sign what the ledger verifies ----
@@ -298,9 +294,7 @@ def test_authorize_transfer_explicit_fields() -> None:
     assert (authorization.valid_after, authorization.valid_before) == (100, 200)
     assert authorization.nonce == "0x" + nonce.hex()
     assert authorization.to == BOB.address
-    assert ALICE.authorize_transfer(CHAIN, BOB.address, 7, ttl_seconds=30)[0].valid_before <= (
-        int(time.time()) + 30
-    )
+    assert ALICE.authorize_transfer(CHAIN, BOB.address, 7, ttl_seconds=30)[0].valid_before <= (int(time.time()) + 30)
 
 
 @pytest.mark.parametrize(
@@ -333,8 +327,25 @@ def test_parse_amount_known_values() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["0", "0.0", "-1", "1.0000001", "9223372036854.775808", "1e3", "12abc", " 1", "1 ", "",
-     "\u0661", "1.", ".5", "+1", "1,5", "0x10", "１"],
+    [
+        "0",
+        "0.0",
+        "-1",
+        "1.0000001",
+        "9223372036854.775808",
+        "1e3",
+        "12abc",
+        " 1",
+        "1 ",
+        "",
+        "\u0661",
+        "1.",
+        ".5",
+        "+1",
+        "1,5",
+        "0x10",
+        "１",
+    ],
 )
 def test_parse_amount_refuses(text: str) -> None:
     with pytest.raises(InvalidAmount):
@@ -382,8 +393,9 @@ def test_parse_address_known_checksum() -> None:
             parse_address(bad)
 
 
-@pytest.mark.parametrize("text", ["5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
-                                  "0X5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"])
+@pytest.mark.parametrize(
+    "text", ["5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "0X5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"]
+)
 def test_parse_address_requires_the_0x_prefix(text: str) -> None:
     with pytest.raises(InvalidAddress):
         parse_address(text)

@@ -489,7 +489,7 @@ def test_a_void_carrying_an_amount_is_refused(lf: LedgerFixture) -> None:
 def test_settle_after_expiry_is_refused_and_expiry_releases_once(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice", 10 * UNIT), lf.party("bob")
     auth, signature = lf.authorization(alice, bob.address, 4 * UNIT, ttl=600)
-    hold = lf.ledger.hold(auth, signature, expires_at=now(lf) + 30)
+    hold = lf.ledger.hold(auth, signature, expires_at_s=now(lf) + 30)
     lf.clock.advance(30)
     error = refused(lf, HoldNotOpen, lambda: lf.ledger.settle(hold.tx_id, UNIT))
     assert error.details == {"hold_id": hold.tx_id}
@@ -512,7 +512,7 @@ def test_settle_after_expiry_is_refused_and_expiry_releases_once(lf: LedgerFixtu
 def test_expire_before_expiry_does_nothing(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice", 10 * UNIT), lf.party("bob")
     auth, signature = lf.authorization(alice, bob.address, 4 * UNIT, ttl=600)
-    hold = lf.ledger.hold(auth, signature, expires_at=now(lf) + 30)
+    hold = lf.ledger.hold(auth, signature, expires_at_s=now(lf) + 30)
     lf.clock.advance(29)
     before = dump(lf.path)
     assert lf.ledger.expire_holds() == []
@@ -527,7 +527,7 @@ def test_expire_holds_releases_only_the_expired_ones(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice", 10 * UNIT), lf.party("bob")
     start = now(lf)
     ids = [
-        lf.ledger.hold(*lf.authorization(alice, bob.address, UNIT), expires_at=start + delay).tx_id
+        lf.ledger.hold(*lf.authorization(alice, bob.address, UNIT), expires_at_s=start + delay).tx_id
         for delay in (10, 20, 20, 30)
     ]
     lf.clock.advance(20)
@@ -543,7 +543,7 @@ def test_expire_holds_releases_only_the_expired_ones(lf: LedgerFixture) -> None:
 def test_expire_holds_respects_its_limit(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice", 10 * UNIT), lf.party("bob")
     for _ in range(3):
-        lf.ledger.hold(*lf.authorization(alice, bob.address, UNIT), expires_at=now(lf) + 1)
+        lf.ledger.hold(*lf.authorization(alice, bob.address, UNIT), expires_at_s=now(lf) + 1)
     lf.clock.advance(1)
     assert len(lf.ledger.expire_holds(limit=2)) == 2
     assert len(lf.ledger.expire_holds(limit=2)) == 1
@@ -555,17 +555,17 @@ def test_hold_expiry_defaults_to_valid_before(lf: LedgerFixture) -> None:
     auth, signature = lf.authorization(alice, bob.address, UNIT, ttl=100)
     hold = lf.ledger.hold(auth, signature)
     row = lf.ledger.store.hold(hold.tx_id)
-    assert row is not None and row.expires_at == auth.valid_before
-    assert lf.ledger.transaction(hold.tx_id).tx.hold_expires_at == auth.valid_before
+    assert row is not None and row.expires_at_s == auth.valid_before
+    assert lf.ledger.transaction(hold.tx_id).tx.hold_expires_at_s == auth.valid_before
 
 
 @pytest.mark.parametrize(("asked", "expected"), [(50, 50), (100, 100), (101, 100), (10**9, 100)])
 def test_hold_expiry_is_capped_by_valid_before(lf: LedgerFixture, asked: int, expected: int) -> None:
     alice, bob = funded(lf, "alice"), lf.party("bob")
     auth, signature = lf.authorization(alice, bob.address, UNIT, ttl=100)
-    hold = lf.ledger.hold(auth, signature, expires_at=now(lf) + asked)
+    hold = lf.ledger.hold(auth, signature, expires_at_s=now(lf) + asked)
     row = lf.ledger.store.hold(hold.tx_id)
-    assert row is not None and row.expires_at == now(lf) + expected
+    assert row is not None and row.expires_at_s == now(lf) + expected
 
 
 def test_a_hand_made_hold_past_valid_before_is_refused(lf: LedgerFixture) -> None:
@@ -583,7 +583,7 @@ def test_a_hold_retry_is_the_same_hold(lf: LedgerFixture) -> None:
     assert lf.ledger.hold(auth, signature) == dataclasses.replace(first, duplicate=True)
     assert dump(lf.path) == before
     # The same authorization held with another expiry is another transaction: the nonce says no.
-    refused(lf, NonceReused, lambda: lf.ledger.hold(auth, signature, expires_at=auth.valid_before - 1))
+    refused(lf, NonceReused, lambda: lf.ledger.hold(auth, signature, expires_at_s=auth.valid_before - 1))
     assert balances(lf, alice) == (6 * UNIT, 4 * UNIT)
 
 
@@ -595,12 +595,12 @@ def test_transaction_id_ignores_signature_and_acceptance_time(lf: LedgerFixture)
     auth, signature = lf.authorization(alice, bob.address, UNIT)
     result = lf.ledger.transfer(auth, signature)
     stored = lf.ledger.transaction(result.tx_id).tx
-    assert stored.signature == signature and stored.accepted_at == lf.ledger.now_ms()
+    assert stored.signature == signature and stored.accepted_at_ms == lf.ledger.now_ms()
     other_signature = high_s_twin(signature)
     for variant in (
         Transaction("transfer", auth, alice.address, other_signature),
-        Transaction("transfer", auth, alice.address, NOBODYS_SIGNATURE, accepted_at=123),
-        dataclasses.replace(stored, signature=other_signature, accepted_at=stored.accepted_at + 99),
+        Transaction("transfer", auth, alice.address, NOBODYS_SIGNATURE, accepted_at_ms=123),
+        dataclasses.replace(stored, signature=other_signature, accepted_at_ms=stored.accepted_at_ms + 99),
     ):
         assert transaction_id(variant) == result.tx_id
 
@@ -612,8 +612,8 @@ def test_transaction_id_depends_on_what_was_signed(lf: LedgerFixture) -> None:
     ids = {
         transaction_id(transfer),
         transaction_id(dataclasses.replace(transfer, message=dataclasses.replace(auth, value=UNIT + 1))),
-        transaction_id(dataclasses.replace(transfer, kind="hold", hold_expires_at=auth.valid_before)),
-        transaction_id(dataclasses.replace(transfer, kind="hold", hold_expires_at=auth.valid_before - 1)),
+        transaction_id(dataclasses.replace(transfer, kind="hold", hold_expires_at_s=auth.valid_before)),
+        transaction_id(dataclasses.replace(transfer, kind="hold", hold_expires_at_s=auth.valid_before - 1)),
     }
     assert len(ids) == 4
 
@@ -673,7 +673,7 @@ def test_maybe_seal_by_age(lf: LedgerFixture) -> None:
     lf.clock.advance(1)  # the oldest has now waited exactly 5 s
     sealed = lf.ledger.maybe_seal(max_age_ms=5000, max_txs=100)
     assert [b.header.tx_count for b in sealed] == [2]
-    assert sealed[0].header.timestamp == lf.ledger.now_ms()
+    assert sealed[0].header.timestamp_ms == lf.ledger.now_ms()
 
 
 # ---- history ----
@@ -715,13 +715,13 @@ def test_hold_with_valid_before_beyond_int64_is_handled(lf: LedgerFixture) -> No
         assert dump(lf.path) == before
     else:
         stored = lf.ledger.transaction(result.tx_id).tx
-        assert stored.hold_expires_at is not None and stored.hold_expires_at <= MAX_AMOUNT
+        assert stored.hold_expires_at_s is not None and stored.hold_expires_at_s <= MAX_AMOUNT
 
 
 def test_hold_with_negative_expiry_is_refused(lf: LedgerFixture) -> None:
     alice, bob = funded(lf, "alice"), lf.party("bob")
     auth, signature = lf.authorization(alice, bob.address, UNIT)
-    refused(lf, InvalidInput, lambda: lf.ledger.hold(auth, signature, expires_at=-5))
+    refused(lf, InvalidInput, lambda: lf.ledger.hold(auth, signature, expires_at_s=-5))
 
 
 def _transfer_carrying_an_expiry(lf: LedgerFixture) -> Transaction:

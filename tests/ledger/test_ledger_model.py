@@ -59,7 +59,7 @@ class HoldInfo:
     payer: str
     payee: str
     amount: int
-    expires_at: int
+    expires_at_s: int
 
 
 class LedgerModel(RuleBasedStateMachine):
@@ -177,16 +177,16 @@ class LedgerModel(RuleBasedStateMachine):
         party, address = self.lf.party(PARTIES[index]), self.addresses[index]
         amount = self.amount_for(address, how)
         auth, signature = self.lf.authorization(party, payee, amount, ttl=ttl)
-        expires_at = None if expires_in is None else self.now() + expires_in
+        expires_at_s = None if expires_in is None else self.now() + expires_in
         outcome = self.payment_outcome(amount, self.model.available.get(address, 0))
         event(f"hold: {outcome}")
         if outcome != "accepted":
             error = InvalidAmount if outcome == "too large" else InsufficientFunds
-            self.refused(error, lambda: self.ledger.hold(auth, signature, expires_at=expires_at))
+            self.refused(error, lambda: self.ledger.hold(auth, signature, expires_at_s=expires_at_s))
             return
-        tx = self.record(self.ledger.hold(auth, signature, expires_at=expires_at))
-        expected_expiry = auth.valid_before if expires_at is None else min(expires_at, auth.valid_before)
-        assert tx.hold_expires_at == expected_expiry
+        tx = self.record(self.ledger.hold(auth, signature, expires_at_s=expires_at_s))
+        expected_expiry = auth.valid_before if expires_at_s is None else min(expires_at_s, auth.valid_before)
+        assert tx.hold_expires_at_s == expected_expiry
         hold_id = transaction_id(tx)
         self.holds[hold_id] = HoldInfo(address, payee, amount, expected_expiry)
 
@@ -208,7 +208,7 @@ class LedgerModel(RuleBasedStateMachine):
             outcome = "duplicate"
         elif prior is not None:
             outcome = "conflict"
-        elif self.now() >= info.expires_at:
+        elif self.now() >= info.expires_at_s:
             outcome = "expired"
         elif amount > info.amount:
             outcome = "exceeds"
@@ -248,14 +248,14 @@ class LedgerModel(RuleBasedStateMachine):
         # Land on a hold's expiry second (or the one before): where settle flips to refused and
         # expire_holds to releasing, and where an off-by-one would hide.
         info = self.holds[self.choose_hold(which)]
-        target = info.expires_at - 1 if early else info.expires_at
+        target = info.expires_at_s - 1 if early else info.expires_at_s
         if target > self.now():
             self.lf.clock.now = float(target)
 
     @rule()
     def expire_holds(self) -> None:
         now = self.now()
-        due = {h for h, info in self.holds.items() if h not in self.resolutions and info.expires_at <= now}
+        due = {h for h, info in self.holds.items() if h not in self.resolutions and info.expires_at_s <= now}
         before = dump(self.lf.path)
         results = self.ledger.expire_holds()
         if not due:
@@ -290,7 +290,7 @@ class LedgerModel(RuleBasedStateMachine):
         tx = self.accepted[which % len(self.accepted)]
         tx_id = transaction_id(tx)
         stored = self.ledger.transaction(tx_id)
-        again = Transaction(tx.kind, tx.message, tx.signer, tx.signature, 0, tx.hold_expires_at)
+        again = Transaction(tx.kind, tx.message, tx.signer, tx.signature, 0, tx.hold_expires_at_s)
         result = self.expect_duplicate(lambda: self.ledger.submit(again))
         assert (result.tx_id, result.seq, result.block_height) == (tx_id, stored.seq, stored.block_height)
 

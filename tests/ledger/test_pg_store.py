@@ -428,7 +428,9 @@ def test_concurrent_charges_never_pass_an_allowance_cap(pg: LedgerFixture) -> No
     expires = int(pg.clock()) + 300
     ledgers = [pg.reopen() for _ in range(4)]
 
-    results = run_together([partial(ledgers[i % 4].charge, granted.tx_id, UNIT, expires_at=expires) for i in range(16)])
+    results = run_together(
+        [partial(ledgers[i % 4].charge, granted.tx_id, UNIT, expires_at_s=expires) for i in range(16)]
+    )
 
     charged = [r for r in results if not isinstance(r, Exception)]
     assert len(charged) == 7, results
@@ -783,9 +785,9 @@ def build_everything(lf: LedgerFixture) -> None:
         alice.address, gateway.address, 10 * UNIT, int(lf.clock()) + 7200, "0x" + secrets.token_hex(32)
     )
     granted = ledger.grant_allowance(allowance, sign_digest(alice.key, signing_digest(lf.chain, allowance)))
-    charge = ledger.charge(granted.tx_id, 2 * UNIT, expires_at=int(lf.clock()) + 300)
+    charge = ledger.charge(granted.tx_id, 2 * UNIT, expires_at_s=int(lf.clock()) + 300)
     ledger.settle(charge.tx_id, UNIT)
-    ledger.charge(granted.tx_id, UNIT, expires_at=int(lf.clock()) + 300)  # open charge
+    ledger.charge(granted.tx_id, UNIT, expires_at_s=int(lf.clock()) + 300)  # open charge
     for n in range(3):
         store.register_api_key(f"{n:064x}", f"ipk_key{n}", granted.tx_id, f"key {n}", 1_700_000_000_000 + n)
     store.revoke_api_key("ipk_key1")

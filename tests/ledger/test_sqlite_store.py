@@ -24,9 +24,7 @@ def test_a_writer_killed_while_it_holds_the_write_lock_does_not_block_the_others
     that lock when its holder dies: a gateway worker SIGKILLed mid-write strands nobody."""
     path = tmp_path / "ledger.db"
     store = SQLiteStore(path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(path)], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         written = threading.Event()

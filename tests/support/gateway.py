@@ -148,6 +148,7 @@ free = true
 description = "the echo, unpaid"
 """
 
+
 def gateway_config(
     echo_url: str,
     chat_url: str,

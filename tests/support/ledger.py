@@ -154,12 +154,23 @@ class LedgerFixture:
         return self.ledger.mint(message, sign_digest(self.operator.key, signing_digest(self.chain, message)))
 
     def authorization(
-        self, payer: Party, to: Address, value: int, *, ttl: int = 600, nonce: str | None = None,
-        valid_after: int | None = None, chain: ChainInfo | None = None,
+        self,
+        payer: Party,
+        to: Address,
+        value: int,
+        *,
+        ttl: int = 600,
+        nonce: str | None = None,
+        valid_after: int | None = None,
+        chain: ChainInfo | None = None,
     ) -> tuple[Authorization, str]:
         now = int(self.clock())
         auth = Authorization(
-            payer.address, to, value, now - 5 if valid_after is None else valid_after, now + ttl,
+            payer.address,
+            to,
+            value,
+            now - 5 if valid_after is None else valid_after,
+            now + ttl,
             nonce or "0x" + secrets.token_hex(32),
         )
         return auth, sign_digest(payer.key, signing_digest(chain or self.chain, auth))

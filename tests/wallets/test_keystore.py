@@ -99,9 +99,7 @@ def test_non_ascii_password_matches_eth_account() -> None:
 
 
 @pytest.mark.parametrize("kdf, work", [("scrypt", FAST_N), ("pbkdf2", 1000)])
-def test_eth_account_keystore_imports(
-    store: WalletStore, kdf: Literal["scrypt", "pbkdf2"], work: int
-) -> None:
+def test_eth_account_keystore_imports(store: WalletStore, kdf: Literal["scrypt", "pbkdf2"], work: int) -> None:
     keystore = Account.encrypt(KEY, PASSWORD, kdf=kdf, iterations=work)
     wallet = store.import_keystore("imported", keystore, PASSWORD)
     expected = Account.from_key(KEY).address
@@ -347,8 +345,23 @@ def test_write_refuses_a_file_that_appeared_after_the_check(store: WalletStore) 
 
 VALID_NAMES = ["a", "0", "alice", "bob-2", "ops_wallet", "x" * 64, "9lives"]
 INVALID_NAMES: list[object] = [
-    "", "A", "Alice", "-a", "_a", "x" * 65, "a b", "a/b", "../evil", "a.json", "é", "a\n",
-    "0xabc", "0x" + "ab" * 20, None, 5, b"alice",
+    "",
+    "A",
+    "Alice",
+    "-a",
+    "_a",
+    "x" * 65,
+    "a b",
+    "a/b",
+    "../evil",
+    "a.json",
+    "é",
+    "a\n",
+    "0xabc",
+    "0x" + "ab" * 20,
+    None,
+    5,
+    b"alice",
 ]
 
 
