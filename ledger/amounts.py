@@ -13,7 +13,8 @@ from ledger.errors import InvalidAmount
 
 DECIMALS = 6
 BASE = 10**DECIMALS
-MAX_AMOUNT = 2**63 - 1  # fits a signed 64-bit column in SQLite and PostgreSQL
+INT64_MAX = 2**63 - 1  # the largest number a ledger column holds (SQLite INTEGER, PostgreSQL BIGINT)
+MAX_AMOUNT = INT64_MAX  # so every amount fits a column
 
 _DECIMAL_TEXT = re.compile(r"(?P<whole>[0-9]+)(?:\.(?P<frac>[0-9]+))?")
 _BASE_UNITS_TEXT = re.compile(r"[0-9]+")
