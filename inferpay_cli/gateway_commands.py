@@ -61,7 +61,7 @@ def gateway_command(home: Home, config_path: Path) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=9000, show_default=True, help="Port to listen on.")
 def model_server(host: str, port: int) -> None:
     """Serve all-MiniLM-L6-v2 as an OpenAI-compatible POST /v1/embeddings (needs inferpay[model])."""
-    from model_server import serve_model
+    from model_server.app import serve_model
 
     serve_model(host, port)
 

@@ -1,43 +1,76 @@
-"""Every error inferpay raises on purpose, in one tree.
+"""Every error inferpay raises on purpose, in one tree: the only drawing of it.
 
-    InferpayError                         code
-    ├── InvalidInput                      invalid_input        (400)
-    │   ├── InvalidAmount                 invalid_amount
-    │   ├── InvalidAddress                invalid_address
-    │   ├── MalformedRecord               malformed_record
-    │   └── UnknownWallet                 unknown_wallet       (404)
-    ├── AuthorizationError                (402: the payment itself is not acceptable)
-    │   ├── InvalidSignature              invalid_signature
-    │   ├── HighSSignature                high_s_signature
-    │   ├── WrongDomain                   wrong_domain
-    │   ├── NotYetValid                   not_yet_valid
-    │   ├── AuthorizationExpired          authorization_expired
-    │   ├── NonceReused                   nonce_reused
-    │   ├── Unauthorized                  unauthorized         (only the operator may mint/settle)
-    │   ├── AllowanceExhausted            allowance_exhausted  (a charge past an allowance's cap)
-    │   ├── AllowanceExpired              allowance_expired    (a charge after its validBefore)
-    │   └── AllowanceRevoked              allowance_revoked
-    ├── InsufficientFunds                 insufficient_funds   (402)
-    ├── LedgerConflict                    (409)
-    │   ├── IdempotencyConflict           idempotency_conflict (same id, different fields)
-    │   ├── HoldNotOpen                   hold_not_open
-    │   └── SettleExceedsHold             settle_exceeds_hold
-    ├── NotFound                          not_found            (404)
-    ├── WalletError                       wallet_error
-    │   ├── WrongPassword                 wrong_password
-    │   ├── WalletExists                  wallet_exists
-    │   └── KeystoreInvalid               keystore_invalid
-    ├── LedgerNotInitialized              not_initialized
-    └── StorageUnavailable                storage_unavailable  (503)
+    InferpayError                           inferpay_error
+    ├── InvalidInput                        invalid_input
+    │   ├── InvalidAmount                   invalid_amount
+    │   ├── InvalidAddress                  invalid_address
+    │   ├── MalformedRecord                 malformed_record
+    │   ├── UnknownWallet                   unknown_wallet
+    │   ├── gateway.wire.errors
+    │   │   ├── MalformedPayment            malformed_payment     (header not base64 JSON, too large, bad shape)
+    │   │   └── ConfigError                 config_error          (the gateway's config file, at start-up)
+    │   └── model_server.errors
+    │       ├── InvalidEmbeddingRequest     invalid_request
+    │       ├── EmptyInput                  empty_input
+    │       ├── TooManyInputs               too_many_inputs
+    │       └── InputTooLong                input_too_long        (longer than the model reads)
+    ├── AuthorizationError                  authorization_error   (the payment itself is not acceptable)
+    │   ├── InvalidSignature                invalid_signature
+    │   │   └── HighSSignature              high_s_signature
+    │   ├── WrongDomain                     wrong_domain
+    │   ├── NotYetValid                     not_yet_valid
+    │   ├── AuthorizationExpired            authorization_expired
+    │   ├── NonceReused                     nonce_reused
+    │   ├── Unauthorized                    unauthorized          (only the operator may mint/settle)
+    │   ├── AllowanceExhausted              allowance_exhausted   (a charge past an allowance's cap)
+    │   ├── AllowanceExpired                allowance_expired     (a charge after its validBefore)
+    │   ├── AllowanceRevoked                allowance_revoked
+    │   └── gateway.wire.errors
+    │       ├── PaymentRequired             payment_required      (no payment on a paid route)
+    │       ├── WrongNetwork                wrong_network
+    │       ├── WrongAsset                  wrong_asset
+    │       ├── WrongPayee                  wrong_payee
+    │       ├── AmountTooLow                amount_too_low
+    │       ├── UnsupportedScheme           unsupported_scheme
+    │       ├── BindingMismatch             binding_mismatch      (payment bound to another request)
+    │       ├── PaymentAlreadyUsed          payment_already_used  (the same payment presented twice)
+    │       └── InvalidApiKey               invalid_api_key
+    ├── InsufficientFunds                   insufficient_funds
+    ├── LedgerConflict                      ledger_conflict
+    │   ├── IdempotencyConflict             idempotency_conflict  (same id, different fields)
+    │   ├── HoldNotOpen                     hold_not_open
+    │   └── SettleExceedsHold               settle_exceeds_hold
+    ├── NotFound                            not_found
+    │   └── model_server.errors.ModelNotFound  model_not_found
+    ├── WalletError                         wallet_error
+    │   ├── WrongPassword                   wrong_password
+    │   ├── WalletExists                    wallet_exists
+    │   └── KeystoreInvalid                 keystore_invalid
+    ├── LedgerNotInitialized                not_initialized
+    ├── StorageUnavailable                  storage_unavailable   (also: a ledger API that cannot be reached)
+    ├── gateway.wire.errors
+    │   ├── UpstreamError                   upstream_error        (model down, timed out, or 5xx)
+    │   ├── ReceiptInvalid                  receipt_invalid       (client side: a receipt or proof fails)
+    │   └── SpendLimitExceeded              spend_limit_exceeded  (client side: the policy refused to pay)
+    └── model_server.errors.ModelUnavailable  model_unavailable  (the model extra or weights are missing)
 
 Each class has a stable machine-readable ``code`` and keeps the context a caller needs in
-``details`` (amounts as base-unit strings). The HTTP layer maps classes to statuses in one
-table; the client SDK maps codes back to these classes with ``error_from_code``.
+``details`` (amounts as base-unit strings). HTTP statuses are not part of the tree: they live
+in one table, ``gateway.server.error_handlers.STATUS_BY_ERROR``.
+
+Codes map back to classes through an ``ErrorRegistry``: a table written down class by class,
+never whatever subclasses happen to be imported (a private subclass such as a storage
+backend's retry signal can never be returned). ``LEDGER_ERRORS`` is this module's part;
+``gateway.wire.errors.ERRORS`` adds the gateway's and the model server's classes, and is the
+table clients use. A code that is not in a table comes back as the ``InferpayError`` root with
+its code, message and details kept.
 This module must never import anything but the standard library.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 
@@ -165,20 +198,95 @@ class StorageUnavailable(InferpayError):
     code = "storage_unavailable"
 
 
-def _all_subclasses(cls: type[InferpayError]) -> list[type[InferpayError]]:
-    found = [cls]
-    for sub in cls.__subclasses__():
-        found.extend(_all_subclasses(sub))
-    return found
+class ErrorRegistry:
+    """Error classes by code, from a list someone wrote down.
+
+    Refuses a duplicate code and any class that is not public (a name starting with "_"), so
+    the lookup can only ever return a class a caller can import and catch by name.
+    """
+
+    def __init__(self, classes: Iterable[type[InferpayError]]) -> None:
+        table: dict[str, type[InferpayError]] = {InferpayError.code: InferpayError}
+        for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, InferpayError)):
+                raise TypeError(f"{cls!r} is not an InferpayError class")
+            if cls.__name__.startswith("_"):
+                raise ValueError(f"{cls.__module__}.{cls.__name__} is private and cannot be registered")
+            known = table.get(cls.code)
+            if known is not None and known is not cls:
+                raise ValueError(f"code {cls.code!r} is both {known.__name__} and {cls.__name__}")
+            table[cls.code] = cls
+        self._by_code: Mapping[str, type[InferpayError]] = MappingProxyType(table)
+
+    def extended(self, classes: Iterable[type[InferpayError]]) -> ErrorRegistry:
+        """This table plus ``classes`` (the same rules apply to the new ones)."""
+        return ErrorRegistry([*self._by_code.values(), *classes])
+
+    @property
+    def by_code(self) -> Mapping[str, type[InferpayError]]:
+        return self._by_code
+
+    @property
+    def classes(self) -> tuple[type[InferpayError], ...]:
+        return tuple(self._by_code.values())
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._by_code
+
+    def class_for(self, code: str) -> type[InferpayError]:
+        return self._by_code.get(code, InferpayError)
+
+    def from_code(self, code: str, message: str, **details: Any) -> InferpayError:
+        """Rebuild the error a server raised from its code, so callers catch the same class.
+        An unknown code gives the root class, still answering ``.code`` with the server's code."""
+        cls = self.class_for(code)
+        error = cls(message, **details)
+        if cls.code != code:
+            # An instance attribute shadows the ClassVar on this one object only: the caller
+            # still sees the server's code (and to_dict() renders it), the class is unchanged.
+            error.__dict__["code"] = code
+        return error
+
+
+LEDGER_ERRORS = ErrorRegistry(
+    (
+        InvalidInput,
+        InvalidAmount,
+        InvalidAddress,
+        MalformedRecord,
+        UnknownWallet,
+        AuthorizationError,
+        InvalidSignature,
+        HighSSignature,
+        WrongDomain,
+        NotYetValid,
+        AuthorizationExpired,
+        NonceReused,
+        Unauthorized,
+        AllowanceExhausted,
+        AllowanceExpired,
+        AllowanceRevoked,
+        InsufficientFunds,
+        LedgerConflict,
+        IdempotencyConflict,
+        HoldNotOpen,
+        SettleExceedsHold,
+        NotFound,
+        WalletError,
+        WrongPassword,
+        WalletExists,
+        KeystoreInvalid,
+        LedgerNotInitialized,
+        StorageUnavailable,
+    )
+)
 
 
 def error_classes() -> dict[str, type[InferpayError]]:
-    """Every error class by its code, including codes defined by other packages' subclasses."""
-    return {c.code: c for c in _all_subclasses(InferpayError)}
+    """The ledger's error classes by code (``gateway.wire.errors.ERRORS`` has the whole tree's)."""
+    return dict(LEDGER_ERRORS.by_code)
 
 
 def error_from_code(code: str, message: str, **details: Any) -> InferpayError:
-    """Rebuild the error a server raised from its code, so callers catch the same class."""
-    cls = error_classes().get(code, InferpayError)
-    err = cls(message, **details)
-    return err
+    """Rebuild a ledger error from its code (``LEDGER_ERRORS``); any other code gives the root."""
+    return LEDGER_ERRORS.from_code(code, message, **details)

@@ -36,7 +36,7 @@ Contract decisions (the gateway must match them):
   or ``response.extensions["inferpay_receipt"]`` (httpx); the recent ones are on ``auth.receipts``.
   ``None`` there means the charge was not verified (only with ``verify_receipts=False``).
 - Failures. A paid retry answered with ``{"error": {"code", "message", ...}}`` raises the same
-  exception class the gateway raised (``error_from_code``), with ``.response`` attached.
+  exception class the gateway raised (``gateway.wire.errors.ERRORS``), with ``.response`` attached.
 """
 
 from __future__ import annotations

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-# Importing gateway.wire.errors registers the gateway's error codes with error_from_code.
-from gateway.wire.errors import MalformedPayment, ReceiptInvalid, SpendLimitExceeded, UnsupportedScheme
+from gateway.wire.errors import (
+    ERRORS,
+    MalformedPayment,
+    ReceiptInvalid,
+    SpendLimitExceeded,
+    UnsupportedScheme,
+    error_from_body,
+    error_from_code,
+)
 from gateway.wire.receipts import Receipt, verify_offer
 from gateway.wire.x402 import (
     BINDING_VERSION,
@@ -38,7 +45,7 @@ from gateway.wire.x402 import (
 )
 from ledger.crypto import recover_address
 from ledger.encoding import request_binding_nonce, signing_digest
-from ledger.errors import InferpayError, InvalidSignature, error_classes, error_from_code
+from ledger.errors import InferpayError, InvalidSignature
 from ledger.types import (
     Address,
     Authorization,
@@ -71,25 +78,9 @@ def request_target(url: str) -> str:
 
 
 def gateway_error(body: bytes) -> InferpayError | None:
-    """The inferpay error a failure body ``{"error": {"code", "message", ...}}`` stands for.
-
-    Only codes inferpay defines are mapped, so an upstream's own error JSON passed through
-    (OpenAI's also has ``error.code``) is not mistaken for a gateway error."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
-        return None
-    details = {k: v for k, v in error.items() if k not in ("code", "message")}
-    return _known_error(error.get("code"), error.get("message"), details)
-
-
-def _known_error(code: object, message: object, details: Mapping[str, Any]) -> InferpayError | None:
-    if not isinstance(code, str) or code not in error_classes() or not isinstance(message, str):
-        return None
-    return error_from_code(code, message, **details)
+    """The inferpay error a failure body ``{"error": {"code", "message", ...}}`` stands for
+    (``gateway.wire.errors.error_from_body``: only codes inferpay defines are mapped)."""
+    return error_from_body(body)
 
 
 class SpendPolicy:
@@ -322,7 +313,11 @@ class Payer:
         if not isinstance(settlement, dict) or settlement.get("success") is not True:
             reason = settlement.get("errorReason") if isinstance(settlement, dict) else None
             self.policy.release(payment.authorization.value)  # a failed settlement captured nothing
-            error = _known_error(reason, f"the gateway reports a failed settlement ({reason})", {})
+            error = (
+                error_from_code(reason, f"the gateway reports a failed settlement ({reason})")
+                if isinstance(reason, str) and reason in ERRORS
+                else None
+            )
             raise error or ReceiptInvalid(f"the gateway reports a failed settlement ({reason!r})")
         if settlement.get("status") == "pending" and "receipt" not in settlement:
             # A streamed call: the charge is settled when the stream ends, and the signed receipt

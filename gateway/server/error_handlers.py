@@ -2,7 +2,11 @@
 
 ``{"error": {"code": ..., "message": ..., ...details}}``. A client's mistake is never a 500:
 werkzeug's own errors (404, 405, 413) get the same shape. The client SDK maps ``code`` back
-to the same exception classes (``ledger.errors.error_from_code``).
+to the same exception classes (``gateway.wire.errors.ERRORS``; the tree is drawn in
+``ledger.errors``). ``STATUS_BY_ERROR`` is the only place a status is chosen: every registered
+class resolves (through its own row or its nearest ancestor's) to a row other than the root's,
+and tests/gateway/test_error_registry.py holds every class to that. This module must never
+choose a status anywhere but in that table.
 """
 
 from __future__ import annotations
@@ -14,21 +18,43 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.wire import errors as gw
 from ledger import errors as le
+from model_server import errors as ms
 
 STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
+    # The client's request is wrong: fix it and retry.
     le.InvalidInput: 400,
+    gw.MalformedPayment: 400,
+    ms.InvalidEmbeddingRequest: 400,
+    ms.EmptyInput: 400,
+    ms.TooManyInputs: 400,
+    ms.InputTooLong: 400,  # not 413: the body is small enough, the text is longer than the model reads
     le.UnknownWallet: 404,
+    # The payment is not acceptable: 402 invites paying again, properly.
     le.AuthorizationError: 402,
+    le.InsufficientFunds: 402,
+    # A credential (API key) that cannot pay any more: paying differently will not help, 401.
     gw.InvalidApiKey: 401,
     le.AllowanceExpired: 401,
     le.AllowanceRevoked: 401,
-    le.InsufficientFunds: 402,
     le.LedgerConflict: 409,
     le.NotFound: 404,
+    ms.ModelNotFound: 404,  # as OpenAI answers an unknown model
     le.WalletError: 400,
+    le.WrongPassword: 401,  # the secret presented is wrong, like a bad API key
+    le.WalletExists: 409,  # conflicts with state that already exists, like a LedgerConflict
+    # A keystore is only ever read from the server's own disk: unreadable means our fault.
+    le.KeystoreInvalid: 500,
+    # The gateway's own configuration: raised at start-up; reaching a request is our bug, not theirs.
+    gw.ConfigError: 500,
     gw.UpstreamError: 502,
+    # Client-side checks of another party's word. Should a server ever raise one (checking an
+    # upstream's receipt or proof), that party failed us: a bad gateway.
+    gw.ReceiptInvalid: 502,
+    # Client-side: the payer's own policy refused to pay. A server relaying it says "not paid".
+    gw.SpendLimitExceeded: 402,
     le.StorageUnavailable: 503,
     le.LedgerNotInitialized: 503,
+    ms.ModelUnavailable: 503,  # the model extra or weights are missing: retry once it is installed
     le.InferpayError: 500,
 }
 

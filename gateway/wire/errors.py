@@ -1,29 +1,21 @@
-"""Errors of the paid HTTP flow, in the same tree as the ledger's (rooted at InferpayError).
+"""Errors of the paid HTTP flow, and the whole tree's code table that clients map codes through.
 
-InferpayError
-├── InvalidInput
-│   ├── MalformedPayment          malformed_payment     (400) header not base64 JSON, too large, bad shape
-│   └── ConfigError               config_error          (start-up only)
-├── AuthorizationError
-│   ├── PaymentRequired           payment_required      (402) no payment on a paid route
-│   ├── WrongNetwork              wrong_network         (402)
-│   ├── WrongAsset                wrong_asset           (402)
-│   ├── WrongPayee                wrong_payee           (402)
-│   ├── AmountTooLow              amount_too_low        (402)
-│   ├── UnsupportedScheme         unsupported_scheme    (402)
-│   ├── BindingMismatch           binding_mismatch      (402) payment bound to another request
-│   ├── PaymentAlreadyUsed        payment_already_used  (402) the same payment presented twice
-│   ├── InvalidApiKey             invalid_api_key       (401)
-│   ├── AllowanceExhausted        allowance_exhausted   (402) API key past its cap
-│   └── AllowanceExpired          allowance_expired     (401)
-├── UpstreamError                 upstream_error        (502) model down, timed out, or 5xx
-├── ReceiptInvalid                receipt_invalid       (client side: a receipt or proof fails)
-└── SpendLimitExceeded            spend_limit_exceeded  (client side: the policy refused to pay)
+The classes here are branches of the one tree drawn in ``ledger.errors`` (codes there; HTTP
+statuses only in ``gateway.server.error_handlers.STATUS_BY_ERROR``). ``ERRORS`` is the combined
+registry, written down: the ledger's ``LEDGER_ERRORS`` plus ``GATEWAY_ERRORS`` plus the model
+server's ``MODEL_SERVER_ERRORS`` (its errors reach clients through the gateway's proxy).
+``error_from_code`` and ``error_from_body`` look codes up there and nowhere else, so the answer
+never depends on what a process happens to have imported.
+This module must never import Flask, requests or httpx: the client SDK and the server share it.
 """
 
 from __future__ import annotations
 
-from ledger.errors import AuthorizationError, InferpayError, InvalidInput
+import json
+from typing import Any
+
+from ledger.errors import LEDGER_ERRORS, AuthorizationError, ErrorRegistry, InferpayError, InvalidInput
+from model_server.errors import MODEL_SERVER_ERRORS
 
 
 class MalformedPayment(InvalidInput):
@@ -80,3 +72,57 @@ class ReceiptInvalid(InferpayError):
 
 class SpendLimitExceeded(InferpayError):
     code = "spend_limit_exceeded"
+
+
+GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
+    MalformedPayment,
+    ConfigError,
+    PaymentRequired,
+    WrongNetwork,
+    WrongAsset,
+    WrongPayee,
+    AmountTooLow,
+    UnsupportedScheme,
+    BindingMismatch,
+    PaymentAlreadyUsed,
+    InvalidApiKey,
+    UpstreamError,
+    ReceiptInvalid,
+    SpendLimitExceeded,
+)
+
+# The table the client SDK (and anything else reading an inferpay error body) maps codes through.
+ERRORS: ErrorRegistry = LEDGER_ERRORS.extended(GATEWAY_ERRORS).extended(MODEL_SERVER_ERRORS)
+
+
+def error_from_code(code: str, message: str, **details: Any) -> InferpayError:
+    """The error ``code`` names anywhere in the tree; an unknown code gives the root, code kept."""
+    return ERRORS.from_code(code, message, **details)
+
+
+def error_fields(body: bytes | str) -> tuple[str, str, dict[str, Any]] | None:
+    """``(code, message, details)`` of an error body ``{"error": {"code", "message", ...}}``,
+    or None when the body is not one (not JSON, or not that shape)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code, message = error.get("code"), error.get("message")
+    if not isinstance(code, str) or not isinstance(message, str):
+        return None
+    return code, message, {k: v for k, v in error.items() if k not in ("code", "message")}
+
+
+def error_from_body(body: bytes | str) -> InferpayError | None:
+    """The inferpay error a failure body stands for, or None.
+
+    Only codes in ``ERRORS`` are mapped, so an upstream's own error JSON passed through (OpenAI's
+    also has ``error.code``) is not mistaken for an inferpay error."""
+    fields = error_fields(body)
+    if fields is None or fields[0] not in ERRORS:
+        return None
+    code, message, details = fields
+    return error_from_code(code, message, **details)
