@@ -9,22 +9,26 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
 from ledger.amounts import format_amount, parse_amount
-from ledger.audit import ChainSource, audit
+from ledger.audit import AuditReport, ChainSource, audit
 from ledger.blocks import verify_inclusion
-from ledger.errors import InvalidInput, LedgerNotInitialized, WalletExists
+from ledger.errors import LedgerNotInitialized, WalletExists
 from ledger.ledger import Ledger, TxResult
 from ledger.storage import is_postgres_url
 from ledger.storage.base import LedgerStore, StoredTx
 from ledger.types import Mint, Transaction, parse_address
 
+if TYPE_CHECKING:
+    from gateway.client.ledger_api import LedgerApiClient
+
 pass_home = click.make_pass_decorator(Home)
+NODE_TIMEOUT_SECONDS = 30.0
 
 
 def password_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,24 +55,12 @@ def node_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _node_get(node: str, path: str, **params: Any) -> Any:
-    import requests
+def node_api(node: str) -> LedgerApiClient:
+    """The ledger API of the gateway at ``node``: the SDK's one client, so an unreachable node is
+    ``storage_unavailable`` and the node's own errors come back as their classes."""
+    from gateway.client.ledger_api import LedgerApiClient
 
-    url = node.rstrip("/") + "/ledger" + path
-    try:
-        response = requests.get(url, params=params, timeout=30)
-    except requests.RequestException as exc:
-        raise InvalidInput(f"cannot reach {node}: {type(exc).__name__}") from exc
-    try:
-        body = response.json()
-    except ValueError as exc:
-        raise InvalidInput(f"{url} did not answer JSON (status {response.status_code})") from exc
-    if response.status_code != 200:
-        from ledger.errors import error_from_code
-
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        raise error_from_code(str(error.get("code", "inferpay_error")), str(error.get("message", response.reason)))
-    return body
+    return LedgerApiClient.for_node(node, timeout_s=NODE_TIMEOUT_SECONDS)
 
 
 def _after_write(ledger: Ledger) -> None:
@@ -214,7 +206,8 @@ def balance(home: Home, who: str, node: str | None, as_json: bool) -> None:
     """Show the balance of WHO (a wallet name or address): available, and held for open payments."""
     address = home.wallets.resolve(who)
     if node is not None:
-        data = _node_get(node, f"/accounts/{address}")
+        with node_api(node) as api:
+            data = api.account(address)
         available, held = int(data["available"]), int(data["held"])
     else:
         ledger = home.open_ledger(with_sealer=False)
@@ -248,8 +241,8 @@ def history(
         raise click.UsageError("choose one of --json and --csv")
     address = home.wallets.resolve(who)
     if node is not None:
-        params = {"limit": limit, **({"before": before} if before else {})}
-        page = _node_get(node, f"/accounts/{address}/history", **params)
+        with node_api(node) as api:
+            page = api.history(address, limit, before)
         entries = [
             StoredTx(e["seq"], e["txId"], Transaction.from_dict(e["transaction"]), b"", e["blockHeight"])
             for e in page["entries"]
@@ -379,19 +372,16 @@ def verify(home: Home, independent: bool, expected_sealer: str | None, node: str
     if expected_sealer is not None:
         expected_sealer = parse_address(expected_sealer, "--expect-sealer")
     source: ChainSource
-    if node is not None:
-        from gateway.client.remote_chain import RemoteChain
+    with contextlib.ExitStack() as stack:
+        if node is not None:
+            from gateway.client.ledger_api import RemoteChain
 
-        remote = RemoteChain(node)
-        source, total = remote, int(_node_get(node, "/head")["header"]["treeSize"])
-    else:
-        ledger = home.open_ledger(with_sealer=False)
-        source, total = ledger.store, ledger.head().header.tree_size + ledger.store.unsealed()[0]
-    if sys.stderr.isatty() and not as_json:
-        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            report = audit(source, independent=independent, progress=bar.update, expected_sealer=expected_sealer)
-    else:
-        report = audit(source, independent=independent, expected_sealer=expected_sealer)
+            remote = RemoteChain(stack.enter_context(node_api(node)))
+            source, total = remote, remote.head.header.tree_size
+        else:
+            ledger = home.open_ledger(with_sealer=False)
+            source, total = ledger.store, ledger.head().header.tree_size + ledger.store.unsealed()[0]
+        report = _audit(source, total, independent, expected_sealer, as_json)
     if as_json:
         emit_json(report.to_dict())
     elif report.ok:
@@ -475,6 +465,15 @@ def import_command(home: Home, file: Path, as_json: bool) -> None:
     )
 
 
+def _audit(
+    source: ChainSource, total: int, independent: bool, expected_sealer: str | None, as_json: bool
+) -> AuditReport:
+    if sys.stderr.isatty() and not as_json:
+        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+            return audit(source, independent=independent, progress=bar.update, expected_sealer=expected_sealer)
+    return audit(source, independent=independent, expected_sealer=expected_sealer)
+
+
 def _with_progress(total: int, label: str, work: Callable[[Callable[[int], None] | None], Any]) -> Any:
     """Run ``work(progress)`` with a progress bar on a terminal's stderr, quietly otherwise."""
     if not sys.stderr.isatty():
@@ -497,4 +496,4 @@ COMMANDS = [
     export_command,
     import_command,
 ]
-__all__ = ["COMMANDS", "InvalidInput"]
+__all__ = ["COMMANDS"]

@@ -1,13 +1,14 @@
 """The `inferpay` click group: global options, error handling, and command registration.
 
-Errors a user can cause (``InferpayError``, bad files) become one line on stderr and exit 1;
-click's own usage errors exit 2. A traceback means a bug in inferpay.
+Errors a user can cause (``InferpayError``, bad files) become one line on stderr and exit 1:
+``error: <message> [<code>]``, the code from the one error tree (``ledger.errors``), as the
+auditor prints its problems. Click's own usage errors exit 2. Nothing else is caught: the
+storage backends translate their drivers' errors into that tree, so a traceback means a bug.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,15 @@ class InferpayGroup(click.Group):
         try:
             return super().invoke(ctx)
         except InferpayError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            ctx.exit(1)
-        except sqlite3.Error as exc:
-            click.echo(f"error: ledger database: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc.message)} [{exc.code}]", err=True)
             ctx.exit(1)
         except OSError as exc:
             click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             ctx.exit(1)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _default_home() -> str:

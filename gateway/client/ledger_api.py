@@ -1,4 +1,13 @@
-"""Client-side proofs against the ledger API: a receipt's charge is sealed, and history holds.
+"""The one client of the ledger API (``/ledger/...``), and the client-side proofs built on it.
+
+``LedgerApiClient`` is the only code that GETs the ledger API: the SDK's proofs, the CLI's
+``--node`` commands and ``RemoteChain`` (the auditor's source for ``inferpay verify --node``)
+all go through it, so every failure reads the same way. A node that cannot be reached (refused,
+timed out, reset) is ``StorageUnavailable("cannot reach URL: ...")``; a non-200 answer with an
+inferpay error body ``{"error": {"code", "message", ...}}`` raises that code's class from the one
+registry (``gateway.wire.errors.ERRORS``), details kept; any other non-200 answer is
+``StorageUnavailable`` (5xx) or ``InferpayError`` (4xx, its code kept when the body had one), the
+HTTP status in the message. A 200 that is not JSON is ``MalformedRecord``.
 
 ``verify_receipt_inclusion`` turns a gateway-signed receipt into a sealer-signed block that
 provably contains the charging transaction; ``check_consistency`` proves that the ledger's
@@ -7,49 +16,168 @@ is caught. Every proof failure is a ``ReceiptInvalid`` (the original error is it
 
 ``session`` is anything with ``get(url, params=..., timeout=...)`` returning a response with
 ``status_code``, ``content`` and ``json()``: a ``requests.Session`` or an ``httpx.Client``.
-Without one, a short-lived ``requests.Session`` is used. This module never imports Flask.
+Without one, the client opens a ``requests.Session`` on first use (``close()`` or ``with`` ends
+it). This module must never import Flask, and imports requests only when it needs its own
+session, so ``import gateway.client`` loads no HTTP library.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
-from gateway.client.payer import gateway_error
-from gateway.wire.errors import ReceiptInvalid
+from gateway.wire.errors import ERRORS, ReceiptInvalid, error_fields
 from gateway.wire.receipts import Receipt
 from ledger.blocks import check_block_signature, verify_consistency, verify_inclusion
-from ledger.encoding import transaction_id
-from ledger.errors import InferpayError, MalformedRecord, NotFound
+from ledger.encoding import leaf_hash, transaction_id
+from ledger.errors import InferpayError, MalformedRecord, NotFound, StorageUnavailable
+from ledger.storage.base import RawTx
 from ledger.types import Authorization, ChainInfo, HoldResolution, SignedBlock, Transaction
 
 HTTP_TIMEOUT_SECONDS = 10.0
 _CHAIN_KEYS = ("chainId", "tokenAddress", "operator", "sealer", "name", "version")
 
 
-def _get_json(session: Any, url: str, params: dict[str, Any] | None = None) -> Any:
-    if session is None:
-        import requests
+class LedgerApiClient:
+    """GET the ledger API at ``ledger_url`` (the ``/ledger`` mount itself, as a 402 names it).
 
-        with requests.Session() as own:
-            return _get_json(own, url, params)
-    response = session.get(url, params=params, timeout=HTTP_TIMEOUT_SECONDS)
-    if response.status_code != 200:
-        error = gateway_error(response.content)
-        raise error or InferpayError(f"GET {url} answered HTTP {response.status_code}")
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise MalformedRecord(f"GET {url} did not answer JSON") from exc
+    ``LedgerApiClient.for_node(url)`` takes a gateway's base URL instead. Methods return the
+    server's JSON as parsed, except ``chain_info`` and ``head``, which are domain objects; they
+    check shapes, never signatures or proofs (the functions below, and the auditor, do that).
+    """
+
+    def __init__(self, ledger_url: str, session: Any = None, *, timeout_s: float = HTTP_TIMEOUT_SECONDS) -> None:
+        self.base_url = ledger_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._session = session
+        self._own_session: Any = None
+
+    @classmethod
+    def for_node(
+        cls, node_url: str, session: Any = None, *, timeout_s: float = HTTP_TIMEOUT_SECONDS
+    ) -> LedgerApiClient:
+        """The ledger API of the gateway at ``node_url`` (``/ledger`` is added unless it is there)."""
+        base = node_url.rstrip("/")
+        return cls(base if base.endswith("/ledger") else base + "/ledger", session, timeout_s=timeout_s)
+
+    def __enter__(self) -> LedgerApiClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session this client opened (never one it was given)."""
+        if self._own_session is not None:
+            self._own_session.close()
+            self._own_session = None
+
+    def _http(self) -> Any:
+        if self._session is not None:
+            return self._session
+        if self._own_session is None:
+            import requests  # only now: importing the SDK must not load an HTTP library
+
+            self._own_session = requests.Session()
+        return self._own_session
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        """``GET <ledger_url><path>?params`` as parsed JSON; failures as described above."""
+        url = self.base_url + path
+        try:
+            response = self._http().get(url, params=params or None, timeout=self.timeout_s)
+        except _transport_errors() as exc:
+            raise StorageUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}", url=url) from exc
+        if response.status_code != 200:
+            raise _error_of(url, response.status_code, response.content)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise MalformedRecord(f"GET {url} did not answer JSON") from exc
+
+    def chain_info(self) -> ChainInfo:
+        """``GET /info``'s chain identity (it is only as trustworthy as the server)."""
+        data = self.get_json("/info")
+        if not isinstance(data, dict) or not set(_CHAIN_KEYS) <= set(data):
+            raise MalformedRecord("ledger info: missing chain fields")
+        return ChainInfo.from_dict({key: data[key] for key in _CHAIN_KEYS})
+
+    def head(self) -> SignedBlock:
+        """``GET /head``, parsed (its signature is not checked here: see ``fetch_head``)."""
+        return _signed_block(self.get_json("/head"))
+
+    def account(self, address: str) -> dict[str, Any]:
+        """``GET /accounts/<address>``: available, held and open holds (amounts as base-unit strings)."""
+        return _object(self.get_json(f"/accounts/{address}"), "account")
+
+    def history(self, address: str, limit: int = 100, before: int | None = None) -> dict[str, Any]:
+        """``GET /accounts/<address>/history``: ``entries`` newest first, ``next`` for the next page."""
+        params: dict[str, Any] = {"limit": limit, **({"before": before} if before is not None else {})}
+        return _object(self.get_json(f"/accounts/{address}/history", **params), "history")
+
+    def blocks(self, start: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """``GET /blocks?from=&limit=``: signed blocks from height ``start``, as served."""
+        page = _object(self.get_json("/blocks", **{"from": start, "limit": limit}), "blocks")
+        found = page.get("blocks")
+        if not isinstance(found, list):
+            raise MalformedRecord("blocks: unexpected shape")
+        return found
+
+    def block(self, height: int) -> dict[str, Any]:
+        """``GET /blocks/<height>``: the signed block and its ``transactions``; ``NotFound`` past the head."""
+        return _object(self.get_json(f"/blocks/{height}"), "block")
+
+    def transaction(self, tx_id: str) -> dict[str, Any]:
+        """``GET /transactions/<txId>``: the record, and its ``inclusionProof`` once sealed."""
+        return _object(self.get_json(f"/transactions/{tx_id}"), "transaction")
+
+    def consistency(self, old: int, new: int) -> dict[str, Any]:
+        """``GET /consistency?old=&new=``: both blocks and the proof between them, unchecked."""
+        return _object(self.get_json("/consistency", old=old, new=new), "consistency proof")
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    # requests' errors are OSErrors; httpx's are not, but httpx is loaded whenever a caller
+    # handed us an httpx.Client, so look it up without importing it.
+    httpx = sys.modules.get("httpx")
+    return (OSError, httpx.TransportError) if httpx is not None else (OSError,)
+
+
+def _error_of(url: str, status: int, body: bytes) -> InferpayError:
+    fields = error_fields(body)
+    if fields is not None and fields[0] in ERRORS:
+        code, message, details = fields
+        return ERRORS.from_code(code, message, **details)
+    what = f"GET {url} answered HTTP {status}"
+    if fields is not None:  # an error body, but not a code inferpay defines: keep it all
+        code, message, details = fields
+        return ERRORS.from_code(code, f"{what}: {message}", status=status, **details)
+    if status >= 500:
+        return StorageUnavailable(what, url=url, status=status)
+    return InferpayError(what, url=url, status=status)
+
+
+def _object(data: Any, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise MalformedRecord(f"{what}: expected a JSON object")
+    return data
+
+
+def _signed_block(data: Any) -> SignedBlock:
+    if isinstance(data, dict) and "header" not in data and "head" in data:
+        data = data["head"]
+    return SignedBlock.from_dict(data)
 
 
 def fetch_chain_info(ledger_url: str, session: Any = None, *, expected_sealer: str | None = None) -> ChainInfo:
     """The ledger's chain info (``GET <ledger>/info``). It is only as trustworthy as the server:
     pin ``expected_sealer`` (or keep a ChainInfo from a trusted source) for the proofs to mean much."""
-    data = _get_json(session, f"{ledger_url.rstrip('/')}/info")
-    if not isinstance(data, dict) or not set(_CHAIN_KEYS) <= set(data):
-        raise MalformedRecord("ledger info: missing chain fields")
-    chain = ChainInfo.from_dict({key: data[key] for key in _CHAIN_KEYS})
+    with LedgerApiClient(ledger_url, session) as api:
+        chain = api.chain_info()
     if expected_sealer is not None and chain.sealer.lower() != expected_sealer.lower():
         raise ReceiptInvalid(f"the ledger's sealer is {chain.sealer}, not the expected {expected_sealer}")
     return chain
@@ -57,11 +185,14 @@ def fetch_chain_info(ledger_url: str, session: Any = None, *, expected_sealer: s
 
 def fetch_head(ledger_url: str, chain: ChainInfo, session: Any = None) -> SignedBlock:
     """The ledger's current head (``GET <ledger>/head``), checked to be signed by the sealer."""
-    data = _get_json(session, f"{ledger_url.rstrip('/')}/head")
-    if isinstance(data, dict) and "header" not in data and "head" in data:
-        data = data["head"]
+    with LedgerApiClient(ledger_url, session) as api:
+        return _checked_head(api, chain)
+
+
+def _checked_head(api: LedgerApiClient, chain: ChainInfo) -> SignedBlock:
+    data = api.get_json("/head")  # outside the try: an unreachable ledger is not a bad head
     try:
-        head = SignedBlock.from_dict(data)
+        head = _signed_block(data)
         check_block_signature(head, chain.sealer)
     except InferpayError as exc:
         raise ReceiptInvalid(f"the ledger's head is not valid: {exc.message}") from exc
@@ -83,16 +214,15 @@ def verify_receipt_inclusion(
     is not within ``timeout`` seconds), checks the inclusion proof up to the block's signature,
     and that the proven transaction is the receipt's and captures exactly ``charged``."""
     receipt.verify(chain_info.sealer)  # the receipt itself must be the chain's sealer's word
-    url = f"{ledger_url.rstrip('/')}/transactions/{receipt.tx_id}"
     deadline = time.monotonic() + timeout
-    while True:
-        data = _get_json(session, url)
-        proof = data.get("inclusionProof") if isinstance(data, dict) else None
-        if proof is not None:
-            break
-        if time.monotonic() >= deadline:
-            raise NotFound(f"transaction {receipt.tx_id} was not sealed within {timeout} s", tx_id=receipt.tx_id)
-        time.sleep(poll_interval)
+    with LedgerApiClient(ledger_url, session) as api:
+        while True:
+            proof = api.transaction(receipt.tx_id).get("inclusionProof")
+            if proof is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise NotFound(f"transaction {receipt.tx_id} was not sealed within {timeout} s", tx_id=receipt.tx_id)
+            time.sleep(poll_interval)
     try:
         block = verify_inclusion(proof, chain_info)
         tx = Transaction.from_dict(proof["transaction"])
@@ -127,13 +257,14 @@ def check_consistency(ledger_url: str, old_head: SignedBlock, chain: ChainInfo, 
     The proof is checked against the client's own copy of the old head, never the server's,
     so a ledger that was rolled back below it or rewrote anything up to it raises
     ``ReceiptInvalid``. Pin the returned head for the next check."""
-    new_head = fetch_head(ledger_url, chain, session)
-    old_height, new_height = old_head.header.height, new_head.header.height
-    if new_height < old_height:
-        raise ReceiptInvalid(
-            f"the ledger was rolled back: its head is block {new_height}, but block {old_height} was seen"
-        )
-    data = _get_json(session, f"{ledger_url.rstrip('/')}/consistency", {"old": old_height, "new": new_height})
+    with LedgerApiClient(ledger_url, session) as api:
+        new_head = _checked_head(api, chain)
+        old_height, new_height = old_head.header.height, new_head.header.height
+        if new_height < old_height:
+            raise ReceiptInvalid(
+                f"the ledger was rolled back: its head is block {new_height}, but block {old_height} was seen"
+            )
+        data: Any = api.consistency(old_height, new_height)
     try:
         if not isinstance(data, dict) or not isinstance(data.get("proof"), list):
             raise MalformedRecord("consistency proof: unexpected shape")
@@ -147,3 +278,50 @@ def check_consistency(ledger_url: str, old_head: SignedBlock, chain: ChainInfo, 
     except InferpayError as exc:
         raise ReceiptInvalid(f"the ledger's history is not consistent with block {old_height}: {exc.message}") from exc
     return served_new
+
+
+class RemoteChain:
+    """A remote node's sealed chain, read over its ledger API: the auditor's ``ChainSource`` for
+    ``inferpay verify --node URL``.
+
+    It downloads blocks and their transactions page by page and hands them, as served, to the
+    same auditor that checks a local database, so a remote ledger is verified independently:
+    every signature, id, Merkle root, link and balance rule is recomputed here. Only sealed
+    history is visible remotely, so the database-side comparisons (stored balances, nonce table)
+    are not made.
+    """
+
+    PAGE = 200
+
+    def __init__(self, api: LedgerApiClient) -> None:
+        self.api = api
+        # The chain grows while it is read: fix the head once, and read up to it only.
+        self.head = api.head()
+        self.head_height = self.head.header.height
+
+    def chain_info(self) -> ChainInfo:
+        return self.api.chain_info()
+
+    def iter_raw_blocks(self) -> Iterator[tuple[int, str]]:
+        start = 0
+        while start <= self.head_height:
+            found = self.api.blocks(start, min(self.PAGE, self.head_height + 1 - start))
+            if not found:
+                return
+            for block in found:
+                yield int(block["header"]["height"]), json.dumps(block)
+            start = int(found[-1]["header"]["height"]) + 1
+
+    def iter_raw_transactions(self, after_seq: int = 0, batch: int = 2000) -> Iterator[RawTx]:
+        for height in range(self.head_height + 1):
+            try:
+                found = self.api.block(height)
+            except NotFound:
+                continue  # the auditor reports the missing block from the block list
+            for entry in found.get("transactions", []):
+                record = entry["transaction"]
+                try:
+                    leaf = leaf_hash(Transaction.from_dict(record))
+                except InferpayError:
+                    leaf = b"\0" * 32  # the auditor reports the record itself
+                yield RawTx(int(entry["seq"]), str(entry["txId"]), json.dumps(record), leaf, entry["blockHeight"])

@@ -208,7 +208,7 @@ def _blocks(store: ChainSource, auditor: _Auditor) -> Iterator[SignedBlock]:
 
 class ChainSource(Protocol):
     """What the auditor replays: the chain's identity, its blocks and its transactions, raw.
-    A ``LedgerStore`` is one; so is a remote node read over HTTP (``gateway.client.remote_chain``)."""
+    A ``LedgerStore`` is one; so is a remote node read over HTTP (``gateway.client.ledger_api.RemoteChain``)."""
 
     def chain_info(self) -> ChainInfo: ...
 
