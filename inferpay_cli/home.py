@@ -1,4 +1,5 @@
-"""The CLI's view of a home directory: ``gateway.server.home.Home`` plus how it asks for passwords.
+"""The CLI's view of a home directory: ``gateway.server.home.Home`` plus how it asks for passwords
+and how it opens a store that must not hold a ledger yet (init, import).
 
 Passwords come from ``--password-file``, ``INFERPAY_PASSWORD``, or a no-echo prompt, and are
 never printed or logged.
@@ -15,7 +16,8 @@ import click
 
 from gateway.server.home import OPERATOR_WALLET
 from gateway.server.home import Home as DataHome
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidInput, LedgerNotInitialized, WalletExists
+from ledger.storage.base import LedgerStore
 
 __all__ = ["OPERATOR_WALLET", "Home"]
 
@@ -36,3 +38,13 @@ class Home(DataHome):
         if not sys.stdin.isatty():
             raise InvalidInput("no password: use --password-file, set INFERPAY_PASSWORD, or run in a terminal")
         return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+    def empty_store(self) -> LedgerStore:
+        """The store of this home's ledger location, which must not hold a ledger yet."""
+        store = self.create_store()
+        try:
+            store.chain_info()
+        except LedgerNotInitialized:
+            return store
+        store.close()
+        raise WalletExists(f"{self.ledger_description} already holds a ledger; use another database or schema")

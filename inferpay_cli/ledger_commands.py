@@ -1,66 +1,26 @@
-"""Ledger commands: init, info, mint, transfer, balance, history, seal, blocks, tx, verify, export, import."""
+"""Ledger commands: init, info, mint, transfer, balance, history, seal, blocks, tx.
+
+One transaction or one read each; the whole-chain commands (verify, export, import) are
+``inferpay_cli.chain_commands``. A write is sealed before the command exits (the CLI is
+short-lived); a read never writes.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import json
 import secrets
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from inferpay_cli.home import OPERATOR_WALLET, Home
+from inferpay_cli.options import json_option, node_api, node_option, pass_home, password_file_option
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
 from ledger.amounts import format_amount, parse_amount
-from ledger.audit import AuditReport, ChainSource, audit
 from ledger.blocks import verify_inclusion
-from ledger.errors import LedgerNotInitialized, WalletExists
+from ledger.errors import WalletExists
 from ledger.ledger import Ledger, TxResult
 from ledger.storage import is_postgres_url
-from ledger.storage.base import LedgerStore, StoredTx
-from ledger.types import Mint, Transaction, parse_address
-
-if TYPE_CHECKING:
-    from gateway.client.ledger_api import LedgerApiClient
-
-pass_home = click.make_pass_decorator(Home)
-NODE_TIMEOUT_SECONDS = 30.0
-
-
-def password_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    def remember(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
-        if value is not None:
-            ctx.ensure_object(Home).password_file = value
-
-    return click.option(
-        "--password-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        expose_value=False,
-        callback=remember,
-        help="Read the wallet password from this file.",
-    )(func)
-
-
-def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
-
-
-def node_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--node", default=None, metavar="URL", help="Ask a remote gateway (its base URL) instead of the local ledger."
-    )(func)
-
-
-def node_api(node: str) -> LedgerApiClient:
-    """The ledger API of the gateway at ``node``: the SDK's one client, so an unreachable node is
-    ``storage_unavailable`` and the node's own errors come back as their classes."""
-    from gateway.client.ledger_api import LedgerApiClient
-
-    return LedgerApiClient.for_node(node, timeout_s=NODE_TIMEOUT_SECONDS)
+from ledger.storage.base import StoredTx
+from ledger.types import Mint, Transaction
 
 
 def _after_write(ledger: Ledger) -> None:
@@ -94,7 +54,7 @@ def init(home: Home, chain_id: int | None) -> None:
         raise WalletExists(f"a wallet named {OPERATOR_WALLET!r} already exists in {home.path}")
     store = None
     if is_postgres_url(home.ledger_location):  # reach the server before writing any key
-        store = _empty_store(home)
+        store = home.empty_store()
     try:
         password = home.password("Password for the operator wallet", confirm=True)
         operator = home.wallets.create(OPERATOR_WALLET, password)
@@ -112,17 +72,6 @@ def init(home: Home, chain_id: int | None) -> None:
     click.echo(f"token address: {chain.token_address}")
     click.echo(f"operator:      {chain.operator}")
     click.echo(f"sealer:        {chain.sealer}")
-
-
-def _empty_store(home: Home) -> LedgerStore:
-    """The store of ``home``'s ledger location, which must not hold a ledger yet."""
-    store = home.create_store()
-    try:
-        store.chain_info()
-    except LedgerNotInitialized:
-        return store
-    store.close()
-    raise WalletExists(f"{home.ledger_description} already holds a ledger; use another database or schema")
 
 
 @click.command()
@@ -349,151 +298,5 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
     )
 
 
-@click.command()
-@click.option(
-    "--independent",
-    is_flag=True,
-    help="Also re-check every signature with a second, pure-Python ECDSA implementation (slow).",
-)
-@click.option(
-    "--expect-sealer",
-    "expected_sealer",
-    metavar="ADDRESS",
-    help="The sealer address you trust (the operator publishes it; 402 offers name it): a chain"
-    " re-signed from genesis by another key is reported instead of passing.",
-)
-@node_option
-@json_option
-@pass_home
-def verify(home: Home, independent: bool, expected_sealer: str | None, node: str | None, as_json: bool) -> None:
-    """Replay the whole chain from genesis and report every problem; exit 1 if there is any.
-
-    With --node URL, download a remote gateway's sealed chain and verify it here, independently."""
-    if expected_sealer is not None:
-        expected_sealer = parse_address(expected_sealer, "--expect-sealer")
-    source: ChainSource
-    with contextlib.ExitStack() as stack:
-        if node is not None:
-            from gateway.client.ledger_api import RemoteChain
-
-            remote = RemoteChain(stack.enter_context(node_api(node)))
-            source, total = remote, remote.head.header.tree_size
-        else:
-            ledger = home.open_ledger(with_sealer=False)
-            source, total = ledger.store, ledger.head().header.tree_size + ledger.store.unsealed()[0]
-        report = _audit(source, total, independent, expected_sealer, as_json)
-    if as_json:
-        emit_json(report.to_dict())
-    elif report.ok:
-        head = report.head
-        click.echo(
-            f"chain valid: {report.blocks} blocks, {report.transactions} transactions"
-            + (f", head {head.block_hash}" if head else "")
-            + (", signatures re-checked independently" if independent else "")
-        )
-    else:
-        click.echo(f"chain INVALID: {len(report.problems)} problem(s), first one first:", err=True)
-        for problem in report.problems:
-            click.echo(f"  {problem}", err=True)
-    if not report.ok:
-        sys.exit(1)
-
-
-@click.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@json_option
-@pass_home
-def export_command(home: Home, file: Path, as_json: bool) -> None:
-    """Write the whole ledger to FILE ('-': stdout) as JSON Lines: chain, blocks, transactions, API keys.
-
-    Stop the gateway first: the dump is the ledger as of its head. `inferpay import` rebuilds it
-    in another database (SQLite or PostgreSQL)."""
-    from ledger.storage.dump import export_ledger
-
-    store = home.open_store()
-    try:
-        total = store.head().header.tree_size + store.unsealed()[0]
-        if str(file) == "-":
-            result = _with_progress(total, "exporting", lambda progress: export_ledger(store, sys.stdout, progress))
-        else:
-            partial = file.with_name(file.name + ".partial")  # never leave half a dump under FILE
-            with open(partial, "w", encoding="utf-8") as handle:
-                result = _with_progress(total, "exporting", lambda progress: export_ledger(store, handle, progress))
-            partial.replace(file)
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), sort_keys=True), err=str(file) == "-")
-        return
-    click.echo(
-        f"exported {result.transactions} transactions, {result.blocks} blocks and {result.api_keys} API keys "
-        f"from {home.ledger_description}; head {result.head.block_hash}",
-        err=True,
-    )
-
-
-@click.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
-@json_option
-@pass_home
-def import_command(home: Home, file: Path, as_json: bool) -> None:
-    """Rebuild a ledger from an `inferpay export` FILE ('-': stdin) in --database (or ledger.db).
-
-    Every transaction is replayed through the target's own rules (balances, nonces, holds and
-    allowances are rebuilt, never copied), then the signed blocks are re-attached. The target
-    must hold no ledger yet; wallets and sealer.key are not in the dump: copy them to --home."""
-    from ledger.storage.dump import import_ledger, read_header
-
-    if home.has_local_ledger_file():
-        raise WalletExists(f"{home.ledger_description} already holds a ledger; import into a new one")
-    with contextlib.ExitStack() as stack:
-        source = sys.stdin if str(file) == "-" else stack.enter_context(open(file, encoding="utf-8"))
-        lines: Iterator[str] = iter(source)
-        first = next(lines, "")
-        total = int(read_header([first]).get("transactions", 0))  # a bad file fails before the target is made
-        store = _empty_store(home)
-        stack.callback(store.close)
-        result = _with_progress(
-            total, "importing", lambda progress: import_ledger(store, itertools.chain([first], lines), progress)
-        )
-    if as_json:
-        emit_json(result.to_dict())
-        return
-    click.echo(
-        f"imported {result.transactions} transactions, {result.blocks} blocks and {result.api_keys} API keys "
-        f"into {home.ledger_description}; head {result.head.block_hash}"
-    )
-
-
-def _audit(
-    source: ChainSource, total: int, independent: bool, expected_sealer: str | None, as_json: bool
-) -> AuditReport:
-    if sys.stderr.isatty() and not as_json:
-        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            return audit(source, independent=independent, progress=bar.update, expected_sealer=expected_sealer)
-    return audit(source, independent=independent, expected_sealer=expected_sealer)
-
-
-def _with_progress(total: int, label: str, work: Callable[[Callable[[int], None] | None], Any]) -> Any:
-    """Run ``work(progress)`` with a progress bar on a terminal's stderr, quietly otherwise."""
-    if not sys.stderr.isatty():
-        return work(None)
-    with click.progressbar(length=max(total, 1), label=label, file=sys.stderr) as bar:
-        return work(bar.update)
-
-
-COMMANDS = [
-    init,
-    info,
-    mint,
-    transfer,
-    balance,
-    history,
-    seal,
-    blocks,
-    tx_command,
-    verify,
-    export_command,
-    import_command,
-]
-__all__ = ["COMMANDS"]
+COMMANDS = [init, info, mint, transfer, balance, history, seal, blocks, tx_command]
+__all__ = ["COMMANDS", "json_option", "node_option", "pass_home", "password_file_option"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from inferpay_cli.home import Home
-from inferpay_cli.ledger_commands import json_option, pass_home, password_file_option
+from inferpay_cli.options import json_option, pass_home, password_file_option
 from inferpay_cli.output import emit_json, table
 from ledger.amounts import format_amount
 from ledger.errors import KeystoreInvalid
