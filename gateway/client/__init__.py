@@ -48,12 +48,12 @@ from gateway.client.payer import (
     Challenge,
     Payer,
     Payment,
-    SpendPolicy,
     gateway_error,
     receipt_of,
     request_target,
     stream_receipt,
 )
+from gateway.client.spend_policy import SpendPolicy
 
 if TYPE_CHECKING:
     from gateway.client.httpx_auth import HttpxPaymentAuth

@@ -1,7 +1,8 @@
-"""The transport-free core of the client SDK: spend policy, choosing and checking the offered
-terms, signing a request-bound payment, and checking what the gateway answers.
+"""The transport-free core of the client SDK: choosing and checking the offered terms, signing
+a request-bound payment, and checking what the gateway answers.
 
-``gateway.client`` documents the contract and re-exports everything here; the transports
+``gateway.client`` documents the contract and re-exports everything here; the caps live in
+``gateway.client.spend_policy`` (re-exported here as ``SpendPolicy``); the transports
 (``gateway.client.requests_auth``, ``gateway.client.httpx_auth``) drive a ``Payer`` through its three
 steps: ``challenge`` (parse a 402), ``pay`` (reserve, then sign), ``finish`` (verify the
 receipt, settle the reservation). It must never import Flask, requests or httpx.
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.client.spend_policy import SpendPolicy
 from gateway.wire.errors import (
     ERRORS,
     MalformedPayment,
     ReceiptInvalid,
-    SpendLimitExceeded,
     UnsupportedScheme,
     error_from_body,
     error_from_code,
@@ -81,47 +82,6 @@ def gateway_error(body: bytes) -> InferpayError | None:
     """The inferpay error a failure body ``{"error": {"code", "message", ...}}`` stands for
     (``gateway.wire.errors.error_from_body``: only codes inferpay defines are mapped)."""
     return error_from_body(body)
-
-
-class SpendPolicy:
-    """Per-call and running-total caps in base units, shared safely by every thread."""
-
-    def __init__(self, max_per_call: int | None = None, max_total: int | None = None) -> None:
-        for name, value in (("max_per_call", max_per_call), ("max_total", max_total)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be a non-negative integer of base units, got {value!r}")
-        self.max_per_call = max_per_call
-        self.max_total = max_total
-        self._lock = threading.Lock()
-        self._committed = 0
-
-    @property
-    def committed(self) -> int:
-        """Charged so far plus what in-flight payments have authorized."""
-        with self._lock:
-            return self._committed
-
-    def reserve(self, amount: int) -> None:
-        if self.max_per_call is not None and amount > self.max_per_call:
-            raise SpendLimitExceeded(
-                f"the call asks {amount}, more than the per-call limit {self.max_per_call}",
-                amount=str(amount),
-                limit=str(self.max_per_call),
-            )
-        with self._lock:  # check and add in one step, or two threads could both fit under the cap
-            if self.max_total is not None and self._committed + amount > self.max_total:
-                raise SpendLimitExceeded(
-                    f"paying {amount} would bring spending to {self._committed + amount}, "
-                    f"past the limit {self.max_total}",
-                    amount=str(amount),
-                    committed=str(self._committed),
-                    limit=str(self.max_total),
-                )
-            self._committed += amount
-
-    def release(self, amount: int) -> None:
-        with self._lock:
-            self._committed -= amount
 
 
 @dataclass(frozen=True)
