@@ -155,7 +155,7 @@ def _error_of(url: str, status: int, body: bytes) -> InferpayError:
     what = f"GET {url} answered HTTP {status}"
     if fields is not None:  # an error body, but not a code inferpay defines: keep it all
         code, message, details = fields
-        return ERRORS.from_code(code, f"{what}: {message}", status=status, **details)
+        return ERRORS.from_code(code, f"{what}: {message}", **{**details, "status": status})
     if status >= 500:
         return StorageUnavailable(what, url=url, status=status)
     return InferpayError(what, url=url, status=status)
