@@ -80,3 +80,18 @@ class ReceiptInvalid(InferpayError):
 
 class SpendLimitExceeded(InferpayError):
     code = "spend_limit_exceeded"
+
+
+# ---- the x402 facilitator (gateway/server/facilitator.py); refusals there are HTTP 200 answers ----
+
+
+class InvalidRequirements(MalformedPayment):
+    code = "invalid_payment_requirements"
+
+
+class AmountMismatch(AuthorizationError):
+    code = "amount_mismatch"
+
+
+class DuplicateSettlement(AuthorizationError):
+    code = "duplicate_settlement"
