@@ -7,11 +7,13 @@
 3. one payload settled twice, in turn and at once: exactly one success;
 4. every business refusal an HTTP 200 with its x402 reason, balances untouched; non-x402
    bodies a 400 JSON error;
-5. verify without settle: the hold appears, and expires by itself.
+5. verify without settle: the hold appears, and expires by itself;
+and ``inferpay facilitator --config`` serving the same on its own.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +27,8 @@ import requests
 from gateway.wire import facilitator as wire
 from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import decode_header
-from tests.support.gateway import GatewayEnv, error_code, start_gateway_env
-from tests.support.servers import run_wsgi_in_process
+from tests.support.gateway import PASSWORD, SCRYPT_N, GatewayEnv, error_code, start_gateway_env
+from tests.support.servers import run_server_command, run_wsgi_in_process
 from wallets.wallet import Wallet
 
 PRICE = 1000  # base units
@@ -368,3 +370,46 @@ def test_a_verified_payment_never_settled_is_held_then_released_by_expiry(env: G
     late = ask(env, "settle", payload, short)
     assert late["success"] is False and late["errorReason"] == "invalid_transaction_state", late
     assert held_and_available(env, env.alice)[0] == (alice, held)
+
+
+# ---- the standalone command ----
+
+_LAUNCH = (
+    "import sys; from pathlib import Path; "
+    "Path(sys.argv[1]).write_text(f'[facilitator]\\nport = {sys.argv[2]}\\nworkers = 1\\nthreads = 4\\n'); "
+    "from inferpay_cli.main import cli; cli(sys.argv[3:], prog_name='inferpay')"
+)
+
+
+def test_inferpay_facilitator_command_serves_the_facilitator_alone(env: GatewayEnv) -> None:
+    config = env.directory / "facilitator.toml"
+    argv = [sys.executable, "-c", _LAUNCH, str(config), "{port}", "--home", str(env.home), "facilitator"]
+    argv += ["--config", str(config)]
+    runner_env = {"INFERPAY_PASSWORD": PASSWORD, "INFERPAY_SCRYPT_N": SCRYPT_N}
+    with run_server_command(argv, ready_path="/health", env=runner_env) as served:
+        supported = requests.get(served.url + "/facilitator/supported", timeout=10).json()
+        assert supported["kinds"][0]["network"] == env.network
+        assert requests.post(served.url + "/v1/flat", json={}, timeout=10).status_code == 404  # no proxy here
+        payload = signed_payload(env, env.alice)
+        body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements(env)}
+        answer = requests.post(served.url + "/facilitator/settle", json=body, timeout=30).json()
+        assert answer["success"] is True, answer
+        assert env.ledger.transaction(answer["transaction"]).tx.kind == "settle"
+
+
+def test_the_facilitator_config_is_read_strictly(tmp_path: Path) -> None:
+    from gateway.server.facilitator_app import parse_facilitator_config
+    from gateway.wire.errors import ConfigError
+
+    config = parse_facilitator_config({"facilitator": {"port": 9999, "workers": 3, "database": "x.db"}}, home=tmp_path)
+    assert (config.port, config.workers, config.threads, config.database, config.routes) == (9999, 3, 8, "x.db", ())
+    assert config.home == tmp_path and parse_facilitator_config({}, home=tmp_path).port == 8403
+    for bad in (
+        {"facilitator": {"pay_to": "operator"}},
+        {"facilitator": {"port": 70000}},
+        {"facilitator": {"workers": "2"}},
+        {"gateway": {}},
+        {"facilitator": []},
+    ):
+        with pytest.raises(ConfigError):
+            parse_facilitator_config(bad, home=tmp_path)
