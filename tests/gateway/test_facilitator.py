@@ -413,3 +413,12 @@ def test_the_facilitator_config_is_read_strictly(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError):
             parse_facilitator_config(bad, home=tmp_path)
+
+
+def test_a_paid_route_cannot_shadow_the_facilitator(tmp_path: Path) -> None:
+    from gateway.server.config import parse_config
+    from gateway.wire.errors import ConfigError
+
+    route = {"path": "/facilitator/settle", "upstream": "http://127.0.0.1:1/x", "price": "0.001"}
+    with pytest.raises(ConfigError, match="shadow"):
+        parse_config({"routes": [route]}, home=tmp_path)
