@@ -76,6 +76,9 @@ def _register() -> None:
     from inferpay_cli.demo import demo
 
     cli.add_command(demo)
+    from inferpay_cli.facilitator_commands import facilitator_command
+
+    cli.add_command(facilitator_command)
 
 
 _register()

@@ -8,6 +8,7 @@
     │   ├── UnknownWallet                   unknown_wallet
     │   ├── gateway.wire.errors
     │   │   ├── MalformedPayment            malformed_payment     (header not base64 JSON, too large, bad shape)
+    │   │   │   └── InvalidRequirements     invalid_payment_requirements  (facilitator: requirements not ours)
     │   │   └── ConfigError                 config_error          (the gateway's config file, at start-up)
     │   └── model_server.errors
     │       ├── InvalidEmbeddingRequest     invalid_request
@@ -34,7 +35,9 @@
     │       ├── UnsupportedScheme           unsupported_scheme
     │       ├── BindingMismatch             binding_mismatch      (payment bound to another request)
     │       ├── PaymentAlreadyUsed          payment_already_used  (the same payment presented twice)
-    │       └── InvalidApiKey               invalid_api_key
+    │       ├── InvalidApiKey               invalid_api_key
+    │       ├── AmountMismatch              amount_mismatch       (facilitator: exact value is not the price)
+    │       └── DuplicateSettlement         duplicate_settlement  (facilitator: the payment was settled already)
     ├── InsufficientFunds                   insufficient_funds
     ├── LedgerConflict                      ledger_conflict
     │   ├── IdempotencyConflict             idempotency_conflict  (same id, different fields)

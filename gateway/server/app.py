@@ -14,6 +14,7 @@ from gateway.server.services import EXTENSION, Services
 
 
 def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
+    from gateway.server.facilitator import facilitator
     from gateway.server.ledger_api import ledger_api
     from gateway.server.openapi import openapi_bp
     from gateway.server.proxy import proxy
@@ -25,6 +26,7 @@ def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
     error_handlers.register(app)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ledger_api, url_prefix="/ledger")
+    app.register_blueprint(facilitator, url_prefix="/facilitator")
     app.register_blueprint(proxy)
 
     @app.get("/health")

@@ -127,8 +127,11 @@ def _route(data: object, index: int) -> Route:
         if key not in data:
             raise ConfigError(f"{where}: missing {key!r}")
     path = data["path"]
-    if not isinstance(path, str) or not path.startswith("/") or path.startswith(("/ledger", "/openapi")):
-        raise ConfigError(f"{where}.path: must start with '/' and not shadow /ledger or /openapi.json, got {path!r}")
+    reserved = ("/ledger", "/openapi", "/facilitator")  # served by the gateway itself
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith(reserved):
+        raise ConfigError(
+            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator or /openapi.json, got {path!r}"
+        )
     upstream = data["upstream"]
     try:
         parts = urlsplit(upstream) if isinstance(upstream, str) else None

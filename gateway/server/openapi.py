@@ -64,6 +64,72 @@ def _free_route(path: str, description: str) -> dict[str, Any]:
     }
 
 
+def _facilitator_paths() -> dict[str, Any]:
+    """The x402 v2 facilitator (gateway.server.facilitator): refusals are 200 answers, not errors."""
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["x402Version", "paymentPayload", "paymentRequirements"],
+                    "properties": {
+                        "x402Version": {"const": 2},
+                        "paymentPayload": {"type": "object"},
+                        "paymentRequirements": {"type": "object"},
+                    },
+                }
+            }
+        },
+    }
+    verify = {
+        "type": "object",
+        "required": ["isValid"],
+        "properties": {
+            "isValid": {"type": "boolean"},
+            "payer": {"type": ["string", "null"]},
+            "invalidReason": {"type": "string"},
+            "invalidMessage": {"type": "string"},
+        },
+    }
+    settle = {
+        "type": "object",
+        "required": ["success", "transaction", "network"],
+        "properties": {
+            "success": {"type": "boolean"},
+            "payer": {"type": ["string", "null"]},
+            "transaction": {"type": "string", "description": "the ledger's settle transaction id"},
+            "network": {"type": "string"},
+            "amount": _UNITS,
+            "errorReason": {"type": "string"},
+            "errorMessage": {"type": "string"},
+            "extensions": {"type": "object", "description": "inferpay.receipt: the sealer-signed receipt"},
+        },
+    }
+    return {
+        "/facilitator/supported": {
+            "get": {
+                "summary": "x402 facilitator: the kinds settled here",
+                "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        "/facilitator/verify": {
+            "post": {
+                "summary": "x402 facilitator: verify a payment and hold its amount",
+                "requestBody": body,
+                "responses": {"200": _json(verify, "valid, or refused with a reason"), **_errors(400, 413, 503)},
+            }
+        },
+        "/facilitator/settle": {
+            "post": {
+                "summary": "x402 facilitator: capture a payment on the ledger",
+                "requestBody": body,
+                "responses": {"200": _json(settle, "settled, or refused with a reason"), **_errors(400, 413, 503)},
+            }
+        },
+    }
+
+
 def build_document() -> dict[str, Any]:
     svc = services()
     block = {"$ref": "#/components/schemas/Block"}
@@ -163,6 +229,7 @@ def build_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_facilitator_paths())
     for route in svc.config.routes:
         paths[route.path] = (
             _free_route(route.path, route.description)

@@ -74,6 +74,21 @@ class SpendLimitExceeded(InferpayError):
     code = "spend_limit_exceeded"
 
 
+# ---- the x402 facilitator (gateway/server/facilitator.py); refusals there are HTTP 200 answers ----
+
+
+class InvalidRequirements(MalformedPayment):
+    code = "invalid_payment_requirements"
+
+
+class AmountMismatch(AuthorizationError):
+    code = "amount_mismatch"
+
+
+class DuplicateSettlement(AuthorizationError):
+    code = "duplicate_settlement"
+
+
 GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     MalformedPayment,
     ConfigError,
@@ -89,6 +104,9 @@ GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     UpstreamError,
     ReceiptInvalid,
     SpendLimitExceeded,
+    InvalidRequirements,
+    AmountMismatch,
+    DuplicateSettlement,
 )
 
 # The table the client SDK (and anything else reading an inferpay error body) maps codes through.

@@ -1,0 +1,115 @@
+"""``inferpay facilitator``: the x402 facilitator served on its own, without the paid proxy.
+
+Its TOML has one table, read with the gateway's conventions (unknown keys and bad values stop
+it before it serves, ``ConfigError``)::
+
+    [facilitator]
+    host = "127.0.0.1"     # default
+    port = 8403            # default
+    home = "~/.inferpay"   # default: --home, $INFERPAY_HOME, ~/.inferpay
+    database = "postgresql://..."   # default: ledger.db in the home
+    workers = 2
+    threads = 8
+    seal_interval_ms = 200
+
+The app serves ``/facilitator/*``, the ledger API under ``/ledger`` (so a buyer can
+check a receipt's transaction against the ledger that settled it), ``/openapi.json`` and
+``/health``. Each worker builds the same ``Services`` as a gateway worker (ledger, sealer key,
+auto-sealer, which also releases expired holds).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from gateway.server import error_handlers
+from gateway.server.config import GatewayConfig, _int
+from gateway.server.services import EXTENSION, Services
+from gateway.server.wsgi import serve_wsgi
+from gateway.wire.errors import ConfigError
+
+_FACILITATOR_KEYS = {"host", "port", "home", "database", "workers", "threads", "seal_interval_ms"}
+DEFAULT_PORT = 8403
+
+
+def parse_facilitator_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayConfig:
+    """The ``[facilitator]`` table as the gateway config the shared services are built from
+    (no routes: nothing is proxied)."""
+    if unknown := set(data) - {"facilitator"}:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))} (a facilitator reads [facilitator])")
+    table = data.get("facilitator", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[facilitator] must be a table")
+    if unknown := set(table) - _FACILITATOR_KEYS:
+        raise ConfigError(f"[facilitator]: unknown key(s) {', '.join(sorted(unknown))}")
+    home_value = table.get("home")
+    if home_value is not None and not isinstance(home_value, str):
+        raise ConfigError("[facilitator].home: expected a directory path")
+    resolved_home = Path(home_value).expanduser() if home_value else home
+    if resolved_home is None:
+        resolved_home = Path(os.environ.get("INFERPAY_HOME") or Path.home() / ".inferpay")
+    host = table.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError("[facilitator].host: expected a host name or address")
+    database = table.get("database")
+    if database is not None and not isinstance(database, str):
+        raise ConfigError("[facilitator].database: expected a URL string")
+    return GatewayConfig(
+        home=resolved_home,
+        routes=(),
+        host=host,
+        port=_int(table.get("port", DEFAULT_PORT), "[facilitator].port", 0, 65535),
+        workers=_int(table.get("workers", 2), "[facilitator].workers", 1, 64),
+        threads=_int(table.get("threads", 8), "[facilitator].threads", 1, 256),
+        seal_interval_ms=_int(table.get("seal_interval_ms", 200), "[facilitator].seal_interval_ms", 1, 3_600_000),
+        database=database,
+    )
+
+
+def load_facilitator_config(path: str | Path, *, home: Path | None = None) -> GatewayConfig:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no config file at {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_facilitator_config(data, home=home)
+
+
+def create_facilitator_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
+    from gateway.server.facilitator import facilitator
+    from gateway.server.ledger_api import ledger_api
+    from gateway.server.openapi import openapi_bp
+
+    app = Flask("inferpay.facilitator")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = Services.build(config, start_sealer=start_sealer)
+    error_handlers.register(app)
+    app.register_blueprint(openapi_bp)
+    app.register_blueprint(ledger_api, url_prefix="/ledger")
+    app.register_blueprint(facilitator, url_prefix="/facilitator")
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_facilitator(config: GatewayConfig) -> None:
+    Services.build(config, start_sealer=False).close()  # fail fast (bad home, no sealer key) before forking
+    serve_wsgi(
+        lambda: create_facilitator_app(config),
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        threads=config.threads,
+        proc_name="inferpay-facilitator",
+    )

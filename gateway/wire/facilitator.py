@@ -1,0 +1,248 @@
+"""The x402 v2 facilitator wire format: the verify and settle requests a resource server sends,
+the answers it parses, and the one table from inferpay errors to x402 reason strings.
+
+Requests are exactly what the official SDK's ``HTTPFacilitatorClientSync`` posts to
+``/verify`` and ``/settle``::
+
+    {"x402Version": 2, "paymentPayload": {...}, "paymentRequirements": {...}}
+
+and the answers follow ``x402.schemas.VerifyResponse`` and ``SettleResponse`` (camelCase):
+``{"isValid", "payer", "invalidReason"?, "invalidMessage"?}`` and ``{"success", "payer",
+"transaction", "network", "amount"?, "errorReason"?, "errorMessage"?, "extensions"?}``
+(``transaction`` and ``network`` are required even on a refusal; ``transaction`` is then "").
+
+A request that is not x402 at all (not a JSON object, no paymentPayload or
+paymentRequirements, x402Version not 2) is a ``MalformedPayment`` (HTTP 400). Anything
+wrong *inside* the payload or the requirements is a refusal: the SDK raises on any status
+but 200, and its middleware then answers the buyer with a bare 500, so a refusal must be a
+200 whose reason says why. Parsing is bounded: the body, each string, each amount (at most
+2**63-1, what a ledger column holds). Must not import Flask or the ledger's storage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.wire import errors as gw
+from gateway.wire.x402 import SCHEME_EXACT, X402_VERSION, PaymentPayload, PaymentRequirement, network_id
+from ledger import errors as le
+from ledger.amounts import INT64_MAX
+from ledger.types import ChainInfo
+
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_FIELD_CHARS = 256  # scheme, network, asset, payTo, a resource URL: far longer than any real one
+MAX_TIMEOUT_SECONDS = 2**31 - 1
+
+# x402 reason strings. Where the SDK names one (x402.mechanisms.evm.constants), it is reused
+# verbatim; the generic ones (insufficient_funds, invalid_payload, invalid_payment_requirements,
+# invalid_transaction_state) are the x402 specification's; asset_mismatch and
+# duplicate_settlement have no EIP-3009 constant in the SDK (its TVM scheme says
+# "duplicate_settlement"), so they are named alike.
+ERR_INVALID_SIGNATURE = "invalid_exact_evm_payload_signature"
+ERR_RECIPIENT_MISMATCH = "invalid_exact_evm_payload_recipient_mismatch"
+ERR_AUTHORIZATION_VALUE_MISMATCH = "invalid_exact_evm_payload_authorization_value_mismatch"
+ERR_VALID_BEFORE_EXPIRED = "invalid_exact_evm_payload_authorization_valid_before"
+ERR_VALID_AFTER_FUTURE = "invalid_exact_evm_payload_authorization_valid_after"
+ERR_NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
+ERR_NETWORK_MISMATCH = "network_mismatch"
+ERR_UNSUPPORTED_SCHEME = "unsupported_scheme"
+ERR_ASSET_MISMATCH = "asset_mismatch"
+ERR_INSUFFICIENT_FUNDS = "insufficient_funds"
+ERR_DUPLICATE_SETTLEMENT = "duplicate_settlement"
+ERR_INVALID_PAYLOAD = "invalid_payload"
+ERR_INVALID_REQUIREMENTS = "invalid_payment_requirements"
+ERR_INVALID_TRANSACTION_STATE = "invalid_transaction_state"
+
+# The one table: the first class of an error's MRO found here names its reason. An error not
+# in it (storage down, a bug) is no refusal: it propagates and is answered as a JSON 5xx.
+REASON_BY_ERROR: dict[type[le.InferpayError], str] = {
+    gw.InvalidRequirements: ERR_INVALID_REQUIREMENTS,
+    gw.MalformedPayment: ERR_INVALID_PAYLOAD,
+    le.InvalidInput: ERR_INVALID_PAYLOAD,
+    gw.UnsupportedScheme: ERR_UNSUPPORTED_SCHEME,
+    gw.WrongNetwork: ERR_NETWORK_MISMATCH,
+    gw.WrongAsset: ERR_ASSET_MISMATCH,
+    gw.WrongPayee: ERR_RECIPIENT_MISMATCH,
+    gw.AmountTooLow: ERR_AUTHORIZATION_VALUE_MISMATCH,
+    gw.AmountMismatch: ERR_AUTHORIZATION_VALUE_MISMATCH,
+    le.InvalidSignature: ERR_INVALID_SIGNATURE,  # and HighSSignature, its subclass
+    le.WrongDomain: ERR_INVALID_SIGNATURE,
+    le.NotYetValid: ERR_VALID_AFTER_FUTURE,
+    le.AuthorizationExpired: ERR_VALID_BEFORE_EXPIRED,
+    le.NonceReused: ERR_NONCE_ALREADY_USED,
+    gw.PaymentAlreadyUsed: ERR_NONCE_ALREADY_USED,
+    gw.DuplicateSettlement: ERR_DUPLICATE_SETTLEMENT,
+    le.AuthorizationError: ERR_INVALID_PAYLOAD,
+    le.InsufficientFunds: ERR_INSUFFICIENT_FUNDS,
+    le.LedgerConflict: ERR_INVALID_TRANSACTION_STATE,  # e.g. the hold was voided or expired
+}
+
+
+def reason_for(error: le.InferpayError) -> str | None:
+    """The x402 reason of a refusal, or None when ``error`` is not a refusal of the payment."""
+    for cls in type(error).__mro__:
+        if cls in REASON_BY_ERROR:
+            return REASON_BY_ERROR[cls]
+    return None
+
+
+@dataclass(frozen=True)
+class FacilitatorRequest:
+    """A verify or settle request, split in its two parts, each still unparsed: a part that
+    does not parse is a refusal of the payment (``parse_payment``), not of the request."""
+
+    payload: dict[str, Any]
+    requirements: dict[str, Any]
+
+    @classmethod
+    def from_body(cls, body: bytes) -> FacilitatorRequest:
+        if len(body) > MAX_REQUEST_BYTES:
+            raise gw.MalformedPayment(f"a facilitator request is at most {MAX_REQUEST_BYTES} bytes")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise gw.MalformedPayment("the body is not JSON") from exc
+        except RecursionError as exc:
+            raise gw.MalformedPayment("the body is nested too deeply") from exc
+        if not isinstance(data, dict):
+            raise gw.MalformedPayment("the body must be a JSON object")
+        version = data.get("x402Version")
+        if version != X402_VERSION or isinstance(version, bool):
+            raise gw.MalformedPayment(f"x402Version must be {X402_VERSION}, got {version!r}")
+        payload, requirements = data.get("paymentPayload"), data.get("paymentRequirements")
+        if not isinstance(payload, dict) or not isinstance(requirements, dict):
+            raise gw.MalformedPayment("the body must hold paymentPayload and paymentRequirements objects")
+        return cls(payload, requirements)
+
+    def payer_hint(self) -> str | None:
+        """The payer the payload names, for a refusal's ``payer`` when it does not parse."""
+        inner = self.payload.get("payload")
+        auth = inner.get("authorization") if isinstance(inner, dict) else None
+        payer = auth.get("from") if isinstance(auth, dict) else None
+        return payer if isinstance(payer, str) and len(payer) == 42 else None
+
+
+def parse_payment(request: FacilitatorRequest) -> tuple[PaymentPayload, PaymentRequirement]:
+    """Both parts, strictly and with bounds; raises ``MalformedPayment`` (the payload) or
+    ``InvalidRequirements`` (the requirements)."""
+    requirement = _requirement(request.requirements)
+    if request.payload.get("x402Version") != X402_VERSION:
+        raise gw.MalformedPayment(f"paymentPayload.x402Version must be {X402_VERSION}")
+    resource = request.payload.get("resource")
+    if resource is not None and not isinstance(resource, dict):
+        raise gw.MalformedPayment("paymentPayload.resource must be an object")
+    payment = PaymentPayload.from_dict(request.payload)
+    assert payment.accepted is not None  # v2 always echoes the requirement it accepts
+    _bounded(payment.accepted, "paymentPayload.accepted", gw.MalformedPayment)
+    return payment, requirement
+
+
+def resource_url(request: FacilitatorRequest) -> str:
+    """The resource the payer accepted to pay for, as its payload names it ("" if it does not)."""
+    resource = request.payload.get("resource")
+    url = resource.get("url") if isinstance(resource, dict) else None
+    return url if isinstance(url, str) and len(url) <= MAX_FIELD_CHARS else ""
+
+
+def _requirement(data: dict[str, Any]) -> PaymentRequirement:
+    try:
+        requirement = PaymentRequirement.from_dict(data)
+    except gw.MalformedPayment as exc:
+        raise gw.InvalidRequirements(f"paymentRequirements: {exc.message}") from exc
+    _bounded(requirement, "paymentRequirements", gw.InvalidRequirements)
+    return requirement
+
+
+def _bounded(requirement: PaymentRequirement, where: str, error: type[gw.MalformedPayment]) -> None:
+    for name in ("scheme", "network", "asset", "pay_to"):
+        if len(getattr(requirement, name)) > MAX_FIELD_CHARS:
+            raise error(f"{where}.{name} is longer than {MAX_FIELD_CHARS} characters")
+    if not 0 < requirement.amount <= INT64_MAX:
+        raise error(f"{where}.amount must be from 1 to {INT64_MAX} base units")
+    if not 0 < requirement.max_timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise error(f"{where}.maxTimeoutSeconds must be from 1 to {MAX_TIMEOUT_SECONDS}")
+
+
+def check_exact_payment(payment: PaymentPayload, requirement: PaymentRequirement, chain: ChainInfo) -> None:
+    """Raise the first reason ``payment`` does not meet ``requirement`` on this ledger, in the
+    SDK facilitator's order: scheme, network, asset, recipient, amount. Signatures, windows,
+    nonces and funds are the ledger's to check when it places the hold."""
+    if requirement.scheme != SCHEME_EXACT or payment.scheme != SCHEME_EXACT:
+        scheme = payment.scheme if payment.scheme != SCHEME_EXACT else requirement.scheme
+        raise gw.UnsupportedScheme(f"this facilitator settles scheme {SCHEME_EXACT!r}, not {scheme[:64]!r}")
+    ours = network_id(chain.chain_id)
+    for network in (requirement.network, payment.network):
+        if network != ours:
+            raise gw.WrongNetwork(
+                f"this facilitator settles on {ours}, not {network[:64]}", expected=ours, got=network[:64]
+            )
+    if requirement.asset.lower() != chain.token_address.lower():
+        raise gw.WrongAsset(
+            f"this facilitator settles asset {chain.token_address}, not {requirement.asset[:64]}",
+            expected=chain.token_address,
+            got=requirement.asset[:64],
+        )
+    auth = payment.authorization
+    if auth.to.lower() != requirement.pay_to.lower():
+        raise gw.WrongPayee(
+            f"the authorization pays {auth.to}, but the requirements pay {requirement.pay_to[:64]}",
+            expected=requirement.pay_to[:64],
+            got=auth.to,
+        )
+    # `exact` as the SDK's own EVM facilitator checks it: the authorized value is the price.
+    if auth.value < requirement.amount:
+        raise gw.AmountTooLow(
+            f"the requirements ask {requirement.amount} base units, the authorization gives {auth.value}",
+            needed=str(requirement.amount),
+            got=str(auth.value),
+        )
+    if auth.value > requirement.amount:
+        raise gw.AmountMismatch(
+            f"scheme exact: the authorization must be for exactly {requirement.amount} base units, not {auth.value}",
+            needed=str(requirement.amount),
+            got=str(auth.value),
+        )
+
+
+def verify_answer(payer: str | None, error: le.InferpayError | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"isValid": error is None, "payer": payer}
+    if error is not None:
+        answer["invalidReason"] = reason_for(error)
+        answer["invalidMessage"] = error.message
+    return answer
+
+
+def settle_refusal(payer: str | None, network: str, error: le.InferpayError) -> dict[str, Any]:
+    return {
+        "success": False,
+        "errorReason": reason_for(error),
+        "errorMessage": error.message,
+        "payer": payer,
+        "transaction": str(error.details.get("tx_id", "")),
+        "network": network[:MAX_FIELD_CHARS],
+    }
+
+
+def settle_answer(
+    payer: str, network: str, tx_id: str, amount: int, extensions: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "success": True,
+        "payer": payer,
+        "transaction": tx_id,
+        "network": network,
+        "amount": str(amount),
+    }
+    if extensions:
+        answer["extensions"] = extensions
+    return answer
+
+
+def supported_answer(chain: ChainInfo) -> dict[str, Any]:
+    return {
+        "kinds": [{"x402Version": X402_VERSION, "scheme": SCHEME_EXACT, "network": network_id(chain.chain_id)}],
+        "extensions": [],
+        "signers": {"eip155:*": [chain.sealer]},
+    }
