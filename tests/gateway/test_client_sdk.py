@@ -40,6 +40,7 @@ from gateway.wire.errors import BindingMismatch, ReceiptInvalid, SpendLimitExcee
 from gateway.wire.receipts import Receipt, sign_offer
 from gateway.wire.x402 import PaymentPayload, encode_header, network_id
 from ledger.blocks import sign_header
+from ledger.clock import system_now_ms
 from ledger.crypto import KeySigner, new_private_key, split_signature
 from ledger.encoding import request_binding_nonce
 from ledger.errors import (
@@ -62,8 +63,8 @@ UPTO_MAX = 5000
 class RealClock(FakeClock):
     """The ledger on wall-clock time: the SDK signs validity windows from ``time.time()``."""
 
-    def __call__(self) -> float:
-        return time.time()
+    def __call__(self) -> int:
+        return system_now_ms()
 
 
 def _status(error: InferpayError) -> int:

@@ -310,7 +310,7 @@ def test_used_nonce_resubmitted_as_a_new_transaction_is_reported(built: BuiltCha
     alice, bob = lf.party("alice"), lf.party("bob")
     used = lf.ledger.transaction(original.tx_id).tx.message
     assert isinstance(used, Authorization)
-    now = int(lf.clock())
+    now = lf.clock.now_s()
     auth = Authorization(alice.address, bob.address, 3 * UNIT, now - 5, now + 600, used.nonce)
     tx = Transaction(
         "transfer", auth, alice.address, sign_digest(alice.key, signing_digest(lf.chain, auth)), now * 1000

@@ -422,10 +422,10 @@ def test_concurrent_charges_never_pass_an_allowance_cap(pg: LedgerFixture) -> No
     owner, gateway = pg.party("owner"), pg.party("gateway")
     pg.mint(owner.address, 100 * UNIT)
     allowance = Allowance(
-        owner.address, gateway.address, 7 * UNIT, int(pg.clock()) + 3600, "0x" + secrets.token_hex(32)
+        owner.address, gateway.address, 7 * UNIT, pg.clock.now_s() + 3600, "0x" + secrets.token_hex(32)
     )
     granted = pg.ledger.grant_allowance(allowance, sign_digest(owner.key, signing_digest(pg.chain, allowance)))
-    expires = int(pg.clock()) + 300
+    expires = pg.clock.now_s() + 300
     ledgers = [pg.reopen() for _ in range(4)]
 
     results = run_together(
@@ -782,12 +782,12 @@ def build_everything(lf: LedgerFixture) -> None:
     ledger.settle(settled, 4 * UNIT)
     ledger.void(voided)
     allowance = Allowance(
-        alice.address, gateway.address, 10 * UNIT, int(lf.clock()) + 7200, "0x" + secrets.token_hex(32)
+        alice.address, gateway.address, 10 * UNIT, lf.clock.now_s() + 7200, "0x" + secrets.token_hex(32)
     )
     granted = ledger.grant_allowance(allowance, sign_digest(alice.key, signing_digest(lf.chain, allowance)))
-    charge = ledger.charge(granted.tx_id, 2 * UNIT, expires_at_s=int(lf.clock()) + 300)
+    charge = ledger.charge(granted.tx_id, 2 * UNIT, expires_at_s=lf.clock.now_s() + 300)
     ledger.settle(charge.tx_id, UNIT)
-    ledger.charge(granted.tx_id, UNIT, expires_at_s=int(lf.clock()) + 300)  # open charge
+    ledger.charge(granted.tx_id, UNIT, expires_at_s=lf.clock.now_s() + 300)  # open charge
     for n in range(3):
         store.register_api_key(f"{n:064x}", f"ipk_key{n}", granted.tx_id, f"key {n}", 1_700_000_000_000 + n)
     store.revoke_api_key("ipk_key1")
