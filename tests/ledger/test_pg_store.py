@@ -61,7 +61,7 @@ from tests.support.ledger import (
     snapshot,
     using_backend,
 )
-from tests.support.workers import seal_in_process, spend_in_process
+from tests.support.workers import run_together, seal_in_process, spend_in_process
 
 pytestmark = pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
 
@@ -81,27 +81,6 @@ def admin() -> psycopg.Connection[Any]:
 
 def schema_of(lf: LedgerFixture) -> str:
     return str(lf.path).split("schema=", 1)[1].split("&", 1)[0]
-
-
-def run_together(workers: list[Callable[[], Any]]) -> list[Any]:
-    """Run each worker in its own thread, all released at once; return each result or exception."""
-    barrier = threading.Barrier(len(workers))
-    results: list[Any] = [None] * len(workers)
-
-    def run(index: int, work: Callable[[], Any]) -> None:
-        barrier.wait(TIMEOUT)
-        try:
-            results[index] = work()
-        except Exception as exc:  # the caller inspects which error each racer got
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT * 2)
-        assert not thread.is_alive(), "a racer hung"
-    return results
 
 
 def assert_chain_well_formed(store: LedgerStore) -> None:
