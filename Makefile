@@ -43,7 +43,7 @@ bench-profile: $(VENV)/.bench-installed
 	$(PY) -m bench.profile all
 
 # P1 and P2 with the ledger in PostgreSQL, one and two gateway processes (a throwaway schema per
-# run in BENCH_POSTGRES); adds a PostgreSQL section to bench/report.* (quick: bench/out/report-quick.*).
+# run in BENCH_POSTGRES); adds a PostgreSQL section to docs/performance/report.* (quick: bench/out/report-quick.*).
 .PHONY: bench-pg bench-pg-quick
 BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 
