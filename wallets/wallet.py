@@ -116,7 +116,8 @@ class Wallet:
         """The same key as an eth-account ``LocalAccount`` (for x402 clients and eth-account)."""
         from eth_account import Account  # imported here: heavy, and most callers never need it
 
-        return Account.from_key(self._key)
+        account: LocalAccount = Account.from_key(self._key)  # eth-account's from_key is untyped
+        return account
 
     # ---- signing ----
 
