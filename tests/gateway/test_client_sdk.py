@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -61,7 +60,7 @@ UPTO_MAX = 5000
 
 
 class RealClock(FakeClock):
-    """The ledger on wall-clock time: the SDK signs validity windows from ``time.time()``."""
+    """The ledger on wall-clock time, as the SDK signs validity windows from the wall clock."""
 
     def __call__(self) -> int:
         return system_now_ms()
@@ -191,7 +190,7 @@ class GatewayDouble:
             ledger.balance(auth.from_).available,
             request.method,
             target,
-            int(time.time() * 1000),
+            system_now_ms(),
             auth.nonce,
         )
         receipt_dict = self.forge(receipt)

@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, settings
 
 from ledger.audit import audit
 from ledger.blocks import next_block
+from ledger.clock import system_now_ms
 from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest
 from ledger.errors import (
@@ -576,7 +577,7 @@ def _seal_slowly_in_process(url: str, sealer_hex: str, inside: Any, results: Any
         def make(previous: SignedBlock, leaves: list[bytes], frontier: list[str]) -> tuple[SignedBlock, list[str]]:
             inside.set()
             time.sleep(TIMEOUT)
-            return next_block(previous, leaves, frontier, signer, int(time.time() * 1000))
+            return next_block(previous, leaves, frontier, signer, system_now_ms())
 
         store.seal(make, 5)
         results.put(("slow sealer finished", None))
