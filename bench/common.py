@@ -29,7 +29,8 @@ from ledger.types import Address, Authorization, ChainInfo, Mint
 from wallets.wallet import Wallet
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
+OUT = ROOT / "bench" / "out"  # scratch: ledgers, logs, cached chains, quick reports (not committed)
+REPORTS = ROOT / "docs" / "performance"  # the full run's generated report, committed with the docs
 CHAIN_ID = 4_242_000_001
 PAYER_FUNDS = 10**15  # base units; no benchmark run can spend it
 

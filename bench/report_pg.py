@@ -3,7 +3,7 @@ Markdown), and how it joins the SQLite report.
 
 The PostgreSQL phases (``bench.p1_postgres``, ``bench.p2_postgres``) are run on their own
 (``python -m bench.run --database URL``), so their section is added to the report already at
-the same place (``bench/report.*`` for a full run, ``bench/out/report-quick.*`` for a quick one)
+the same place (``docs/performance/report.*`` for a full run, ``bench/out/report-quick.*`` for a quick one)
 without touching its SQLite figures; a SQLite run that measures no PostgreSQL keeps the section
 it finds. Each section says when it was measured, on what code and under what outside load.
 """

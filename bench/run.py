@@ -1,7 +1,7 @@
 """``python -m bench.run [--quick] [--only p1,p2,p3,p4] [--database postgresql://...]``: the whole
 benchmark, one command.
 
-A full run writes ``bench/report.json``, ``bench/report.md`` and ``bench/report.png``; a quick
+A full run writes ``docs/performance/report.json``, ``report.md`` and ``report.png``; a quick
 run (small sizes, short durations, under two minutes once its small chains are cached) writes
 ``bench/out/report-quick.*`` so it never replaces the full report. Scratch files (ledgers,
 server logs, cached chains) go to ``bench/out/``. Used by ``make bench`` / ``make bench-quick``,
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report, report_pg
-from bench.common import OUT, ROOT, MachineLoad, machine, measured_sources
+from bench.common import OUT, REPORTS, MachineLoad, machine, measured_sources
 
 PHASES = ("p1", "p2", "p3", "p4")
 PG_PHASES = ("p1pg", "p2pg")  # P1 and P2 with the ledger in PostgreSQL (--database)
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     result["keys"] = keys
     result["sources_at_end"] = measured_sources()
     result["seconds"] = round(time.perf_counter() - started, 1)
-    stem = OUT / "report-quick" if quick else ROOT / "bench" / "report"
+    stem = OUT / "report-quick" if quick else REPORTS / "report"
+    stem.parent.mkdir(parents=True, exist_ok=True)
     existing = report_pg.load_existing(stem)
     sqlite_measured = any(p in PHASES for p in phases)
     if sqlite_measured:

@@ -184,7 +184,7 @@ price = "0.001"
             alice.address,
             ledger.chain.operator,
             parse_amount("0.01"),
-            int(time.time()) + 3600,
+            ledger.now_s() + 3600,
             "0x" + secrets.token_hex(32),
         )
         api_key, _ = register_key(ledger, allowance, alice.sign(ledger.chain, allowance), "demo")

@@ -94,7 +94,7 @@ def key_create(home: Home, wallet_name: str, cap: str, expires: str, pay_to: str
     ledger = home.open_ledger()
     spender = home.wallets.resolve(pay_to)
     wallet = home.wallets.load(wallet_name, home.password(f"Password for wallet {wallet_name!r}"))
-    allowance = Allowance(wallet.address, spender, cap_units, int(time.time()) + lifetime, "0x" + secrets.token_hex(32))
+    allowance = Allowance(wallet.address, spender, cap_units, ledger.now_s() + lifetime, "0x" + secrets.token_hex(32))
     api_key, result = register_key(ledger, allowance, wallet.sign(ledger.chain, allowance), label)
     ledger.seal_all()
     if as_json:
@@ -122,8 +122,9 @@ def key_create(home: Home, wallet_name: str, cap: str, expires: str, pay_to: str
 @pass_home
 def key_list(home: Home, as_json: bool) -> None:
     """List API keys (by prefix; the keys themselves are stored only as hashes)."""
-    rows = home.open_ledger(with_sealer=False).store.api_keys()
-    now = int(time.time())
+    ledger = home.open_ledger(with_sealer=False)
+    rows = ledger.store.api_keys()
+    now = ledger.now_s()
     data: list[dict[str, Any]] = [
         {
             "prefix": r.key_prefix,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ledger import crypto, merkle
+from ledger.amounts import INT64_MAX
 from ledger.encoding import block_hash, canonical_json, sha256_hex
 from ledger.errors import InvalidSignature, MalformedRecord
 from ledger.types import (
@@ -144,7 +145,7 @@ def verify_inclusion(proof: dict[str, Any], chain: ChainInfo) -> SignedBlock:
     path = proof["auditPath"]
     if not isinstance(path, list):
         raise MalformedRecord("inclusion proof: auditPath must be a list")
-    index = parse_uint(proof["leafIndex"], "leafIndex", 2**63 - 1)
+    index = parse_uint(proof["leafIndex"], "leafIndex", INT64_MAX)
     if not merkle.verify_inclusion(
         leaf,
         index,

@@ -13,7 +13,7 @@ import re
 import secrets
 
 from coincurve import PrivateKey, PublicKey
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from ledger.errors import HighSSignature, InvalidSignature
 from ledger.keccak import keccak

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from ledger import merkle
+from ledger.amounts import INT64_MAX
 from ledger.blocks import Signer, genesis_block, inclusion_proof_dict, next_block
+from ledger.clock import MsClock, ms_to_s, system_now_ms
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InferpayError, InvalidInput, LedgerNotInitialized, NotFound
 from ledger.group_commit import GroupCommitter
@@ -40,8 +40,6 @@ from ledger.types import (
     parse_bytes32,
 )
 from ledger.validation import check_signature, check_transaction
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -81,13 +79,13 @@ class Ledger:
         store: LedgerStore,
         *,
         sealer: Signer | None = None,
-        clock: Clock = time.time,
+        clock: MsClock = system_now_ms,
         block_max_txs: int = 1000,
         group_commit: bool = False,
     ) -> None:
         self.store = store
         self.sealer = sealer
-        self.clock = clock
+        self.clock = clock  # integer milliseconds (ledger.clock): every stored time is read from it
         self.block_max_txs = block_max_txs
         self._chain: ChainInfo | None = None
         self._seal_lock = threading.Lock()
@@ -102,10 +100,10 @@ class Ledger:
         operator: Address,
         sealer: Signer,
         chain_id: int | None = None,
-        clock: Clock = time.time,
+        clock: MsClock = system_now_ms,
     ) -> Ledger:
         chain_id = chain_id if chain_id is not None else random_chain_id()
-        if not 0 < chain_id < 2**63:
+        if not 0 < chain_id <= INT64_MAX:
             raise InvalidInput(f"chain id must be between 1 and 2**63-1, got {chain_id}")
         chain = ChainInfo(
             chain_id=chain_id,
@@ -113,7 +111,7 @@ class Ledger:
             operator=operator,
             sealer=sealer.address,
         )
-        store.initialize(chain, genesis_block(chain, sealer, int(clock() * 1000)))
+        store.initialize(chain, genesis_block(chain, sealer, clock()))
         return cls(store, sealer=sealer, clock=clock)
 
     @property
@@ -123,7 +121,12 @@ class Ledger:
         return self._chain
 
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        """The ledger's clock, in integer milliseconds (what ``accepted_at_ms`` records)."""
+        return self.clock()
+
+    def now_s(self) -> int:
+        """The ledger's clock in whole seconds (floor), the unit of signed windows and expiries."""
+        return ms_to_s(self.clock())
 
     # ---- writes ----
 
@@ -140,7 +143,7 @@ class Ledger:
         if existing is None:
             now_ms = self.now_ms()
             tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
-            check_transaction(self.chain, tx, now_ms // 1000, signature=not signed_here)
+            check_transaction(self.chain, tx, ms_to_s(now_ms), signature=not signed_here)
             append = self._committer.append if self._committer is not None else self.store.append
             existing, created = append(tx, tx_id, leaf_hash(tx))
         else:
@@ -161,7 +164,7 @@ class Ledger:
         for index, tx in enumerate(txs):
             try:
                 stamped = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
-                check_transaction(self.chain, stamped, now_ms // 1000)
+                check_transaction(self.chain, stamped, ms_to_s(now_ms))
             except InferpayError as exc:
                 # A retry of a stored one may be past its window by now: answer it as submit does.
                 try:
@@ -189,7 +192,7 @@ class Ledger:
         """Reserve ``auth.value`` of the payer's balance until ``expires_at_s`` (at most
         the authorization's validBefore, which is the default)."""
         # validBefore may be any uint256; a stored expiry is a signed 64-bit number of seconds.
-        expiry = min(auth.valid_before if expires_at_s is None else min(expires_at_s, auth.valid_before), 2**63 - 1)
+        expiry = min(auth.valid_before if expires_at_s is None else min(expires_at_s, auth.valid_before), INT64_MAX)
         return self.submit(Transaction("hold", auth, auth.from_, signature, 0, expiry))
 
     def _resolve(self, hold_id: TxId, outcome: str, amount: int) -> TxResult:
@@ -212,7 +215,7 @@ class Ledger:
         from ledger.errors import IdempotencyConflict
 
         results = []
-        for hold in self.store.expired_holds(self.now_ms() // 1000, limit):
+        for hold in self.store.expired_holds(self.now_s(), limit):
             try:
                 results.append(self._resolve(hold.hold_id, "expire", 0))
             except IdempotencyConflict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ledger.clock import ms_to_s
 from ledger.errors import (
     AllowanceExhausted,
     AllowanceExpired,
@@ -78,12 +79,12 @@ class LedgerState:
             self.held[message.from_] = self.held.get(message.from_, 0) + message.value
             self.holds[tx_id] = OpenHold(tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s)
         elif isinstance(message, HoldResolution):
-            self.resolve(message, tx.accepted_at_ms // 1000)
+            self.resolve(message, ms_to_s(tx.accepted_at_ms))
         elif isinstance(message, Allowance):
             self.allowances[tx_id] = AllowanceState(message.owner, message.spender, message.cap, message.valid_before)
         elif isinstance(message, Charge):
             assert tx.hold_expires_at_s is not None
-            allowance = self.charge(message, tx.accepted_at_ms // 1000)
+            allowance = self.charge(message, ms_to_s(tx.accepted_at_ms))
             self.held[allowance.owner] = self.held.get(allowance.owner, 0) + message.amount
             self.holds[tx_id] = OpenHold(
                 tx_id, allowance.owner, allowance.spender, message.amount, tx.hold_expires_at_s, message.allowance_id

@@ -8,16 +8,21 @@ they are ``int``. Bytes that are hashed or signed are made in ``ledger.encoding`
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
+from ledger.amounts import INT64_MAX
+from ledger.errors import MalformedRecord
 
-from ledger.amounts import check_amount, parse_base_units
-from ledger.errors import InvalidAddress, MalformedRecord
+# The field parsers live in ledger.parsing; re-exported here, where callers have always found them.
+from ledger.parsing import UINT256_MAX as UINT256_MAX
+from ledger.parsing import exact_keys as exact_keys
+from ledger.parsing import parse_address as parse_address
+from ledger.parsing import parse_bytes32 as parse_bytes32
+from ledger.parsing import parse_signature as parse_signature
+from ledger.parsing import parse_str as parse_str
+from ledger.parsing import parse_uint as parse_uint
+from ledger.parsing import parse_value as parse_value
 
 Address = str  # EIP-55 checksummed "0x" + 40 hex
 Amount = int  # base units, 6 decimals
@@ -25,90 +30,9 @@ TxId = str  # "0x" + 64 hex: SHA-256 of the transaction's signed content
 Bytes32Hex = str  # "0x" + 64 hex
 SignatureHex = str  # "0x" + 130 hex: r || s || v (v = 27 or 28)
 
-UINT256_MAX = 2**256 - 1
-_BYTES32 = re.compile(r"0x[0-9a-f]{64}")
-_SIG65 = re.compile(r"0x[0-9a-fA-F]{130}")
-
 TxKind = Literal["mint", "transfer", "hold", "settle", "void", "expire", "allowance", "charge"]
 TX_KINDS: tuple[str, ...] = ("mint", "transfer", "hold", "settle", "void", "expire", "allowance", "charge")
 HOLD_KINDS = frozenset({"hold", "charge"})  # both reserve funds until settled, voided or expired
-
-
-# ---- field validators: each raises a specific error, never returns a half-valid value ----
-
-
-def parse_address(value: object, field: str = "address") -> Address:
-    """Accept only an EIP-55 checksummed address (or an all-lowercase one, which has no checksum)."""
-    if isinstance(value, str) and len(value) == 42:
-        try:
-            return _checked_address(value)
-        except InvalidAddress as exc:
-            raise InvalidAddress(f"{field}: {exc.message}") from None
-    raise InvalidAddress(f"{field}: not an address: {value!r}")
-
-
-@functools.lru_cache(maxsize=65536)  # payers and payees repeat; each check costs two keccaks
-def _checked_address(value: str) -> Address:
-    if not value.startswith("0x") or not is_hex_address(value):
-        raise InvalidAddress(f"not an address: {value!r}")
-    body = value[2:]
-    if body != body.lower() and not is_checksum_address(value):
-        raise InvalidAddress(f"bad EIP-55 checksum in {value!r} (mistyped?)")
-    return Address(to_checksum_address(value))
-
-
-def parse_bytes32(value: object, field: str) -> Bytes32Hex:
-    if not isinstance(value, str) or _BYTES32.fullmatch(value.lower()) is None:
-        raise MalformedRecord(f"{field}: expected 0x + 64 hex digits, got {value!r}")
-    return value.lower()
-
-
-def parse_signature(value: object, field: str = "signature") -> SignatureHex:
-    if not isinstance(value, str) or _SIG65.fullmatch(value) is None:
-        raise MalformedRecord(f"{field}: expected 0x + 130 hex digits (65 bytes), got {value!r}")
-    return value.lower()
-
-
-def parse_uint(value: object, field: str, maximum: int = UINT256_MAX) -> int:
-    """A non-negative integer sent as a decimal string (or an int, as eth-account produces)."""
-    if isinstance(value, bool):
-        raise MalformedRecord(f"{field}: expected an integer, got {value!r}")
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 78:
-        number = int(value)
-    elif isinstance(value, int):
-        number = value
-    else:
-        raise MalformedRecord(f"{field}: expected a non-negative integer, got {value!r}")
-    if not 0 <= number <= maximum:
-        raise MalformedRecord(f"{field}: {value!r} is out of range")
-    return number
-
-
-def parse_str(value: object, field: str, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(value, str):
-        raise MalformedRecord(f"{field}: expected text, got {value!r}")
-    if choices is not None and value not in choices:
-        raise MalformedRecord(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def exact_keys(
-    data: object, required: set[str], what: str, optional: frozenset[str] = frozenset()
-) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise MalformedRecord(f"{what}: expected an object, got {type(data).__name__}")
-    keys = set(data)
-    if unknown := keys - required - optional:
-        raise MalformedRecord(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
-    if missing := required - keys:
-        raise MalformedRecord(f"{what}: missing field(s) {', '.join(sorted(missing))}")
-    return data
-
-
-def _value(value: object, field: str) -> int:
-    if isinstance(value, str):
-        return parse_base_units(value, allow_zero=True)
-    return check_amount(parse_uint(value, field, 2**63 - 1), allow_zero=True)
 
 
 # ---- what users and the operator sign ----
@@ -141,7 +65,7 @@ class Authorization:
         return cls(
             from_=parse_address(d["from"], "from"),
             to=parse_address(d["to"], "to"),
-            value=_value(d["value"], "value"),
+            value=parse_value(d["value"], "value"),
             valid_after=parse_uint(d["validAfter"], "validAfter"),
             valid_before=parse_uint(d["validBefore"], "validBefore"),
             nonce=parse_bytes32(d["nonce"], "nonce"),
@@ -164,7 +88,7 @@ class Mint:
         d = exact_keys(data, {"to", "value", "nonce"}, "mint")
         return cls(
             to=parse_address(d["to"], "to"),
-            value=_value(d["value"], "value"),
+            value=parse_value(d["value"], "value"),
             nonce=parse_bytes32(d["nonce"], "nonce"),
         )
 
@@ -187,7 +111,7 @@ class HoldResolution:
         return cls(
             hold_id=parse_bytes32(d["holdId"], "holdId"),
             outcome=outcome,  # type: ignore[arg-type]
-            amount=_value(d["amount"], "amount"),
+            amount=parse_value(d["amount"], "amount"),
         )
 
 
@@ -217,8 +141,8 @@ class Allowance:
         return cls(
             owner=parse_address(d["owner"], "owner"),
             spender=parse_address(d["spender"], "spender"),
-            cap=_value(d["cap"], "cap"),
-            valid_before=parse_uint(d["validBefore"], "validBefore", 2**63 - 1),
+            cap=parse_value(d["cap"], "cap"),
+            valid_before=parse_uint(d["validBefore"], "validBefore", INT64_MAX),
             nonce=parse_bytes32(d["nonce"], "nonce"),
         )
 
@@ -241,7 +165,7 @@ class Charge:
         d = exact_keys(data, {"allowanceId", "amount", "requestId"}, "charge")
         return cls(
             allowance_id=parse_bytes32(d["allowanceId"], "allowanceId"),
-            amount=_value(d["amount"], "amount"),
+            amount=parse_value(d["amount"], "amount"),
             request_id=parse_bytes32(d["requestId"], "requestId"),
         )
 
@@ -284,7 +208,7 @@ class Transaction:
             raise MalformedRecord(f"transaction kind {self.kind!r} carries a {self.message.outcome!r} resolution")
         if (self.kind in HOLD_KINDS) != (self.hold_expires_at_s is not None):
             raise MalformedRecord("holdExpiresAt is required on holds and charges, and only on them")
-        if self.hold_expires_at_s is not None and not 0 <= self.hold_expires_at_s <= 2**63 - 1:
+        if self.hold_expires_at_s is not None and not 0 <= self.hold_expires_at_s <= INT64_MAX:
             raise MalformedRecord("holdExpiresAt must be between 0 and 2**63-1 seconds")
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,8 +241,8 @@ class Transaction:
             message=message,
             signer=parse_address(d["signer"], "signer"),
             signature=parse_signature(d["signature"]),
-            accepted_at_ms=parse_uint(d["acceptedAt"], "acceptedAt", 2**63 - 1),
-            hold_expires_at_s=None if expires is None else parse_uint(expires, "holdExpiresAt", 2**63 - 1),
+            accepted_at_ms=parse_uint(d["acceptedAt"], "acceptedAt", INT64_MAX),
+            hold_expires_at_s=None if expires is None else parse_uint(expires, "holdExpiresAt", INT64_MAX),
         )
 
 
@@ -355,12 +279,12 @@ class BlockHeader:
             "block header",
         )
         return cls(
-            height=parse_uint(d["height"], "height", 2**63 - 1),
+            height=parse_uint(d["height"], "height", INT64_MAX),
             prev_hash=parse_bytes32(d["prevHash"], "prevHash"),
             merkle_root=parse_bytes32(d["merkleRoot"], "merkleRoot"),
-            timestamp_ms=parse_uint(d["timestamp"], "timestamp", 2**63 - 1),
-            tx_count=parse_uint(d["txCount"], "txCount", 2**63 - 1),
-            tree_size=parse_uint(d["treeSize"], "treeSize", 2**63 - 1),
+            timestamp_ms=parse_uint(d["timestamp"], "timestamp", INT64_MAX),
+            tx_count=parse_uint(d["txCount"], "txCount", INT64_MAX),
+            tree_size=parse_uint(d["treeSize"], "treeSize", INT64_MAX),
             tree_root=parse_bytes32(d["treeRoot"], "treeRoot"),
         )
 

@@ -148,7 +148,7 @@ def seal_after_clock_correction(dep: Deployment, ahead: float, wait: float) -> t
     store = SQLiteStore(dep.home / "ledger.db")
     try:
         operator = env.wallets["operator"]
-        ledger = Ledger(store, clock=dep.clock.now)
+        ledger = Ledger(store, clock=dep.clock.now_ms)
         mint = Mint(operator.address, 1, "0x" + secrets.token_hex(32))
         ledger.mint(mint, operator.sign(ledger.chain, mint))
     finally:

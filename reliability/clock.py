@@ -1,6 +1,6 @@
 """The machine's wall clock, moved back and forward for the gateway and for the clients.
 
-The ledger takes its clock from ``time.time``; the machine's own clock cannot be changed here,
+The ledger takes its clock from ``time.time_ns``; the machine's own clock cannot be changed here,
 so the suite shifts it per process instead: the gateway (and its gunicorn workers) load
 ``reliability/clockshim/sitecustomize.py``, which adds the offset written in one file to
 ``time.time``; the suite's own process (the clients that sign payments) shifts its
@@ -22,7 +22,7 @@ from pathlib import Path
 
 SHIM_DIR = Path(__file__).resolve().parent / "clockshim"
 CLOCK_FILE_ENV = "INFERPAY_RELIABILITY_CLOCK_FILE"
-_real_time = time.time
+_real_time, _real_time_ns = time.time, time.time_ns
 
 
 class ClockControl:
@@ -48,11 +48,17 @@ class ClockControl:
             self.steps.append({"from": self.offset, "to": offset, "at": _real_time()})
             self.offset = offset
             self._write(offset)
+        # Both wall clocks, as the shim does in the gateway: the ledger's clock reads ``time.time_ns``.
         time.time = self._shifted if offset else _real_time
+        time.time_ns = self._shifted_ns if offset else _real_time_ns
 
     def now(self) -> float:
-        """The simulated machine's wall clock (the ledger's clock)."""
+        """The simulated machine's wall clock, in seconds."""
         return _real_time() + self.offset
+
+    def now_ms(self) -> int:
+        """The simulated machine's wall clock in integer milliseconds (the ledger's clock)."""
+        return (_real_time_ns() + int(self.offset * 1_000_000_000)) // 1_000_000
 
     def reset(self) -> None:
         if self.offset:
@@ -60,6 +66,9 @@ class ClockControl:
 
     def _shifted(self) -> float:
         return _real_time() + self.offset
+
+    def _shifted_ns(self) -> int:
+        return _real_time_ns() + int(self.offset * 1_000_000_000)
 
     def _write(self, offset: float) -> None:
         tmp = self.path.with_suffix(".tmp")

@@ -40,8 +40,8 @@ from reliability.deploy import Deployment
 from reliability.profiles import Profile
 from tests.strategies import addresses, amounts
 from tests.support.gateway import FLAT
-from tests.wallets.test_keystore import PASSWORD as KEYSTORE_PASSWORD
-from tests.wallets.test_keystore import mutated_keystores
+from tests.support.keystores import PASSWORD as KEYSTORE_PASSWORD
+from tests.wallets.test_keystore_malformed import mutated_keystores
 from wallets.keystore import decrypt_key
 
 JSON = st.recursive(

@@ -186,7 +186,7 @@ class Workload:
         """The operator trickles funds in: a mint to a random wallet every ``mint_every`` seconds."""
         rng = random.Random(self.seed)
         store = self.dep.open_store()
-        ledger = Ledger(store, clock=self.dep.clock.now)  # the machine's (possibly moved) clock
+        ledger = Ledger(store, clock=self.dep.clock.now_ms)  # the machine's (possibly moved) clock
         operator = self.env.wallets["operator"]
         try:
             while not stop.wait(self.mint_every) and time.monotonic() < deadline:

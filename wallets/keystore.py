@@ -99,7 +99,7 @@ def encrypt_key(private_key: bytes, password: str, *, scrypt_n: int | None = Non
     key = check_private_key(private_key)
     secret = _password_bytes(password)
     n = default_scrypt_n() if scrypt_n is None else _check_scrypt_n(scrypt_n, "scrypt_n")
-    from eth_keyfile import create_keyfile_json  # lazily: it loads a BLS library (~0.5 s)
+    from eth_keyfile.keyfile import create_keyfile_json  # lazily: it loads a BLS library (~0.5 s)
 
     return create_keyfile_json(key, secret, version=3, kdf="scrypt", iterations=n)
 
@@ -247,8 +247,8 @@ def decrypt_key(keystore: object, password: str) -> bytes:
     """
     clean = validate_keystore(keystore)
     secret = _password_bytes(password)
-    from eth_keyfile import decode_keyfile_json  # lazily: it loads a BLS library (~0.5 s)
     from eth_keyfile.exceptions import EthKeyfileValueError
+    from eth_keyfile.keyfile import decode_keyfile_json  # lazily: it loads a BLS library (~0.5 s)
 
     try:
         key = decode_keyfile_json(clean, secret)

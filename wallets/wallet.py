@@ -13,10 +13,10 @@ which exists for export, and ``local_account()``.
 from __future__ import annotations
 
 import secrets
-import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ledger.amounts import check_amount
+from ledger.clock import ms_to_s, system_now_ms
 from ledger.crypto import address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest
 from ledger.errors import InvalidInput
@@ -116,7 +116,8 @@ class Wallet:
         """The same key as an eth-account ``LocalAccount`` (for x402 clients and eth-account)."""
         from eth_account import Account  # imported here: heavy, and most callers never need it
 
-        return Account.from_key(self._key)
+        account: LocalAccount = Account.from_key(self._key)  # eth-account's from_key is untyped
+        return account
 
     # ---- signing ----
 
@@ -140,7 +141,7 @@ class Wallet:
         By default the authorization is valid from 5 s ago until ``ttl_seconds`` from now, and
         carries a random 32-byte nonce (EIP-3009 nonces are random, not sequential).
         """
-        now = int(time.time())
+        now = ms_to_s(system_now_ms())
         if valid_after is None:
             valid_after = now - VALID_AFTER_SLACK_SECONDS
         if valid_before is None:

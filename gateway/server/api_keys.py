@@ -61,6 +61,6 @@ def lookup_key(ledger: Ledger, token: str, pay_to: Address) -> ApiKeyRow:
         raise InvalidApiKey("unknown or revoked API key")
     if row.allowance.spender != pay_to:
         raise InvalidApiKey("this API key's allowance is for another payee")
-    if ledger.now_ms() // 1000 >= row.allowance.valid_before:
+    if ledger.now_s() >= row.allowance.valid_before:
         raise AllowanceExpired(f"this API key expired at {row.allowance.valid_before}")
     return row

@@ -1,5 +1,6 @@
 """The gateway's Flask app factory: ``create_app(config)`` wires blueprints, the error table
-and per-worker services. Every worker process calls it once; nothing lives at module level.
+and per-worker services. Every worker process calls it once, and ``close_app`` as it exits (the
+auto-sealer's thread and lock, the upstream pool, the store); nothing lives at module level.
 """
 
 from __future__ import annotations
@@ -34,3 +35,9 @@ def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
         return {"status": "ok"}
 
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Release what ``create_app`` opened: the worker's ``Services``."""
+    services: Services = app.extensions[EXTENSION]
+    services.close()

@@ -7,7 +7,6 @@ units in memory. This module reads files; it never opens the ledger or the netwo
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 from gateway.wire.errors import ConfigError
 from ledger.amounts import parse_amount
 from ledger.errors import InvalidAmount
+from wallets import default_home
 
 _GATEWAY_KEYS = {
     "host",
@@ -185,7 +185,7 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
     home_value = gateway.get("home")
     resolved_home = Path(home_value).expanduser() if isinstance(home_value, str) else home
     if resolved_home is None:
-        resolved_home = Path(os.environ.get("INFERPAY_HOME") or Path.home() / ".inferpay")
+        resolved_home = default_home()
     host = gateway.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise ConfigError("[gateway].host: expected a host name or address")

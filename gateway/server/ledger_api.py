@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from gateway.server.services import services
+from ledger.amounts import INT64_MAX
 from ledger.errors import InvalidInput, MalformedRecord, NotFound
 from ledger.types import Authorization, parse_address, parse_signature
 
@@ -63,7 +64,7 @@ def account(address: str) -> Any:
 def history(address: str) -> Any:
     ledger = services().ledger
     limit = _int_arg("limit", 100, 1, MAX_PAGE)
-    before = _int_arg("before", None, 1, 2**63 - 1)
+    before = _int_arg("before", None, 1, INT64_MAX)
     assert limit is not None
     entries = ledger.store.history(parse_address(address), limit, before)
     return {
@@ -87,16 +88,16 @@ def transaction(tx_id: str) -> Any:
 @ledger_api.get("/blocks")
 def blocks() -> Any:
     ledger = services().ledger
-    start = _int_arg("from", 0, 0, 2**63 - 1)
+    start = _int_arg("from", 0, 0, INT64_MAX)
     limit = _int_arg("limit", 100, 1, MAX_PAGE)
     assert start is not None and limit is not None
-    return {"blocks": [b.to_dict() for b in ledger.store.blocks(start, min(start + limit, 2**63 - 1))]}
+    return {"blocks": [b.to_dict() for b in ledger.store.blocks(start, min(start + limit, INT64_MAX))]}
 
 
 @ledger_api.get("/blocks/<int:height>")
 def block(height: int) -> Any:
     ledger = services().ledger
-    found = ledger.store.block(height) if height < 2**63 else None
+    found = ledger.store.block(height) if height <= INT64_MAX else None
     if found is None:
         raise NotFound(f"no block at height {height}")
     return {**found.to_dict(), "transactions": [_stored(s) for s in ledger.store.block_transactions(height)]}
@@ -104,8 +105,8 @@ def block(height: int) -> Any:
 
 @ledger_api.get("/consistency")
 def consistency() -> Any:
-    old = _int_arg("old", None, 0, 2**63 - 1)
-    new = _int_arg("new", None, 0, 2**63 - 1)
+    old = _int_arg("old", None, 0, INT64_MAX)
+    new = _int_arg("new", None, 0, INT64_MAX)
     if old is None or new is None:
         raise InvalidInput("query parameters 'old' and 'new' (block heights) are required")
     return services().ledger.consistency_proof(old, new)

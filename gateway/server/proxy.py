@@ -222,7 +222,7 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
     # The ledger checks the signature, the window, the nonce and the funds as it places the hold.
     try:
         hold = svc.ledger.hold(
-            payment.authorization, payment.signature, expires_at_s=int(svc.ledger.clock()) + svc.config.hold_seconds
+            payment.authorization, payment.signature, expires_at_s=svc.ledger.now_s() + svc.config.hold_seconds
         )
     except NonceReused as exc:  # the same authorization, held earlier under another expiry
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call") from exc
@@ -239,7 +239,7 @@ def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
     remaining = key.allowance.cap - key.allowance.spent
     amount = max(route.price, min(route.authorized_amount, remaining))
     hold = svc.ledger.charge(
-        key.allowance.allowance_id, amount, expires_at_s=int(svc.ledger.clock()) + svc.config.hold_seconds
+        key.allowance.allowance_id, amount, expires_at_s=svc.ledger.now_s() + svc.config.hold_seconds
     )
     return PaidHold(hold.tx_id, key.allowance.owner, amount, network_id(svc.ledger.chain.chain_id))
 

@@ -1,19 +1,25 @@
 """``inferpay gateway``: serve ``create_app(config)`` with gunicorn, ``workers`` processes of
-``threads`` threads each. Every worker opens the one ledger itself; the ledger's database
-transactions keep them exact together (no overspend across workers)."""
+``threads`` threads each. Every worker opens the one ledger itself, and closes it as it exits;
+the ledger's database transactions keep them exact together (no overspend across workers)."""
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from gateway.server.config import GatewayConfig
-from gateway.server.wsgi import serve_wsgi
+from gateway.server.wsgi import gunicorn_application
+
+if TYPE_CHECKING:
+    from gunicorn.app.base import BaseApplication
 
 
-def serve_gateway(config: GatewayConfig) -> None:
-    from gateway.server.app import create_app
-    from gateway.server.services import Services
+def gateway_application(config: GatewayConfig) -> BaseApplication:
+    """The gateway under gunicorn, not yet running: each worker builds its app after the fork
+    and closes its ``Services`` as it exits."""
+    from gateway.server.app import close_app, create_app
 
-    Services.build(config, start_sealer=False).close()  # fail fast (bad home, payee) before forking
-    serve_wsgi(
+    return gunicorn_application(
         lambda: create_app(config),
         host=config.host,
         port=config.port,
@@ -21,4 +27,14 @@ def serve_gateway(config: GatewayConfig) -> None:
         threads=config.threads,
         proc_name="inferpay-gateway",
         timeout=max(120, int(config.upstream_timeout_seconds) + 30),
+        on_worker_exit=close_app,
     )
+
+
+def serve_gateway(config: GatewayConfig) -> None:
+    from gateway.server.services import Services
+
+    # Set by the process, not the library: the workers forked below inherit it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
+    Services.build(config, start_sealer=False).close()  # fail fast (bad home, payee) before forking
+    gateway_application(config).run()

@@ -5,7 +5,6 @@ on ``app.extensions``; there is no module-level state.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from flask import current_app
@@ -33,7 +32,6 @@ class Services:
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
         home = Home(config.home, database=config.database)  # the ledger: config.database or ledger.db
         sealer = home.sealer()
         ledger = Ledger(home.open_store(), sealer=sealer, group_commit=True)
@@ -56,6 +54,7 @@ class Services:
         )
 
     def close(self) -> None:
+        """Stop the auto-sealer (releasing its lock file), close the upstream pool and the store."""
         if self.auto_sealer is not None:
             self.auto_sealer.stop()
         self.upstream.close()

@@ -1,15 +1,19 @@
 """Run a WSGI app under gunicorn, a production server, with the app built inside each worker
 (after the fork), so per-worker resources (database connections, pools, threads, models) are
-never shared across processes. Used by the gateway and the model server."""
+never shared across processes, and released by the worker that opened them when it exits
+(``on_worker_exit``). Used by the gateway and the model server."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gunicorn.app.base import BaseApplication
 
 
-def serve_wsgi(
+def gunicorn_application(
     load: Callable[[], Any],
     *,
     host: str,
@@ -19,7 +23,13 @@ def serve_wsgi(
     proc_name: str,
     timeout: int = 120,
     accesslog: bool = True,
-) -> None:
+    on_worker_exit: Callable[[Any], None] | None = None,
+) -> BaseApplication:
+    """The gunicorn application, configured and not yet running (``.run()`` serves).
+
+    ``on_worker_exit(app)`` runs in each worker process as it exits (gunicorn's ``worker_exit``
+    hook, after its last request), with the app that worker loaded; not after a SIGKILL, where
+    the kernel reclaims what the process held."""
     from gunicorn.app.base import BaseApplication
 
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -42,6 +52,14 @@ def serve_wsgi(
         # machine would fight over it, and nothing here uses it.
         "control_socket_disable": True,
     }
+    if on_worker_exit is not None:
+
+        def worker_exit(server: Any, worker: Any) -> None:
+            app = getattr(worker, "wsgi", None)  # None when the worker failed to load the app
+            if app is not None:
+                on_worker_exit(app)
+
+        options["worker_exit"] = worker_exit
 
     class Application(BaseApplication):
         def load_config(self) -> None:
@@ -54,4 +72,30 @@ def serve_wsgi(
                 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
             return load()
 
-    Application().run()
+    return Application()
+
+
+def serve_wsgi(
+    load: Callable[[], Any],
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    proc_name: str,
+    timeout: int = 120,
+    accesslog: bool = True,
+    on_worker_exit: Callable[[Any], None] | None = None,
+) -> None:
+    """Serve ``load()`` (called once in each worker) until gunicorn is stopped."""
+    gunicorn_application(
+        load,
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        proc_name=proc_name,
+        timeout=timeout,
+        accesslog=accesslog,
+        on_worker_exit=on_worker_exit,
+    ).run()

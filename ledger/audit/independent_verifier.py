@@ -18,7 +18,7 @@ from hashlib import sha256
 from ecdsa import SECP256k1, VerifyingKey
 from ecdsa.util import sigdecode_string
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from ledger.errors import HighSSignature, InvalidSignature
 from ledger.types import Address

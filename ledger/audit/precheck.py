@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger.clock import ms_to_s
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import InferpayError, StorageUnavailable
 from ledger.storage.base import RawTx
@@ -54,7 +55,7 @@ def check_record(chain: ChainInfo, record: str, independent: bool) -> Precheck:
         return Precheck(None, str(exc), None, None, None, None)
     invalid = None
     try:
-        check_transaction(chain, tx, tx.accepted_at_ms // 1000)
+        check_transaction(chain, tx, ms_to_s(tx.accepted_at_ms))
     except InferpayError as exc:
         invalid = (exc.code, str(exc))
     second = None

@@ -10,6 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import wallets
 from inferpay_cli.main import cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -126,3 +127,32 @@ def test_password_file_and_no_ledger(run, tmp_path: Path, monkeypatch) -> None:
     assert created.exit_code == 0
     assert CliRunner().invoke(cli, ["mint", "carol", "1", "--password-file", str(secret)]).exit_code == 0
     assert "s3cret" not in created.output
+
+
+# ---- one $INFERPAY_HOME rule (wallets.default_home) for the CLI, the wallets and the gateway ----
+
+
+@pytest.fixture
+def blank_inferpay_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``INFERPAY_HOME`` set to blanks: it means "not set", so ``~/.inferpay`` (under a test HOME)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("INFERPAY_HOME", "  ")
+    assert wallets.default_home() == tmp_path / ".inferpay"
+    return tmp_path / ".inferpay"
+
+
+def test_a_blank_inferpay_home_is_the_default_home_for_the_gateway_config(blank_inferpay_home: Path) -> None:
+    from gateway.server.config import parse_config
+
+    config = parse_config({"routes": [{"path": "/v1/x", "upstream": "http://127.0.0.1:1", "price": "0.001"}]})
+    assert config.home == blank_inferpay_home
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pending: inferpay_cli/main.py (another branch's file) still has its own copy of the rule; "
+    "once its --home default is wallets.default_home this passes and the marker must go",
+)
+def test_a_blank_inferpay_home_is_the_default_home_for_the_cli(blank_inferpay_home: Path) -> None:
+    with cli.make_context("inferpay", ["wallet", "list"]) as ctx:
+        assert Path(ctx.params["home"]).expanduser() == blank_inferpay_home

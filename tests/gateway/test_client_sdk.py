@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from gateway.wire.errors import BindingMismatch, ReceiptInvalid, SpendLimitExcee
 from gateway.wire.receipts import Receipt, sign_offer
 from gateway.wire.x402 import PaymentPayload, encode_header, network_id
 from ledger.blocks import sign_header
+from ledger.clock import system_now_ms
 from ledger.crypto import KeySigner, new_private_key, split_signature
 from ledger.encoding import request_binding_nonce
 from ledger.errors import (
@@ -60,10 +60,10 @@ UPTO_MAX = 5000
 
 
 class RealClock(FakeClock):
-    """The ledger on wall-clock time: the SDK signs validity windows from ``time.time()``."""
+    """The ledger on wall-clock time, as the SDK signs validity windows from the wall clock."""
 
-    def __call__(self) -> float:
-        return time.time()
+    def __call__(self) -> int:
+        return system_now_ms()
 
 
 def _status(error: InferpayError) -> int:
@@ -190,7 +190,7 @@ class GatewayDouble:
             ledger.balance(auth.from_).available,
             request.method,
             target,
-            int(time.time() * 1000),
+            system_now_ms(),
             auth.nonce,
         )
         receipt_dict = self.forge(receipt)

@@ -38,13 +38,32 @@ from tests.support.gateway import (
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEnv]:
-    with start_gateway_env(Path(tmp_path_factory.mktemp("gw-keys")), with_model=True) as started:
+def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[GatewayEnv]:
+    # The real model only when one of this module's `model` tests is selected (not under
+    # `-m "not model"`, as in `make test-fast`): loading it is most of the module's time.
+    with_model = any(
+        item.module is request.module and item.get_closest_marker("model") is not None for item in request.session.items
+    )
+    with start_gateway_env(Path(tmp_path_factory.mktemp("gw-keys")), with_model=with_model) as started:
         yield started
 
 
-def openai_client(env: GatewayEnv, api_key: str, **kw: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=env.url + "/v1", api_key=api_key, max_retries=0, timeout=30, **kw)
+_clients: list[openai.OpenAI] = []  # every client a test made, closed after it by _close_clients
+
+
+def openai_client(
+    env: GatewayEnv, api_key: str, *, prefix: str = "/v1", timeout: float = 30, **kw: Any
+) -> openai.OpenAI:
+    client = openai.OpenAI(base_url=env.url + prefix, api_key=api_key, max_retries=0, timeout=timeout, **kw)
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()  # its connection pool (and an http_client passed in)
 
 
 def key_status(env: GatewayEnv, allowance_id: str) -> dict[str, Any]:
@@ -212,7 +231,7 @@ def test_openai_client_buys_real_embeddings_billed_on_the_models_own_token_count
     assert env.model_warm_up is not None
     env.model_warm_up.join(timeout=120)  # the model loads on its first request, sent when the module began
     key = env.create_key("alice", "0.1", "1h")
-    client = openai.OpenAI(base_url=env.url + "/v1/model", api_key=key["apiKey"], max_retries=0, timeout=60)
+    client = openai_client(env, key["apiKey"], prefix="/v1/model", timeout=60)
     alice = env.available(env.alice)
     raw = client.embeddings.with_raw_response.create(model=REAL_MODEL, input=["hello world", "a cat sleeps"])
     embeddings = raw.parse()

@@ -22,6 +22,7 @@ import pytest
 
 from ledger.audit import AuditReport, Problem, audit, precheck
 from ledger.blocks import block_hash, sign_header
+from ledger.clock import s_to_ms
 from ledger.crypto import KeySigner, new_private_key, sign_digest
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
 from ledger.errors import StorageUnavailable
@@ -310,10 +311,10 @@ def test_used_nonce_resubmitted_as_a_new_transaction_is_reported(built: BuiltCha
     alice, bob = lf.party("alice"), lf.party("bob")
     used = lf.ledger.transaction(original.tx_id).tx.message
     assert isinstance(used, Authorization)
-    now = int(lf.clock())
+    now = lf.clock.now_s()
     auth = Authorization(alice.address, bob.address, 3 * UNIT, now - 5, now + 600, used.nonce)
     tx = Transaction(
-        "transfer", auth, alice.address, sign_digest(alice.key, signing_digest(lf.chain, auth)), now * 1000
+        "transfer", auth, alice.address, sign_digest(alice.key, signing_digest(lf.chain, auth)), s_to_ms(now)
     )
     new_id = transaction_id(tx)
     with attacker(lf.path) as conn:

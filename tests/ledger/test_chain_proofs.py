@@ -47,7 +47,7 @@ hashes = st.binary(min_size=32, max_size=32)
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerFixture]:
     """One ledger, sealed into len(BLOCK_SIZES) blocks holding every kind of transaction."""
-    lf = make_ledger(Path(tmp_path_factory.mktemp("chain")), FakeClock(1_700_000_000.0))
+    lf = make_ledger(Path(tmp_path_factory.mktemp("chain")), FakeClock(1_700_000_000_000))
     alice, bob, carol = lf.party("alice"), lf.party("bob"), lf.party("carol")
     holds: list[str] = []
     step = 0

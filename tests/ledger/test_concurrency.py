@@ -16,36 +16,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ledger.audit import audit
 from ledger.crypto import address_of, new_private_key
 from ledger.errors import IdempotencyConflict, InsufficientFunds
 from ledger.storage.sqlite import SQLiteStore
 from ledger.types import Account
 from tests.support.ledger import UNIT, LedgerFixture
-from tests.support.workers import seal_in_process, spend_in_process
-
-BARRIER_TIMEOUT = 60  # seconds: a racer that never arrives fails the test instead of hanging it
-
-
-def run_together(workers: list[Callable[[], Any]]) -> list[Any]:
-    """Run each worker in its own thread, all released at once; return each result or exception."""
-    barrier = threading.Barrier(len(workers))
-    results: list[Any] = [None] * len(workers)
-
-    def run(index: int, work: Callable[[], Any]) -> None:
-        barrier.wait(BARRIER_TIMEOUT)
-        try:
-            results[index] = work()
-        except Exception as exc:  # the caller inspects which error each racer got
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(BARRIER_TIMEOUT * 2)
-        assert not thread.is_alive(), "a racer hung"
-    return results
+from tests.support.workers import run_together, seal_in_process, spend_in_process
 
 
 def all_seqs(path: Path) -> list[tuple[int, int | None]]:
@@ -358,8 +337,11 @@ def _naive_spend_race(path: Path, racers: int, start_balance: int) -> tuple[int,
     return spends, final
 
 
+@pytest.mark.control
 def test_naive_check_then_update_does_overspend(tmp_path: Path) -> None:
-    """The race the ledger's store is built to close, reproduced with plain ``sqlite3``.
+    """A control experiment, not a test of the ledger: it shows the failure the ledger prevents,
+    and asserts that the naive approach DOES overspend (it passes when the bug shows). It is the
+    race the ledger's store is built to close, reproduced with plain ``sqlite3``.
 
     Each racer reads the balance (SELECT), decides it is enough, and writes back ``balance - 1``
     (UPDATE) as a second statement. In WAL mode readers never block, so many racers read 5

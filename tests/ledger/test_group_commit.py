@@ -76,7 +76,7 @@ def test_a_refused_transaction_fails_alone_in_its_batch(tmp_path: Path) -> None:
 
     items = []
     for auth, signature in [good[0], reused, too_much, good[1]]:
-        tx = Transaction("transfer", auth, auth.from_, signature, int(lf.clock() * 1000))
+        tx = Transaction("transfer", auth, auth.from_, signature, lf.clock())
         items.append((tx, transaction_id(tx), leaf_hash(tx)))
     outcomes = store.append_many(items)
     assert isinstance(outcomes[1], NonceReused) and isinstance(outcomes[2], InsufficientFunds)

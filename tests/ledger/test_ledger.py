@@ -47,13 +47,13 @@ NOBODYS_SIGNATURE = "0x" + "11" * 64 + "1b"
 
 @pytest.fixture(autouse=True)
 def _whole_second_clock(lf: LedgerFixture) -> None:
-    # The helpers sign windows from int(clock()) and the ledger reads int(clock() * 1000) // 1000;
-    # on a whole second both agree, so boundary tests test the boundary and not float rounding.
-    lf.clock.now = float(int(lf.clock.now) + 1)
+    # Start on a whole second, so "now + ttl" windows signed by the helpers land exactly on the
+    # ledger's seconds and boundary tests test the boundary.
+    lf.clock.set_s(lf.clock.now_s() + 1)
 
 
 def now(lf: LedgerFixture) -> int:
-    return int(lf.clock())
+    return lf.clock.now_s()
 
 
 def refused(lf: LedgerFixture, error: type[InferpayError], action: Callable[[], object]) -> InferpayError:

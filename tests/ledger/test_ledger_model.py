@@ -26,6 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ledger.amounts import MAX_AMOUNT
 from ledger.audit import audit
+from ledger.clock import s_to_ms
 from ledger.crypto import sign_digest
 from ledger.encoding import signing_digest, transaction_id
 from ledger.errors import (
@@ -66,7 +67,7 @@ class LedgerModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="inferpay-model-"))
-        self.lf = make_ledger(self.directory, FakeClock(float(START)))
+        self.lf = make_ledger(self.directory, FakeClock(s_to_ms(START)))
         self.ledger = self.lf.ledger
         self.ledger.block_max_txs = 4  # so seals sometimes leave transactions waiting
         self.store = self.ledger.store
@@ -80,7 +81,7 @@ class LedgerModel(RuleBasedStateMachine):
     # ---- helpers ----
 
     def now(self) -> int:
-        return self.ledger.now_ms() // 1000
+        return self.ledger.now_s()
 
     def record(self, result: TxResult) -> Transaction:
         """A newly accepted transaction: check it, then apply exactly it to the model."""
@@ -250,7 +251,7 @@ class LedgerModel(RuleBasedStateMachine):
         info = self.holds[self.choose_hold(which)]
         target = info.expires_at_s - 1 if early else info.expires_at_s
         if target > self.now():
-            self.lf.clock.now = float(target)
+            self.lf.clock.set_s(target)
 
     @rule()
     def expire_holds(self) -> None:

@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, settings
 
 from ledger.audit import audit
 from ledger.blocks import next_block
+from ledger.clock import system_now_ms
 from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest
 from ledger.errors import (
@@ -61,7 +62,7 @@ from tests.support.ledger import (
     snapshot,
     using_backend,
 )
-from tests.support.workers import seal_in_process, spend_in_process
+from tests.support.workers import run_together, seal_in_process, spend_in_process
 
 pytestmark = pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
 
@@ -81,27 +82,6 @@ def admin() -> psycopg.Connection[Any]:
 
 def schema_of(lf: LedgerFixture) -> str:
     return str(lf.path).split("schema=", 1)[1].split("&", 1)[0]
-
-
-def run_together(workers: list[Callable[[], Any]]) -> list[Any]:
-    """Run each worker in its own thread, all released at once; return each result or exception."""
-    barrier = threading.Barrier(len(workers))
-    results: list[Any] = [None] * len(workers)
-
-    def run(index: int, work: Callable[[], Any]) -> None:
-        barrier.wait(TIMEOUT)
-        try:
-            results[index] = work()
-        except Exception as exc:  # the caller inspects which error each racer got
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT * 2)
-        assert not thread.is_alive(), "a racer hung"
-    return results
 
 
 def assert_chain_well_formed(store: LedgerStore) -> None:
@@ -422,10 +402,10 @@ def test_concurrent_charges_never_pass_an_allowance_cap(pg: LedgerFixture) -> No
     owner, gateway = pg.party("owner"), pg.party("gateway")
     pg.mint(owner.address, 100 * UNIT)
     allowance = Allowance(
-        owner.address, gateway.address, 7 * UNIT, int(pg.clock()) + 3600, "0x" + secrets.token_hex(32)
+        owner.address, gateway.address, 7 * UNIT, pg.clock.now_s() + 3600, "0x" + secrets.token_hex(32)
     )
     granted = pg.ledger.grant_allowance(allowance, sign_digest(owner.key, signing_digest(pg.chain, allowance)))
-    expires = int(pg.clock()) + 300
+    expires = pg.clock.now_s() + 300
     ledgers = [pg.reopen() for _ in range(4)]
 
     results = run_together(
@@ -597,7 +577,7 @@ def _seal_slowly_in_process(url: str, sealer_hex: str, inside: Any, results: Any
         def make(previous: SignedBlock, leaves: list[bytes], frontier: list[str]) -> tuple[SignedBlock, list[str]]:
             inside.set()
             time.sleep(TIMEOUT)
-            return next_block(previous, leaves, frontier, signer, int(time.time() * 1000))
+            return next_block(previous, leaves, frontier, signer, system_now_ms())
 
         store.seal(make, 5)
         results.put(("slow sealer finished", None))
@@ -782,12 +762,12 @@ def build_everything(lf: LedgerFixture) -> None:
     ledger.settle(settled, 4 * UNIT)
     ledger.void(voided)
     allowance = Allowance(
-        alice.address, gateway.address, 10 * UNIT, int(lf.clock()) + 7200, "0x" + secrets.token_hex(32)
+        alice.address, gateway.address, 10 * UNIT, lf.clock.now_s() + 7200, "0x" + secrets.token_hex(32)
     )
     granted = ledger.grant_allowance(allowance, sign_digest(alice.key, signing_digest(lf.chain, allowance)))
-    charge = ledger.charge(granted.tx_id, 2 * UNIT, expires_at_s=int(lf.clock()) + 300)
+    charge = ledger.charge(granted.tx_id, 2 * UNIT, expires_at_s=lf.clock.now_s() + 300)
     ledger.settle(charge.tx_id, UNIT)
-    ledger.charge(granted.tx_id, UNIT, expires_at_s=int(lf.clock()) + 300)  # open charge
+    ledger.charge(granted.tx_id, UNIT, expires_at_s=lf.clock.now_s() + 300)  # open charge
     for n in range(3):
         store.register_api_key(f"{n:064x}", f"ipk_key{n}", granted.tx_id, f"key {n}", 1_700_000_000_000 + n)
     store.revoke_api_key("ipk_key1")

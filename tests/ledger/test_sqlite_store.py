@@ -46,7 +46,7 @@ def test_a_writer_killed_while_it_holds_the_write_lock_does_not_block_the_others
         writer.join()
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps the child and closes its stdout pipe
     assert store._db().execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == ("x",)
     assert store._db().execute("SELECT value FROM meta WHERE key = 'held'").fetchone() is None
     store.close()

@@ -17,12 +17,12 @@ import contextlib
 import os
 import secrets
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.clock import ms_to_s, s_to_ms, system_now_ms
 from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest
 from ledger.ledger import Ledger, TxResult
@@ -106,16 +106,25 @@ def drop_leftover_schemas() -> None:
 
 
 class FakeClock:
-    """A settable clock (seconds, float) so tests can move time without sleeping."""
+    """A settable clock in integer milliseconds (the ledger's ``MsClock``), so tests can move
+    time without sleeping."""
 
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
+    def __init__(self, start_ms: int | None = None) -> None:
+        self.now_ms = system_now_ms() if start_ms is None else start_ms
 
-    def __call__(self) -> float:
-        return self.now
+    def __call__(self) -> int:
+        return self.now_ms
 
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+    def now_s(self) -> int:
+        """Whole seconds (what signed windows and expiries are written in)."""
+        return ms_to_s(self())
+
+    def advance(self, seconds: int) -> None:
+        self.now_ms += s_to_ms(seconds)
+
+    def set_s(self, seconds: int) -> None:
+        """Move to the first millisecond of whole second ``seconds``."""
+        self.now_ms = s_to_ms(seconds)
 
 
 @dataclass
@@ -164,7 +173,7 @@ class LedgerFixture:
         valid_after: int | None = None,
         chain: ChainInfo | None = None,
     ) -> tuple[Authorization, str]:
-        now = int(self.clock())
+        now = self.clock.now_s()
         auth = Authorization(
             payer.address,
             to,

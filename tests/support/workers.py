@@ -1,13 +1,17 @@
-"""Worker functions for the multi-process bank tests, on either backend.
+"""Racers for the concurrency tests, on either backend: ``run_together`` for threads, and the
+worker functions for the multi-process bank tests.
 
-Module-level so a "spawn" child can import them; each builds everything from plain values (a
-SQLite path or a PostgreSQL URL, hex keys), as an independent gateway worker would.
+The worker functions are module-level so a "spawn" child can import them; each builds
+everything from plain values (a SQLite path or a PostgreSQL URL, hex keys), as an independent
+gateway worker would.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ledger.crypto import KeySigner, address_of, sign_digest
@@ -19,6 +23,27 @@ from ledger.types import Authorization, ChainInfo
 from tests.support.ledger import UNIT
 
 TIMEOUT = 60  # seconds: a racer that never arrives fails the test instead of hanging it
+
+
+def run_together(workers: list[Callable[[], Any]]) -> list[Any]:
+    """Run each worker in its own thread, all released at once; return each result or exception."""
+    barrier = threading.Barrier(len(workers))
+    results: list[Any] = [None] * len(workers)
+
+    def run(index: int, work: Callable[[], Any]) -> None:
+        barrier.wait(TIMEOUT)
+        try:
+            results[index] = work()
+        except Exception as exc:  # the caller inspects which error each racer got
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+        assert not thread.is_alive(), "a racer hung"
+    return results
 
 
 def signed_transfers(

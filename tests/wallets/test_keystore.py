@@ -1,4 +1,5 @@
-"""Keystores and the wallet store: the Web3 v3 vector, eth-account interop, hostile files.
+"""Keystores and the wallet store: the Web3 v3 vector, eth-account interop, files on disk
+(mutated and hostile keystores: test_keystore_malformed.py).
 
 The scrypt vector in tests/vectors/web3-keystore-v3-scrypt.json is decrypted with its own
 parameters (n = 2**18, about a second). Everything else runs with INFERPAY_SCRYPT_N=1024 so
@@ -7,23 +8,20 @@ the module stays fast; that setting is for tests and demos only.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import pickle
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from eth_account import Account
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wallets
-from ledger.crypto import address_of
 from ledger.errors import (
     InvalidAddress,
     InvalidInput,
@@ -33,35 +31,15 @@ from ledger.errors import (
     WrongPassword,
 )
 from tests.strategies import private_keys
+from tests.support.keystores import FAST_N, KEY, PASSWORD, VECTOR
 from wallets import Wallet, WalletStore
 from wallets.keystore import (
     DEFAULT_SCRYPT_N,
     decrypt_key,
     default_scrypt_n,
     encrypt_key,
-    validate_keystore,
 )
 from wallets.store import NAME_PATTERN, check_name
-
-VECTOR: dict[str, Any] = json.loads(
-    (Path(__file__).parent.parent / "vectors" / "web3-keystore-v3-scrypt.json").read_text(encoding="utf-8")
-)
-KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
-PASSWORD = "correct horse battery staple"
-FAST_N = 1024
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fast_scrypt() -> Iterator[None]:
-    # Module-scoped so Hypothesis tests can use it too; 1024 keeps each keystore ~5 ms.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("INFERPAY_SCRYPT_N", str(FAST_N))
-        yield
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> WalletStore:
-    return WalletStore(tmp_path / "home")
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -187,123 +165,6 @@ def test_hostile_kdf_parameters_are_refused_before_running() -> None:
         hostile["crypto"]["kdfparams"][field] = value
         with pytest.raises(KeystoreInvalid, match=f"kdfparams.{field}|scrypt parameters"):
             decrypt_key(hostile, PASSWORD)
-
-
-# ---- malformed keystores: only KeystoreInvalid or WrongPassword, never a library error ----
-
-_BASES = [
-    Account.encrypt(KEY, PASSWORD, kdf="scrypt", iterations=FAST_N),
-    Account.encrypt(KEY, PASSWORD, kdf="pbkdf2", iterations=1000),
-]
-_HEX_TEXT = st.text(alphabet="0123456789abcdefABCDEFx", max_size=80)
-_ODD_VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-10, 64),
-    st.sampled_from([0, 1, 3, 2**10, 2**11, 2**64, -(2**63)]),
-    st.floats(allow_nan=True),
-    st.text(max_size=20),
-    _HEX_TEXT,
-    st.lists(st.integers(0, 3), max_size=3),
-    st.dictionaries(st.text(max_size=5), st.integers(0, 3), max_size=3),
-)
-
-
-def _paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    found = [prefix] if prefix else []
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            found.extend(_paths(value, (*prefix, key)))
-    return found
-
-
-@st.composite
-def mutated_keystores(draw: st.DrawFn) -> Any:
-    base = copy.deepcopy(draw(st.sampled_from(_BASES)))
-    for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(base)
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        parent: Any = base
-        for key in path[:-1]:
-            parent = parent[key]
-        if not isinstance(parent, dict) or path[-1] not in parent:
-            continue
-        leaf = path[-1]
-        action = draw(st.sampled_from(["delete", "replace", "recase", "flip", "extend", "add"]))
-        if action == "delete":
-            del parent[leaf]
-        elif action == "replace":
-            parent[leaf] = draw(_ODD_VALUES)
-        elif action == "recase":
-            parent[leaf.upper()] = parent.pop(leaf)
-        elif action == "flip" and isinstance(parent[leaf], str) and parent[leaf]:
-            text = parent[leaf]
-            i = draw(st.integers(0, len(text) - 1))
-            parent[leaf] = text[:i] + draw(st.sampled_from("0f9aZ ")) + text[i + 1 :]
-        elif action == "extend" and isinstance(parent[leaf], str):
-            parent[leaf] = draw(st.sampled_from(["0x", "", "00"])) + parent[leaf]
-        elif action == "add":
-            parent[draw(st.text(max_size=8))] = draw(_ODD_VALUES)
-    if draw(st.integers(0, 19)) == 7:  # now and then, not an object at all
-        return draw(st.sampled_from([None, [], "keystore", 3, {}, [base]]))
-    return base
-
-
-@given(mutated_keystores())
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_malformed_keystores_raise_only_keystore_errors(keystore: Any) -> None:
-    try:
-        key = decrypt_key(keystore, PASSWORD)
-    except (KeystoreInvalid, WrongPassword) as exc:
-        assert "\n" not in str(exc) and str(exc)
-        return
-    # A harmless mutation (an unknown field, a changed id) may still decrypt; then the key is
-    # the keystore's own, or at least belongs to the address the keystore declares.
-    declared = validate_keystore(keystore).get("address")
-    assert key == KEY or (declared is None and len(key) == 32)
-    if declared is not None:
-        assert address_of(key)[2:].lower() == declared
-
-
-@given(mutated_keystores())
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_malformed_keystore_files_fail_cleanly_in_the_store(tmp_path_factory: Any, keystore: Any) -> None:
-    store = WalletStore(tmp_path_factory.mktemp("home"))
-    store.directory.mkdir(parents=True)
-    (store.directory / "w.json").write_text(json.dumps(keystore))
-    for operation in (lambda: store.load("w", PASSWORD), lambda: store.address("w")):
-        with contextlib.suppress(KeystoreInvalid, WrongPassword):
-            operation()
-
-
-def test_unreadable_file_is_keystore_invalid(store: WalletStore) -> None:
-    store.create("alice", PASSWORD)
-    store.path("alice").write_bytes(b"\xff{not json")
-    with pytest.raises(KeystoreInvalid, match="not JSON"):
-        store.load("alice", PASSWORD)
-    store.path("alice").write_text("[1, 2]")
-    with pytest.raises(KeystoreInvalid):
-        store.address("alice")
-
-
-def test_address_field_must_match_the_key(store: WalletStore) -> None:
-    store.create("alice", PASSWORD)
-    keystore = store.export("alice")
-    keystore["address"] = Account.from_key(KEY).address[2:]
-    store.path("alice").write_text(json.dumps(keystore))
-    with pytest.raises(KeystoreInvalid, match="another address"):
-        store.load("alice", PASSWORD)
-    with pytest.raises(KeystoreInvalid, match="another address"):
-        store.import_keystore("copy", keystore, PASSWORD)
-
-
-def test_address_without_address_field_says_so(store: WalletStore) -> None:
-    store.directory.mkdir(parents=True)
-    store.path("vector").write_text(json.dumps(VECTOR["keystore"]))
-    with pytest.raises(KeystoreInvalid, match="no address field"):
-        store.address("vector")
 
 
 # ---- files on disk ----
