@@ -14,7 +14,7 @@ import click
 from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.options import json_option, node_api, node_option, pass_home, password_file_option
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
-from ledger.amounts import format_amount, parse_amount
+from ledger.amounts import INT64_MAX, format_amount, parse_amount
 from ledger.blocks import verify_inclusion
 from ledger.errors import WalletExists
 from ledger.ledger import Ledger, TxResult
@@ -39,7 +39,7 @@ def _print_result(result: TxResult, ledger: Ledger, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--chain-id", type=click.IntRange(1, 2**63 - 1), default=None, help="Fix the chain id (default: random).")
+@click.option("--chain-id", type=click.IntRange(1, INT64_MAX), default=None, help="Fix the chain id (default: random).")
 @password_file_option
 @pass_home
 def init(home: Home, chain_id: int | None) -> None:

@@ -8,7 +8,6 @@ storage backends translate their drivers' errors into that tree, so a traceback 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import click
 
 from inferpay_cli.home import Home
 from ledger.errors import InferpayError
+from wallets import default_home
 
 
 class InferpayGroup(click.Group):
@@ -34,15 +34,11 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _default_home() -> str:
-    return os.environ.get("INFERPAY_HOME") or str(Path.home() / ".inferpay")
-
-
 @click.group(cls=InferpayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
-    default=_default_home,
+    default=default_home,
     show_default="$INFERPAY_HOME or ~/.inferpay",
     help="Directory holding the ledger database, wallets and sealer key.",
 )

@@ -14,7 +14,6 @@ import json
 import re
 import secrets
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from gateway.wire.x402 import (
     decode_header,
     encode_header,
 )
+from ledger.clock import ms_to_s, system_now_ms
 from ledger.crypto import recover_address
 from ledger.encoding import request_binding_nonce, signing_digest
 from ledger.errors import InferpayError, InvalidSignature
@@ -177,7 +177,7 @@ class Payer:
         requirement = challenge.requirement
         self.policy.reserve(requirement.amount)  # refuses before anything is signed
         try:
-            now = int(time.time())
+            now = ms_to_s(system_now_ms())
             method, target = method.upper(), request_target(url)
             salt = None
             if requirement.extra.get("inferpayBinding") == BINDING_VERSION and body is not None:

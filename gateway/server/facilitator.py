@@ -116,7 +116,7 @@ def verified_hold(svc: Services, asked: FacilitatorRequest, *, settling: bool) -
     check_exact_payment(payment, requirement, svc.ledger.chain)
     auth = payment.authorization
     # The ledger checks the signature, the window, the nonce and the funds as it places the hold.
-    expires_at_s = min(auth.valid_before, int(svc.ledger.clock()) + requirement.max_timeout_seconds)
+    expires_at_s = min(auth.valid_before, svc.ledger.now_s() + requirement.max_timeout_seconds)
     try:
         hold_id = svc.ledger.hold(auth, payment.signature, expires_at_s=expires_at_s).tx_id
     except NonceReused:

@@ -20,6 +20,7 @@ auto-sealer, which also releases expired holds).
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -104,6 +105,10 @@ def create_facilitator_app(config: GatewayConfig, *, start_sealer: bool = True) 
 
 
 def serve_facilitator(config: GatewayConfig) -> None:
+    from gateway.server.app import close_app
+
+    # Set by the process, not the library (as serve_gateway does): the forked workers inherit it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     Services.build(config, start_sealer=False).close()  # fail fast (bad home, no sealer key) before forking
     serve_wsgi(
         lambda: create_facilitator_app(config),
@@ -112,4 +117,5 @@ def serve_facilitator(config: GatewayConfig) -> None:
         workers=config.workers,
         threads=config.threads,
         proc_name="inferpay-facilitator",
+        on_worker_exit=close_app,  # each worker closes its Services (ledger, sealer thread) as it exits
     )

@@ -148,11 +148,6 @@ def test_a_blank_inferpay_home_is_the_default_home_for_the_gateway_config(blank_
     assert config.home == blank_inferpay_home
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pending: inferpay_cli/main.py (another branch's file) still has its own copy of the rule; "
-    "once its --home default is wallets.default_home this passes and the marker must go",
-)
 def test_a_blank_inferpay_home_is_the_default_home_for_the_cli(blank_inferpay_home: Path) -> None:
     with cli.make_context("inferpay", ["wallet", "list"]) as ctx:
         assert Path(ctx.params["home"]).expanduser() == blank_inferpay_home

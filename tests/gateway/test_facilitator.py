@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ import requests
 from gateway.wire import facilitator as wire
 from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import decode_header
+from ledger.clock import ms_to_s, system_now_ms
 from tests.support.gateway import PASSWORD, SCRYPT_N, GatewayEnv, error_code, start_gateway_env
 from tests.support.servers import run_server_command, run_wsgi_in_process
 from wallets.wallet import Wallet
@@ -273,7 +273,7 @@ def _refusals(env: GatewayEnv) -> list[tuple[str, Case, str]]:
 
     value_mismatch = "invalid_exact_evm_payload_authorization_value_mismatch"
     valid_after_future = "invalid_exact_evm_payload_authorization_valid_after"
-    later = int(time.time()) + 600
+    later = ms_to_s(system_now_ms()) + 600
     return [
         ("wrong network", accepting(requirements(env, network="eip155:8453")), "network_mismatch"),
         ("wrong asset", accepting(requirements(env, asset=other)), "asset_mismatch"),
