@@ -84,7 +84,7 @@ def export_command(home: Home, file: Path, as_json: bool) -> None:
 
     Stop the gateway first: the dump is the ledger as of its head. `inferpay import` rebuilds it
     in another database (SQLite or PostgreSQL)."""
-    from ledger.storage.dump import export_ledger
+    from ledger import export_ledger
 
     store = home.open_store()
     try:
@@ -118,7 +118,7 @@ def import_command(home: Home, file: Path, as_json: bool) -> None:
     Every transaction is replayed through the target's own rules (balances, nonces, holds and
     allowances are rebuilt, never copied), then the signed blocks are re-attached. The target
     must hold no ledger yet; wallets and sealer.key are not in the dump: copy them to --home."""
-    from ledger.storage.dump import import_ledger, read_header
+    from ledger import import_ledger, read_header
 
     if home.has_local_ledger_file():
         raise WalletExists(f"{home.ledger_description} already holds a ledger; import into a new one")

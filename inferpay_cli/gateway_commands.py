@@ -123,7 +123,7 @@ def key_create(home: Home, wallet_name: str, cap: str, expires: str, pay_to: str
 def key_list(home: Home, as_json: bool) -> None:
     """List API keys (by prefix; the keys themselves are stored only as hashes)."""
     ledger = home.open_ledger(with_sealer=False)
-    rows = ledger.store.api_keys()
+    rows = ledger.store.api_keys.all()
     now = ledger.now_s()
     data: list[dict[str, Any]] = [
         {
@@ -163,7 +163,7 @@ def key_list(home: Home, as_json: bool) -> None:
 @pass_home
 def key_revoke(home: Home, key_prefix: str) -> None:
     """Revoke the API key with this prefix (as `key list` shows it) or allowance id."""
-    count = home.open_ledger(with_sealer=False).store.revoke_api_key(key_prefix.rstrip("…"))
+    count = home.open_ledger(with_sealer=False).store.api_keys.revoke(key_prefix.rstrip("…"))
     if not count:
         raise InvalidInput(f"no API key with prefix or allowance {key_prefix!r}")
     click.echo(f"revoked {count} key(s)")

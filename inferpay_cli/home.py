@@ -16,8 +16,8 @@ import click
 
 from gateway.server.home import OPERATOR_WALLET
 from gateway.server.home import Home as DataHome
+from ledger import LedgerStore
 from ledger.errors import InvalidInput, LedgerNotInitialized, WalletExists
-from ledger.storage.base import LedgerStore
 
 __all__ = ["OPERATOR_WALLET", "Home"]
 

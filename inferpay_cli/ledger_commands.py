@@ -14,12 +14,11 @@ import click
 from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.options import json_option, node_api, node_option, pass_home, password_file_option
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
+from ledger import StoredTx, is_postgres_url
 from ledger.amounts import INT64_MAX, format_amount, parse_amount
 from ledger.blocks import verify_inclusion
 from ledger.errors import WalletExists
 from ledger.ledger import Ledger, TxResult
-from ledger.storage import is_postgres_url
-from ledger.storage.base import StoredTx
 from ledger.types import Mint, Transaction
 
 

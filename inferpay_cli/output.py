@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from ledger import StoredTx
 from ledger.amounts import format_amount
-from ledger.storage.base import StoredTx
 from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint
 
 

@@ -32,10 +32,10 @@ from typing import Any
 
 from gateway.wire.errors import ERRORS, ReceiptInvalid, error_fields
 from gateway.wire.receipts import Receipt
+from ledger import RawTx
 from ledger.blocks import check_block_signature, verify_consistency, verify_inclusion
 from ledger.encoding import leaf_hash, transaction_id
 from ledger.errors import InferpayError, MalformedRecord, NotFound, StorageUnavailable
-from ledger.storage.base import RawTx
 from ledger.types import Authorization, ChainInfo, HoldResolution, SignedBlock, Transaction
 
 HTTP_TIMEOUT_SECONDS = 10.0

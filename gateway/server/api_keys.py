@@ -13,9 +13,9 @@ import hashlib
 import secrets
 
 from gateway.wire.errors import InvalidApiKey
+from ledger import ApiKeyRow
 from ledger.errors import AllowanceExpired
 from ledger.ledger import Ledger, TxResult
-from ledger.storage.base import ApiKeyRow
 from ledger.types import Address, Allowance, SignatureHex
 
 KEY_PREFIX = "ipk_"
@@ -48,7 +48,7 @@ def register_key(
     """Record the signed allowance and a new key for it; returns (the key, shown once; the tx)."""
     result = ledger.grant_allowance(allowance, signature)
     key = new_api_key()
-    ledger.store.register_api_key(key_hash(key), key[:12], result.tx_id, label, ledger.now_ms())
+    ledger.store.api_keys.register(key_hash(key), key[:12], result.tx_id, label, ledger.now_ms())
     return key, result
 
 
@@ -56,7 +56,7 @@ def lookup_key(ledger: Ledger, token: str, pay_to: Address) -> ApiKeyRow:
     """The live key for ``token``: known, not revoked, made out to this gateway, not expired."""
     if not token.startswith(KEY_PREFIX) or len(token) > 200:
         raise InvalidApiKey("unknown API key")
-    row = ledger.store.api_key(key_hash(token))
+    row = ledger.store.api_keys.get(key_hash(token))
     if row is None or row.revoked:
         raise InvalidApiKey("unknown or revoked API key")
     if row.allowance.spender != pay_to:

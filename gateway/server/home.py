@@ -14,11 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ledger import LedgerStore, describe, is_postgres_url, open_store
 from ledger.crypto import KeySigner, new_private_key
 from ledger.errors import InvalidInput, LedgerNotInitialized
 from ledger.ledger import Ledger
-from ledger.storage import describe, is_postgres_url, open_store
-from ledger.storage.base import LedgerStore
 from wallets.store import WalletStore
 
 OPERATOR_WALLET = "operator"

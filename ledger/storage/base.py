@@ -74,7 +74,30 @@ class ApiKeyRow:
 BlockMaker = Callable[[SignedBlock, list[bytes], list[str]], tuple[SignedBlock, list[str]]]
 
 
+class ApiKeyStore(ABC):
+    """API keys: bearer secrets standing for an allowance, kept beside the ledger in the same
+    database (an allowance is a ledger transaction; the key itself is a gateway concept, stored
+    only as its SHA-256). Not part of the chain: keys are never sealed or audited."""
+
+    @abstractmethod
+    def register(self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at_ms: int) -> None: ...
+
+    @abstractmethod
+    def get(self, key_hash: str) -> ApiKeyRow | None: ...
+
+    @abstractmethod
+    def all(self) -> list[ApiKeyRow]:
+        """Every key, oldest first."""
+
+    @abstractmethod
+    def revoke(self, key_prefix_or_allowance: str) -> int:
+        """Revoke keys by key prefix or allowance id; returns how many were revoked."""
+
+
 class LedgerStore(ABC):
+    # The API keys kept in this store's database (see ``ApiKeyStore``).
+    api_keys: ApiKeyStore
+
     # Whether ``append_many`` shares one commit among its transactions (SQLite). Where it does
     # not, group commit would only serialize writers that the database runs in parallel.
     commits_batches_at_once: bool = False
@@ -129,21 +152,6 @@ class LedgerStore(ABC):
 
     @abstractmethod
     def allowance(self, allowance_id: TxId) -> AllowanceRow | None: ...
-
-    @abstractmethod
-    def register_api_key(
-        self, key_hash: str, key_prefix: str, allowance_id: TxId, label: str, created_at_ms: int
-    ) -> None: ...
-
-    @abstractmethod
-    def api_key(self, key_hash: str) -> ApiKeyRow | None: ...
-
-    @abstractmethod
-    def api_keys(self) -> list[ApiKeyRow]: ...
-
-    @abstractmethod
-    def revoke_api_key(self, key_prefix_or_allowance: str) -> int:
-        """Revoke keys by key prefix or allowance id; returns how many were revoked."""
 
     @abstractmethod
     def unsealed(self) -> tuple[int, int | None]:

@@ -131,7 +131,7 @@ def export_ledger(store: LedgerStore, out: TextIO, progress: Progress | None = N
         if progress:
             progress(1)
         pending = next(txs, None)
-    keys = store.api_keys()
+    keys = store.api_keys.all()
     for key in keys:
         out.write(_line(_api_key_dict(key)))
     out.write(
@@ -335,7 +335,7 @@ class _Importer:
         for key in sorted(self.keys, key=lambda k: not k.get("revoked")):
             # Revoked keys first, each revoked as soon as it is in: revoking by prefix then
             # cannot touch a live key that happens to share it.
-            self.store.register_api_key(
+            self.store.api_keys.register(
                 str(key["keyHash"]),
                 str(key["keyPrefix"]),
                 str(key["allowanceId"]),
@@ -343,7 +343,7 @@ class _Importer:
                 int(key["createdAt"]),
             )
             if key.get("revoked"):
-                self.store.revoke_api_key(str(key["keyPrefix"]))
+                self.store.api_keys.revoke(str(key["keyPrefix"]))
         counts = (self.transactions, self.blocks, len(self.keys), self.previous.block_hash)
         claimed = (self.end.get("transactions"), self.end.get("blocks"), self.end.get("apiKeys"), self.end.get("head"))
         if counts != claimed:

@@ -769,8 +769,8 @@ def build_everything(lf: LedgerFixture) -> None:
     ledger.settle(charge.tx_id, UNIT)
     ledger.charge(granted.tx_id, UNIT, expires_at_s=lf.clock.now_s() + 300)  # open charge
     for n in range(3):
-        store.register_api_key(f"{n:064x}", f"ipk_key{n}", granted.tx_id, f"key {n}", 1_700_000_000_000 + n)
-    store.revoke_api_key("ipk_key1")
+        store.api_keys.register(f"{n:064x}", f"ipk_key{n}", granted.tx_id, f"key {n}", 1_700_000_000_000 + n)
+    store.api_keys.revoke("ipk_key1")
     ledger.seal_all()
     lf.clock.advance(120)
     ledger.expire_holds()
@@ -794,7 +794,7 @@ def state_of(store: LedgerStore) -> dict[str, Any]:
         "accounts": list(store.accounts()),
         "holds": store.open_holds(),
         "nonces": sorted(store.iter_nonces()),
-        "keys": store.api_keys(),
+        "keys": store.api_keys.all(),
         "transactions": list(store.iter_raw_transactions()),
         "blocks": list(store.iter_raw_blocks()),
     }
@@ -822,8 +822,8 @@ def test_export_sqlite_import_postgres_and_back_gives_the_same_ledger(tmp_path: 
         assert_audit_ok(back, 15)
         assert state_of(back) == state_of(source.ledger.store)
         assert exported(back) == dump
-        key = back.api_key(f"{1:064x}")
-        assert key is not None and key.revoked and not back.api_key(f"{0:064x}").revoked  # type: ignore[union-attr]
+        key = back.api_keys.get(f"{1:064x}")
+        assert key is not None and key.revoked and not back.api_keys.get(f"{0:064x}").revoked  # type: ignore[union-attr]
         # The imported ledgers are live ledgers: the waiting tail seals into the same next block.
         for store in (source.ledger.store, middle, back):
             Ledger(store, sealer=KeySigner(source.sealer_key), clock=source.clock).seal_all()

@@ -92,3 +92,33 @@ def test_a_ledger_made_before_the_accounts_table_lost_its_rowid_is_migrated_inta
     assert reopened.account(alice.address).available == 3 * UNIT
     assert reopened.account(bob.address).available == 2 * UNIT
     assert audit(reopened).ok
+
+
+# ---- driver errors never leave the store ----
+
+
+def test_a_file_that_is_not_a_database_is_storage_unavailable_not_a_sqlite3_error(tmp_path: Path) -> None:
+    from ledger.errors import StorageUnavailable
+
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"this is a text file, not SQLite\n" * 200)
+    with pytest.raises(StorageUnavailable, match="not a database"):
+        SQLiteStore(path)
+
+
+def test_a_ledger_whose_tables_are_damaged_fails_reads_and_writes_with_ledger_errors(tmp_path: Path) -> None:
+    """Reads and writes alike: a caller (the CLI, the gateway) only ever sees ``InferpayError``."""
+    from ledger.errors import InferpayError, StorageUnavailable
+
+    lf = make_ledger(tmp_path, clock=FakeClock())
+    alice = lf.party("alice")
+    lf.mint(alice.address, 5 * UNIT)
+    store = lf.ledger.store
+    assert isinstance(store, SQLiteStore)
+    store._db().execute("DROP TABLE accounts")  # what a damaged or foreign file looks like to the store
+    with pytest.raises(StorageUnavailable, match="no such table"):
+        store.account(alice.address)
+    with pytest.raises(InferpayError) as raised:
+        lf.mint(alice.address, UNIT)
+    assert isinstance(raised.value.__cause__, sqlite3.Error)  # translated, the driver's error kept as cause
+    lf.close()

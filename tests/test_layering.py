@@ -1,0 +1,56 @@
+"""The house's one-way dependencies, checked on the source: gateway → wallets → ledger, and
+storage is the ledger's own business (callers use ``ledger``'s public API)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+@pytest.mark.parametrize("package", ["gateway", "inferpay_cli", "wallets", "model_server"])
+def test_callers_import_storage_things_from_ledger_never_from_ledger_storage(package: str) -> None:
+    leaks = {
+        path: sorted(m for m in names if m == "ledger.storage" or m.startswith("ledger.storage."))
+        for path, names in imported_modules(package).items()
+    }
+    assert {path: mods for path, mods in leaks.items() if mods} == {}
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("ledger", ("wallets", "gateway", "inferpay_cli", "flask")), ("wallets", ("gateway", "inferpay_cli", "flask"))],
+)
+def test_dependencies_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
+    wrong = {
+        path: sorted(m for m in names if m.split(".")[0] in forbidden)
+        for path, names in imported_modules(package).items()
+    }
+    assert {path: mods for path, mods in wrong.items() if mods} == {}
+
+
+def test_importing_the_ledger_package_loads_no_database_driver_or_web_library() -> None:
+    probe = (
+        "import sys, ledger; "
+        "print(sorted(m for m in ('sqlite_utils', 'psycopg', 'flask', 'requests', 'httpx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
