@@ -247,6 +247,38 @@ def test_the_same_payload_settled_by_many_threads_at_once_settles_once(env: Gate
     assert held_and_available(env, env.alice, env.bob) == [(alice - PRICE, held), (bob + PRICE, 0)]
 
 
+def test_a_hold_the_paid_proxy_placed_is_never_captured_by_the_facilitator(env: GatewayEnv) -> None:
+    """The same signed authorization, presented to the paid proxy (which holds it while its
+    upstream call runs) and then to the facilitator: the facilitator refuses it as a used
+    nonce, leaves the proxy's hold open, and the proxy's own settle still succeeds."""
+    from gateway.server.home import Home
+    from gateway.wire.x402 import PaymentPayload
+    from ledger.ledger import Ledger
+
+    proxy_side = Ledger(env.store, sealer=Home(env.home).sealer())  # holds as gateway/server/proxy.py does
+    (alice, held), (bob, _) = held_and_available(env, env.alice, env.bob)
+    # Under another expiry than the facilitator's, and under the very same one (so the same hold id).
+    for shorter_s in (30, 0):
+        payload = signed_payload(env, env.alice)
+        payment = PaymentPayload.from_dict(payload)
+        expires_at_s = payment.authorization.valid_before - shorter_s
+        hold = proxy_side.hold(payment.authorization, payment.signature, expires_at_s=expires_at_s)
+        assert hold.duplicate is False
+
+        for op in ("settle", "verify", "settle"):
+            answer = ask(env, op, payload)
+            assert answer.get("errorReason", answer.get("invalidReason")) == wire.ERR_NONCE_ALREADY_USED, (op, answer)
+            assert answer.get("success", answer.get("isValid")) is False
+        row = env.store.hold(hold.tx_id)
+        assert row is not None and row.status == "open"
+        assert held_and_available(env, env.alice)[0] == (alice - PRICE, held + PRICE)
+
+        settled = proxy_side.settle(hold.tx_id, PRICE)
+        assert settled.duplicate is False and env.ledger.transaction(settled.tx_id).tx.kind == "settle"
+        alice -= PRICE
+    assert held_and_available(env, env.alice, env.bob) == [(alice, held), (bob + 2 * PRICE, 0)]
+
+
 # ---- 4. refusals are 200 answers with a reason; non-x402 is a 400 ----
 
 
