@@ -19,6 +19,10 @@ turn or at the same moment, finds it already made and is refused (``duplicate_se
 Funds are reserved by ``/verify``, so of many payments at once only those the payer can
 afford verify, and only verified ones settle.
 
+Under the x402 ``payment-identifier`` extension (advertised in /supported), the same id with
+the same request is answered as it was the first time, verify and settle alike, across the
+workers of a host; the same id with another request is refused (payment_identifier_conflict).
+
 Every refusal of a payment is an HTTP 200 whose reason comes from the one table in
 ``gateway.wire.facilitator``; only a request that is not x402 at all is a 400. This module
 never talks SQL and never decides a money rule the ledger enforces itself.
@@ -27,6 +31,7 @@ never talks SQL and never decides a money rule the ledger enforces itself.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,7 +46,9 @@ from gateway.wire.facilitator import (
     FacilitatorRequest,
     check_exact_payment,
     parse_payment,
+    payment_identifier,
     reason_for,
+    request_digest,
     resource_url,
     settle_answer,
     settle_refusal,
@@ -49,7 +56,7 @@ from gateway.wire.facilitator import (
     verify_answer,
 )
 from gateway.wire.receipts import Receipt
-from ledger.errors import HoldNotOpen, InferpayError, NonceReused
+from ledger.errors import HoldNotOpen, IdempotencyConflict, InferpayError, NonceReused
 from ledger.types import Address, Authorization, SignatureHex, TxId
 from ledger.validation import check_signature
 
@@ -78,13 +85,17 @@ def supported() -> Any:
 def verify() -> Any:
     svc = services()
     asked = _facilitator_request()
-    try:
-        held = verified_hold(svc, asked, settling=False)
-    except InferpayError as exc:
-        if reason_for(exc) is None:
-            raise  # not a refusal of the payment: storage down, a bug (a JSON 5xx)
-        return jsonify(verify_answer(asked.payer_hint(), exc))
-    return jsonify(verify_answer(held.authorization.from_))
+
+    def answer() -> dict[str, Any]:
+        try:
+            held = verified_hold(svc, asked, settling=False)
+        except InferpayError as exc:
+            if reason_for(exc) is None:
+                raise  # not a refusal of the payment: storage down, a bug (a JSON 5xx)
+            return verify_answer(asked.payer_hint(), exc)
+        return verify_answer(held.authorization.from_)
+
+    return jsonify(_once(svc, asked, "verify", answer, lambda exc: verify_answer(asked.payer_hint(), exc)))
 
 
 @facilitator.post("/settle")
@@ -92,22 +103,58 @@ def settle() -> Any:
     svc = services()
     asked = _facilitator_request()
     network = str(asked.requirements.get("network", ""))
+
+    def answer() -> dict[str, Any]:
+        try:
+            # 1. Verify, and hold the amount (or find the hold /verify placed for this payload).
+            held = verified_hold(svc, asked, settling=True)
+            # 2. Capture what the requirements ask. The capture's id is deterministic: a second
+            #    one, in turn or at the same moment, is answered as already made, and refused.
+            settled = svc.ledger.settle(held.hold_id, held.amount)
+            if settled.duplicate:
+                raise DuplicateSettlement("this payment is already settled", tx_id=settled.tx_id)
+        except InferpayError as exc:
+            if reason_for(exc) is None:
+                raise
+            return settle_refusal(asked.payer_hint(), network, exc)
+        # 3. Answer with the ledger transaction and a sealer-signed receipt the buyer can check.
+        receipt = _receipt(svc, held, settled.tx_id)
+        extensions = {"inferpay": {"receipt": receipt.to_dict(), "ledger": request.host_url.rstrip("/") + "/ledger"}}
+        return settle_answer(receipt.payer, held.network, settled.tx_id, held.amount, extensions)
+
+    return jsonify(_once(svc, asked, "settle", answer, lambda exc: settle_refusal(asked.payer_hint(), network, exc)))
+
+
+def _once(
+    svc: Services,
+    asked: FacilitatorRequest,
+    operation: str,
+    answer: Callable[[], dict[str, Any]],
+    refusal: Callable[[InferpayError], dict[str, Any]],
+) -> dict[str, Any]:
+    """``answer()``, or under a ``payment-identifier`` the answer given first for the same id and
+    the same request; the same id with another request is refused (payment_identifier_conflict).
+    Every 200 answer is kept, refusals too (as the spec's cached response); a 5xx is not."""
     try:
-        # 1. Verify, and hold the amount (or find the hold /verify placed for this payload).
-        held = verified_hold(svc, asked, settling=True)
-        # 2. Capture what the requirements ask. The capture's id is deterministic: a second
-        #    one, in turn or at the same moment, is answered as already made, and refused.
-        settled = svc.ledger.settle(held.hold_id, held.amount)
-        if settled.duplicate:
-            raise DuplicateSettlement("this payment is already settled", tx_id=settled.tx_id)
-    except InferpayError as exc:
-        if reason_for(exc) is None:
-            raise
-        return jsonify(settle_refusal(asked.payer_hint(), network, exc))
-    # 3. Answer with the ledger transaction and a sealer-signed receipt the buyer can check.
-    receipt = _receipt(svc, held, settled.tx_id)
-    extensions = {"inferpay": {"receipt": receipt.to_dict(), "ledger": request.host_url.rstrip("/") + "/ledger"}}
-    return jsonify(settle_answer(receipt.payer, held.network, settled.tx_id, held.amount, extensions))
+        payment_id = payment_identifier(asked)
+    except MalformedPayment as exc:
+        return refusal(exc)
+    if payment_id is None:
+        return answer()
+    records = facilitator_records(svc)
+    try:
+        first = records.claim_payment_id(payment_id, operation, request_digest(asked))
+    except IdempotencyConflict as exc:
+        return refusal(exc)
+    if first is not None:
+        return first
+    try:
+        given = answer()
+    except BaseException:
+        records.release_payment_id(payment_id, operation)
+        raise
+    records.answered(payment_id, operation, given)
+    return given
 
 
 def _facilitator_request() -> FacilitatorRequest:

@@ -1,5 +1,5 @@
 """What the facilitator remembers beyond the ledger: which holds it placed itself, and the
-(later) the answers it gives under an x402 ``payment-identifier``. They live in ``<home>/facilitator-ids.db``.
+answers it gave under an x402 ``payment-identifier``. Both live in ``<home>/facilitator-ids.db``.
 
 1. ``facilitator_holds``: one row per (payer, nonce) the facilitator tried to hold. The first
    facilitator request for a nonce *claims* it (``placing``) before it asks the ledger for the
@@ -10,6 +10,10 @@
    captures it. That is exact where matching a hold's expiry, payee or value is not (the
    proxy's hold can carry the same expiry, payee and value as ours). Other facilitator
    requests for the same nonce wait for the claim to resolve, then use its answer.
+2. ``facilitator_payment_ids``: (payment id, verify|settle) -> (request digest, answer). The
+   first request with an id claims it; the same id with the same request returns the answer
+   stored for it (a concurrent twin waits for it); the same id with another request is an
+   ``IdempotencyConflict``, in verify and in settle alike.
 
 Durability and concurrency: SQLite in WAL mode, ``synchronous=FULL`` (an answer given is on
 disk), one writer at a time (``BEGIN IMMEDIATE``), one connection per thread, shared by every
@@ -23,13 +27,16 @@ Must never decide a money rule: the ledger enforces those.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
+
+from ledger.errors import IdempotencyConflict
 
 FILE_NAME = "facilitator-ids.db"
 WAIT_FOR_CLAIM_MS = 10_000  # how long a twin waits for the request that claimed first
@@ -45,6 +52,16 @@ MIGRATIONS: tuple[str, ...] = (
         hold_id TEXT,
         claimed_at_ms INTEGER NOT NULL,
         PRIMARY KEY (payer, nonce)
+    );
+    """,
+    """
+    CREATE TABLE facilitator_payment_ids (
+        payment_id TEXT NOT NULL,
+        operation TEXT NOT NULL CHECK (operation IN ('verify', 'settle')),
+        request_digest TEXT NOT NULL,
+        answer TEXT,
+        claimed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (payment_id, operation)
     );
     """,
 )
@@ -124,6 +141,76 @@ class FacilitatorRecords:
             lambda db, _: db.execute(
                 "UPDATE facilitator_holds SET state = ?, hold_id = ? WHERE payer = ? AND nonce = ?",
                 (state, hold_id, payer.lower(), nonce.lower()),
+            )
+        )
+
+    # ---- 2. payment identifiers ----
+
+    def claim_payment_id(self, payment_id: str, operation: str, digest: str) -> dict[str, Any] | None:
+        """None: this request claimed ``payment_id`` and must answer it (``answered``) or give
+        it back (``release_payment_id``). Otherwise the answer given first for the same request.
+        Raises ``IdempotencyConflict`` when the id was used for another request."""
+
+        def claim(db: sqlite3.Connection, now_ms: int) -> bool:
+            for (stored,) in db.execute(
+                "SELECT request_digest FROM facilitator_payment_ids WHERE payment_id = ?", (payment_id,)
+            ):
+                if stored != digest:
+                    raise IdempotencyConflict(
+                        "this payment identifier was already used with another payment payload",
+                        payment_id=payment_id,
+                    )
+            if db.execute(
+                "INSERT OR IGNORE INTO facilitator_payment_ids VALUES (?, ?, ?, NULL, ?)",
+                (payment_id, operation, digest, now_ms),
+            ).rowcount:
+                return True
+            return bool(
+                db.execute(
+                    "UPDATE facilitator_payment_ids SET claimed_at_ms = ? WHERE payment_id = ? AND operation = ?"
+                    " AND answer IS NULL AND claimed_at_ms < ?",
+                    (now_ms, payment_id, operation, now_ms - STALE_CLAIM_MS),
+                ).rowcount
+            )
+
+        def answer() -> dict[str, Any] | None:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT answer FROM facilitator_payment_ids WHERE payment_id = ? AND operation = ?",
+                    (payment_id, operation),
+                )
+                .fetchone()
+            )
+            if row is None or row[0] is None:
+                return None
+            stored: dict[str, Any] = json.loads(row[0])
+            return stored
+
+        if self._write(claim):
+            return None
+        first = self._wait(answer)
+        if first is None:
+            raise IdempotencyConflict(
+                "a request with this payment identifier is still being answered; retry later", payment_id=payment_id
+            )
+        return first
+
+    def answered(self, payment_id: str, operation: str, answer: dict[str, Any]) -> None:
+        text = json.dumps(answer, separators=(",", ":"))
+        self._write(
+            lambda db, _: db.execute(
+                "UPDATE facilitator_payment_ids SET answer = ? WHERE payment_id = ? AND operation = ?",
+                (text, payment_id, operation),
+            )
+        )
+
+    def release_payment_id(self, payment_id: str, operation: str) -> None:
+        """No answer was given (a 5xx): the next request with the id is answered afresh."""
+        self._write(
+            lambda db, _: db.execute(
+                "DELETE FROM facilitator_payment_ids WHERE payment_id = ? AND operation = ? AND answer IS NULL",
+                (payment_id, operation),
             )
         )
 
