@@ -68,7 +68,11 @@ def signed_payload(env: GatewayEnv, payer: Wallet, reqs: dict[str, Any] | None =
 
 
 def ask(env: GatewayEnv, op: str, payload: dict[str, Any], reqs: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": reqs or requirements(env)}
+    body: dict[str, Any] = {
+        "x402Version": 2,
+        "paymentPayload": payload,
+        "paymentRequirements": reqs or requirements(env),
+    }
     response = requests.post(f"{facilitator_url(env)}/{op}", json=body, timeout=30)
     assert response.status_code == 200, response.text  # a refusal, too, is a 200
     answer: dict[str, Any] = response.json()
@@ -489,7 +493,7 @@ def test_inferpay_facilitator_command_serves_the_facilitator_alone(env: GatewayE
         assert supported["kinds"][0]["network"] == env.network
         assert requests.post(served.url + "/v1/flat", json={}, timeout=10).status_code == 404  # no proxy here
         payload = signed_payload(env, env.alice)
-        body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements(env)}
+        body: dict[str, Any] = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements(env)}
         answer = requests.post(served.url + "/facilitator/settle", json=body, timeout=30).json()
         assert answer["success"] is True, answer
         assert env.ledger.transaction(answer["transaction"]).tx.kind == "settle"
@@ -502,6 +506,7 @@ def test_the_facilitator_config_is_read_strictly(tmp_path: Path) -> None:
     config = parse_facilitator_config({"facilitator": {"port": 9999, "workers": 3, "database": "x.db"}}, home=tmp_path)
     assert (config.port, config.workers, config.threads, config.database, config.routes) == (9999, 3, 8, "x.db", ())
     assert config.home == tmp_path and parse_facilitator_config({}, home=tmp_path).port == 8403
+    bad: dict[str, Any]
     for bad in (
         {"facilitator": {"pay_to": "operator"}},
         {"facilitator": {"port": 70000}},
