@@ -1,6 +1,7 @@
 """``python -m reliability --quick | --full [--only PHASES] [--seed N] [--out FILE] [--database URL]``
 
-Runs the phases in order on one deployment (bank, crash, clock, attacks, fuzz, tamper), then
+Runs the phases in order on one deployment (bank, crash, clock, facilitator, attacks, fuzz,
+tamper), then
 ``bank-pg`` on a deployment of its own (two gateways on one PostgreSQL ledger, in a throwaway
 schema of the server at ``--database``; skipped, saying why, when that server does not answer),
 writes ``reliability/out/report.json`` and prints a summary. Exit 0 when every invariant held (or
@@ -22,7 +23,7 @@ from pathlib import Path
 from reliability.profiles import PROFILES, Profile
 from reliability.report import Report
 
-PHASES = ("bank", "crash", "clock", "attacks", "fuzz", "tamper", "bank-pg")
+PHASES = ("bank", "crash", "clock", "facilitator", "attacks", "fuzz", "tamper", "bank-pg")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,6 +102,23 @@ class Run:
 
     # ---- the others ----
 
+    def facilitator(self) -> None:
+        """x402 payments settled by /facilitator (``reliability.facilitator``)."""
+        from reliability.facilitator import run_facilitator
+
+        figures, findings = run_facilitator(self.dep, self.profile.facilitator, self.seed)
+        self.report.phase("facilitator", figures, findings)
+        ops, money = figures["operations"], figures["money"]
+        print(
+            f"   {ops['total']} operations ({ops['perSecond']}/s), {ops['acknowledged']} acknowledged, "
+            f"{money['lostAcknowledged']} lost, {figures['replays']['sent']} replays "
+            f"({figures['replays']['accepted']} accepted), {figures['serverErrors']} server errors, "
+            f"{len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
     def attacks(self) -> None:
         from reliability.attacks import run_attacks
 

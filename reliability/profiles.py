@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reliability.bank import LoadSettings
+from reliability.facilitator import FacilitatorSettings
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Profile:
     tamper_base_txs: int = 1500  # the row-level tamper cases run on the ledger's first N transactions
     tamper_audit_clean_cases: bool = False  # also audit the self-consistent rewrites (each a full replay)
     bank_pg: LoadSettings = LoadSettings(duration=20, clients=12)  # two gateways on one PostgreSQL ledger
+    facilitator: FacilitatorSettings = FacilitatorSettings(duration=12, clients=6)  # x402 through /facilitator
 
 
 PROFILES = {
@@ -54,5 +56,6 @@ PROFILES = {
         tamper_base_txs=6000,
         tamper_audit_clean_cases=True,
         bank_pg=LoadSettings(duration=150, clients=24, wallets=6),
+        facilitator=FacilitatorSettings(duration=120, clients=16, wallets=6, initial_funds="0.1"),
     ),
 }

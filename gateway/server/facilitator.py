@@ -8,14 +8,20 @@ An x402 resource server (the official SDK's middleware, or anyone's) asks us ove
 
 Money rules. ``/verify`` places a hold for the signed EIP-3009 authorization, expiring at its
 validBefore or at now + maxTimeoutSeconds, whichever is sooner; a hold never settled is
-released by the auto-sealer when it expires. The hold's id is the ledger id of that signed
-hold, so verifying the same payload again finds the same hold (for a payload signed by the
-SDK, whose validBefore is its signing time + maxTimeoutSeconds, the expiry and thus the id
-come out the same every time; otherwise the open hold is looked up by its authorization).
-``/settle`` captures the required amount once: the capture's own id is deterministic too, so
-a second settle of the same payload, in turn or at the same moment, finds it already made
-and is refused (``duplicate_settlement``). Funds are reserved by ``/verify``, so of many
-payments at once only those the payer can afford verify, and only verified ones settle.
+released by the auto-sealer when it expires. The facilitator captures only holds it placed
+itself: the first facilitator request for a (payer, nonce) claims it in
+``facilitator_records`` before the ledger places the hold, and later ones (a /settle after
+its /verify, twins at the same moment) find the hold through that claim. A nonce the ledger
+had already used (the same authorization presented to the gateway's paid proxy, say) is
+refused as already used, and that hold is left alone. ``/settle`` captures the required
+amount once: the capture's id is deterministic, so a second settle of the same payload, in
+turn or at the same moment, finds it already made and is refused (``duplicate_settlement``).
+Funds are reserved by ``/verify``, so of many payments at once only those the payer can
+afford verify, and only verified ones settle.
+
+Under the x402 ``payment-identifier`` extension (advertised in /supported), the same id with
+the same request is answered as it was the first time, verify and settle alike, across the
+workers of a host; the same id with another request is refused (payment_identifier_conflict).
 
 Every refusal of a payment is an HTTP 200 whose reason comes from the one table in
 ``gateway.wire.facilitator``; only a request that is not x402 at all is a 400. This module
@@ -24,11 +30,15 @@ never talks SQL and never decides a money rule the ledger enforces itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
+from gateway.server.facilitator_records import FILE_NAME as RECORDS_FILE
+from gateway.server.facilitator_records import FacilitatorRecords
 from gateway.server.services import Services, services
 from gateway.wire.errors import DuplicateSettlement, MalformedPayment, PaymentAlreadyUsed
 from gateway.wire.facilitator import (
@@ -36,7 +46,9 @@ from gateway.wire.facilitator import (
     FacilitatorRequest,
     check_exact_payment,
     parse_payment,
+    payment_identifier,
     reason_for,
+    request_digest,
     resource_url,
     settle_answer,
     settle_refusal,
@@ -44,12 +56,13 @@ from gateway.wire.facilitator import (
     verify_answer,
 )
 from gateway.wire.receipts import Receipt
-from ledger.errors import HoldNotOpen, InferpayError, NonceReused
-from ledger.ledger import Ledger
-from ledger.types import Address, Authorization, TxId
+from ledger.errors import HoldNotOpen, IdempotencyConflict, InferpayError, NonceReused
+from ledger.types import Address, Authorization, SignatureHex, TxId
+from ledger.validation import check_signature
 
 facilitator = Blueprint("facilitator", __name__)
-HISTORY_SCAN = 500  # how far back a settled hold is looked for, to name a replay precisely
+RECORDS_EXTENSION = "inferpay.facilitator_records"
+_records_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -72,13 +85,17 @@ def supported() -> Any:
 def verify() -> Any:
     svc = services()
     asked = _facilitator_request()
-    try:
-        held = verified_hold(svc, asked, settling=False)
-    except InferpayError as exc:
-        if reason_for(exc) is None:
-            raise  # not a refusal of the payment: storage down, a bug (a JSON 5xx)
-        return jsonify(verify_answer(asked.payer_hint(), exc))
-    return jsonify(verify_answer(held.authorization.from_))
+
+    def answer() -> dict[str, Any]:
+        try:
+            held = verified_hold(svc, asked, settling=False)
+        except InferpayError as exc:
+            if reason_for(exc) is None:
+                raise  # not a refusal of the payment: storage down, a bug (a JSON 5xx)
+            return verify_answer(asked.payer_hint(), exc)
+        return verify_answer(held.authorization.from_)
+
+    return jsonify(_once(svc, asked, "verify", answer, lambda exc: verify_answer(asked.payer_hint(), exc)))
 
 
 @facilitator.post("/settle")
@@ -86,22 +103,58 @@ def settle() -> Any:
     svc = services()
     asked = _facilitator_request()
     network = str(asked.requirements.get("network", ""))
+
+    def answer() -> dict[str, Any]:
+        try:
+            # 1. Verify, and hold the amount (or find the hold /verify placed for this payload).
+            held = verified_hold(svc, asked, settling=True)
+            # 2. Capture what the requirements ask. The capture's id is deterministic: a second
+            #    one, in turn or at the same moment, is answered as already made, and refused.
+            settled = svc.ledger.settle(held.hold_id, held.amount)
+            if settled.duplicate:
+                raise DuplicateSettlement("this payment is already settled", tx_id=settled.tx_id)
+        except InferpayError as exc:
+            if reason_for(exc) is None:
+                raise
+            return settle_refusal(asked.payer_hint(), network, exc)
+        # 3. Answer with the ledger transaction and a sealer-signed receipt the buyer can check.
+        receipt = _receipt(svc, held, settled.tx_id)
+        extensions = {"inferpay": {"receipt": receipt.to_dict(), "ledger": request.host_url.rstrip("/") + "/ledger"}}
+        return settle_answer(receipt.payer, held.network, settled.tx_id, held.amount, extensions)
+
+    return jsonify(_once(svc, asked, "settle", answer, lambda exc: settle_refusal(asked.payer_hint(), network, exc)))
+
+
+def _once(
+    svc: Services,
+    asked: FacilitatorRequest,
+    operation: str,
+    answer: Callable[[], dict[str, Any]],
+    refusal: Callable[[InferpayError], dict[str, Any]],
+) -> dict[str, Any]:
+    """``answer()``, or under a ``payment-identifier`` the answer given first for the same id and
+    the same request; the same id with another request is refused (payment_identifier_conflict).
+    Every 200 answer is kept, refusals too (as the spec's cached response); a 5xx is not."""
     try:
-        # 1. Verify, and hold the amount (or find the hold /verify placed for this payload).
-        held = verified_hold(svc, asked, settling=True)
-        # 2. Capture what the requirements ask. The capture's id is deterministic: a second
-        #    one, in turn or at the same moment, is answered as already made, and refused.
-        settled = svc.ledger.settle(held.hold_id, held.amount)
-        if settled.duplicate:
-            raise DuplicateSettlement("this payment is already settled", tx_id=settled.tx_id)
-    except InferpayError as exc:
-        if reason_for(exc) is None:
-            raise
-        return jsonify(settle_refusal(asked.payer_hint(), network, exc))
-    # 3. Answer with the ledger transaction and a sealer-signed receipt the buyer can check.
-    receipt = _receipt(svc, held, settled.tx_id)
-    extensions = {"inferpay": {"receipt": receipt.to_dict(), "ledger": request.host_url.rstrip("/") + "/ledger"}}
-    return jsonify(settle_answer(receipt.payer, held.network, settled.tx_id, held.amount, extensions))
+        payment_id = payment_identifier(asked)
+    except MalformedPayment as exc:
+        return refusal(exc)
+    if payment_id is None:
+        return answer()
+    records = facilitator_records(svc)
+    try:
+        first = records.claim_payment_id(payment_id, operation, request_digest(asked))
+    except IdempotencyConflict as exc:
+        return refusal(exc)
+    if first is not None:
+        return first
+    try:
+        given = answer()
+    except BaseException:
+        records.release_payment_id(payment_id, operation)
+        raise
+    records.answered(payment_id, operation, given)
+    return given
 
 
 def _facilitator_request() -> FacilitatorRequest:
@@ -115,14 +168,9 @@ def verified_hold(svc: Services, asked: FacilitatorRequest, *, settling: bool) -
     payment, requirement = parse_payment(asked)
     check_exact_payment(payment, requirement, svc.ledger.chain)
     auth = payment.authorization
-    # The ledger checks the signature, the window, the nonce and the funds as it places the hold.
-    expires_at_s = min(auth.valid_before, svc.ledger.now_s() + requirement.max_timeout_seconds)
-    try:
-        hold_id = svc.ledger.hold(auth, payment.signature, expires_at_s=expires_at_s).tx_id
-    except NonceReused:
-        hold_id = _earlier_hold(svc.ledger, auth)  # held before, under another expiry
+    hold_id = _our_hold(svc, auth, payment.signature, requirement.max_timeout_seconds)
     row = svc.ledger.store.hold(hold_id)
-    assert row is not None, hold_id  # the ledger just placed it or found it
+    assert row is not None, hold_id  # the ledger placed it for one of our claims
     if row.status == "settle":
         if settling:
             raise DuplicateSettlement("this payment is already settled", tx_id=row.resolution_tx or "")
@@ -132,17 +180,55 @@ def verified_hold(svc: Services, asked: FacilitatorRequest, *, settling: bool) -
     return VerifiedHold(hold_id, auth, payment.network, requirement.amount, resource_url(asked))
 
 
-def _earlier_hold(ledger: Ledger, auth: Authorization) -> TxId:
-    """The hold placed earlier for exactly ``auth`` (its nonce is taken, so there is at most one)."""
-    for row in ledger.store.open_holds(auth.from_):
-        if row.payee == auth.to and row.amount == auth.value:
-            stored = ledger.store.get(row.hold_id)
-            if stored is not None and stored.tx.kind == "hold" and stored.tx.message == auth:
-                return row.hold_id
-    for stored in ledger.store.history(auth.from_, HISTORY_SCAN):
-        if stored.tx.kind == "hold" and stored.tx.message == auth:
-            return stored.tx_id
-    raise NonceReused("this authorization's nonce was already used by another payment", payer=auth.from_)
+def _our_hold(svc: Services, auth: Authorization, signature: SignatureHex, max_timeout_seconds: int) -> TxId:
+    """The hold the facilitator placed for ``auth``: placed now, or by an earlier request.
+
+    Only a hold the facilitator placed itself is ever returned. The same signed authorization
+    may be presented to the gateway's paid proxy too, which holds it while its upstream call
+    runs; capturing that hold here would take the proxy's payment from under it. So the first
+    facilitator request for a nonce claims it (``facilitator_records``) before asking the
+    ledger, and the hold is ours only if the ledger created it for that claim."""
+    records = facilitator_records(svc)
+    claim = records.claim_nonce(auth.from_, auth.nonce)
+    if claim.state == "foreign":
+        raise NonceReused("this authorization's nonce was already used by another payment", payer=auth.from_)
+    if claim.state == "placed":
+        assert claim.hold_id is not None
+        stored = svc.ledger.store.get(TxId(claim.hold_id))
+        # The same nonce under another authorization (another value, payee or window) is not this payment.
+        if stored is None or stored.tx.message != auth:
+            raise NonceReused("this authorization's nonce was already used by another payment", payer=auth.from_)
+        # Presented again, it must still be signed by the payer (not just copied with any signature).
+        check_signature(svc.ledger.chain, replace(stored.tx, signature=signature))
+        return TxId(claim.hold_id)
+    # Ours to place. The ledger checks the signature, the window, the nonce and the funds.
+    expires_at_s = min(auth.valid_before, svc.ledger.now_s() + max_timeout_seconds)
+    try:
+        placed = svc.ledger.hold(auth, signature, expires_at_s=expires_at_s)
+    except NonceReused:
+        records.nonce_foreign(auth.from_, auth.nonce)
+        raise
+    except BaseException:
+        records.release_nonce(auth.from_, auth.nonce)  # refused: the nonce stays unused
+        raise
+    if placed.duplicate:  # this very hold was in the ledger before our claim: not ours
+        records.nonce_foreign(auth.from_, auth.nonce)
+        raise NonceReused("this authorization's nonce was already used by another payment", payer=auth.from_)
+    records.nonce_held(auth.from_, auth.nonce, placed.tx_id)
+    return placed.tx_id
+
+
+def facilitator_records(svc: Services) -> FacilitatorRecords:
+    """This app's records (``<home>/facilitator-ids.db``), opened on first use."""
+    records = current_app.extensions.get(RECORDS_EXTENSION)
+    if records is None:
+        with _records_lock:
+            records = current_app.extensions.get(RECORDS_EXTENSION)
+            if records is None:
+                records = FacilitatorRecords(svc.home.path / RECORDS_FILE, clock_ms=svc.ledger.now_ms)
+                current_app.extensions[RECORDS_EXTENSION] = records
+    assert isinstance(records, FacilitatorRecords)
+    return records
 
 
 def _receipt(svc: Services, held: VerifiedHold, tx_id: TxId) -> Receipt:

@@ -21,7 +21,9 @@ but 200, and its middleware then answers the buyer with a bare 500, so a refusal
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,14 @@ ERR_DUPLICATE_SETTLEMENT = "duplicate_settlement"
 ERR_INVALID_PAYLOAD = "invalid_payload"
 ERR_INVALID_REQUIREMENTS = "invalid_payment_requirements"
 ERR_INVALID_TRANSACTION_STATE = "invalid_transaction_state"
+# The payment-identifier extension's "same id, different payload": the spec's 409 Conflict,
+# answered as a refusal because the SDK raises on any status but 200.
+ERR_PAYMENT_ID_CONFLICT = "payment_identifier_conflict"
+
+# x402's payment-identifier extension (specs/extensions/payment_identifier.md; the SDK's
+# x402.extensions.payment_identifier): an idempotency key in paymentPayload.extensions.
+PAYMENT_IDENTIFIER = "payment-identifier"
+PAYMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 # The one table: the first class of an error's MRO found here names its reason. An error not
 # in it (storage down, a bug) is no refusal: it propagates and is answered as a JSON 5xx.
@@ -76,6 +86,7 @@ REASON_BY_ERROR: dict[type[le.InferpayError], str] = {
     gw.DuplicateSettlement: ERR_DUPLICATE_SETTLEMENT,
     le.AuthorizationError: ERR_INVALID_PAYLOAD,
     le.InsufficientFunds: ERR_INSUFFICIENT_FUNDS,
+    le.IdempotencyConflict: ERR_PAYMENT_ID_CONFLICT,
     le.LedgerConflict: ERR_INVALID_TRANSACTION_STATE,  # e.g. the hold was voided or expired
 }
 
@@ -122,6 +133,43 @@ class FacilitatorRequest:
         auth = inner.get("authorization") if isinstance(inner, dict) else None
         payer = auth.get("from") if isinstance(auth, dict) else None
         return payer if isinstance(payer, str) and len(payer) == 42 else None
+
+
+def payment_identifier(request: FacilitatorRequest) -> str | None:
+    """The payload's ``payment-identifier`` id, or None when it has none; a malformed one is a
+    ``MalformedPayment`` (a refusal: invalid_payload)."""
+    extensions = request.payload.get("extensions")
+    if extensions is None:
+        return None
+    if not isinstance(extensions, dict):
+        raise gw.MalformedPayment("paymentPayload.extensions must be an object")
+    extension = extensions.get(PAYMENT_IDENTIFIER)
+    if extension is None:
+        return None
+    info = extension.get("info") if isinstance(extension, dict) else None
+    if not isinstance(info, dict):
+        raise gw.MalformedPayment(f"paymentPayload.extensions.{PAYMENT_IDENTIFIER}.info must be an object")
+    payment_id = info.get("id")
+    if payment_id is None:
+        return None
+    if not isinstance(payment_id, str) or not PAYMENT_ID_PATTERN.fullmatch(payment_id):
+        raise gw.MalformedPayment(
+            f"paymentPayload.extensions.{PAYMENT_IDENTIFIER}.info.id must be 16 to 128 letters, digits, - or _"
+        )
+    return payment_id
+
+
+def request_digest(request: FacilitatorRequest) -> str:
+    """What "the same payload" means for a payment identifier: both parts of the request, as
+    canonical JSON. A fingerprint compared for equality only; nothing is signed over it, so it
+    is not one of the ledger's encodings."""
+    canonical = json.dumps(
+        {"paymentPayload": request.payload, "paymentRequirements": request.requirements},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def parse_payment(request: FacilitatorRequest) -> tuple[PaymentPayload, PaymentRequirement]:
@@ -243,6 +291,6 @@ def settle_answer(
 def supported_answer(chain: ChainInfo) -> dict[str, Any]:
     return {
         "kinds": [{"x402Version": X402_VERSION, "scheme": SCHEME_EXACT, "network": network_id(chain.chain_id)}],
-        "extensions": [],
+        "extensions": [PAYMENT_IDENTIFIER],
         "signers": {"eip155:*": [chain.sealer]},
     }

@@ -13,6 +13,7 @@ and ``inferpay facilitator --config`` serving the same on its own.
 
 from __future__ import annotations
 
+import secrets
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -67,7 +68,11 @@ def signed_payload(env: GatewayEnv, payer: Wallet, reqs: dict[str, Any] | None =
 
 
 def ask(env: GatewayEnv, op: str, payload: dict[str, Any], reqs: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": reqs or requirements(env)}
+    body: dict[str, Any] = {
+        "x402Version": 2,
+        "paymentPayload": payload,
+        "paymentRequirements": reqs or requirements(env),
+    }
     response = requests.post(f"{facilitator_url(env)}/{op}", json=body, timeout=30)
     assert response.status_code == 200, response.text  # a refusal, too, is a 200
     answer: dict[str, Any] = response.json()
@@ -89,7 +94,7 @@ def test_supported_names_our_network_and_the_sealer(env: GatewayEnv) -> None:
     body = response.json()
     assert body == {
         "kinds": [{"x402Version": 2, "scheme": "exact", "network": env.network}],
-        "extensions": [],
+        "extensions": ["payment-identifier"],
         "signers": {"eip155:*": [env.chain.sealer]},
     }
     SupportedResponse.model_validate(body)  # what the SDK parses
@@ -247,6 +252,103 @@ def test_the_same_payload_settled_by_many_threads_at_once_settles_once(env: Gate
     assert held_and_available(env, env.alice, env.bob) == [(alice - PRICE, held), (bob + PRICE, 0)]
 
 
+def test_a_hold_the_paid_proxy_placed_is_never_captured_by_the_facilitator(env: GatewayEnv) -> None:
+    """The same signed authorization, presented to the paid proxy (which holds it while its
+    upstream call runs) and then to the facilitator: the facilitator refuses it as a used
+    nonce, leaves the proxy's hold open, and the proxy's own settle still succeeds."""
+    from gateway.server.home import Home
+    from gateway.wire.x402 import PaymentPayload
+    from ledger.ledger import Ledger
+
+    proxy_side = Ledger(env.store, sealer=Home(env.home).sealer())  # holds as gateway/server/proxy.py does
+    (alice, held), (bob, _) = held_and_available(env, env.alice, env.bob)
+    # Under another expiry than the facilitator's, and under the very same one (so the same hold id).
+    for shorter_s in (30, 0):
+        payload = signed_payload(env, env.alice)
+        payment = PaymentPayload.from_dict(payload)
+        expires_at_s = payment.authorization.valid_before - shorter_s
+        hold = proxy_side.hold(payment.authorization, payment.signature, expires_at_s=expires_at_s)
+        assert hold.duplicate is False
+
+        for op in ("settle", "verify", "settle"):
+            answer = ask(env, op, payload)
+            assert answer.get("errorReason", answer.get("invalidReason")) == wire.ERR_NONCE_ALREADY_USED, (op, answer)
+            assert answer.get("success", answer.get("isValid")) is False
+        row = env.store.hold(hold.tx_id)
+        assert row is not None and row.status == "open"
+        assert held_and_available(env, env.alice)[0] == (alice - PRICE, held + PRICE)
+
+        settled = proxy_side.settle(hold.tx_id, PRICE)
+        assert settled.duplicate is False and env.ledger.transaction(settled.tx_id).tx.kind == "settle"
+        alice -= PRICE
+    assert held_and_available(env, env.alice, env.bob) == [(alice, held), (bob + 2 * PRICE, 0)]
+
+
+# ---- 3b. the payment-identifier extension ----
+
+
+def new_payment_id() -> str:
+    return "pay_" + secrets.token_hex(16)  # as the SDK's generate_payment_id makes them
+
+
+def with_payment_id(payload: dict[str, Any], payment_id: str) -> dict[str, Any]:
+    """``payload`` carrying ``payment_id`` as the spec (and the SDK's client) appends it to the
+    server's declaration. (The SDK's x402.extensions package is not imported: it needs
+    jsonschema, which the SDK's core does not.)"""
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"required": {"type": "boolean"}, "id": {"type": "string", "minLength": 16, "maxLength": 128}},
+        "required": ["required"],
+    }
+    extension = {"info": {"required": False, "id": payment_id}, "schema": schema}
+    return {**payload, "extensions": {"payment-identifier": extension}}
+
+
+def test_the_same_payment_id_and_payload_get_the_first_answer_and_one_charge(env: GatewayEnv) -> None:
+    payload = with_payment_id(signed_payload(env, env.alice), new_payment_id())
+    (alice, held), (bob, _) = held_and_available(env, env.alice, env.bob)
+    verified = [ask(env, "verify", payload) for _ in range(2)]
+    assert verified[0] == verified[1] and verified[0]["isValid"] is True
+    barrier = threading.Barrier(10)
+
+    def settle(_: int) -> dict[str, Any]:
+        barrier.wait(timeout=30)
+        return ask(env, "settle", payload)  # ten at once, over the gateway's two workers
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(settle, range(10)))
+    answers.append(ask(env, "settle", payload))  # and once more, in turn
+
+    assert answers[0]["success"] is True, answers[0]
+    assert all(a == answers[0] for a in answers), answers  # byte for byte: the receipt too
+    assert held_and_available(env, env.alice, env.bob) == [(alice - PRICE, held), (bob + PRICE, 0)]
+    assert ask(env, "verify", payload) == verified[0]  # verify's answer is verify's own
+
+
+def test_the_same_payment_id_with_another_payload_is_refused_and_charges_nothing(env: GatewayEnv) -> None:
+    payment_id = new_payment_id()
+    first = with_payment_id(signed_payload(env, env.alice), payment_id)
+    assert ask(env, "verify", first)["isValid"] is True
+    (alice, held), (bob, _) = held_and_available(env, env.alice, env.bob)
+
+    other = with_payment_id(signed_payload(env, env.alice), payment_id)  # a new nonce, the same id
+    refused_verify, refused_settle = ask(env, "verify", other), ask(env, "settle", other)
+    assert refused_verify["isValid"] is False and refused_verify["invalidReason"] == wire.ERR_PAYMENT_ID_CONFLICT
+    assert refused_settle["success"] is False and refused_settle["errorReason"] == wire.ERR_PAYMENT_ID_CONFLICT
+    assert "payment identifier" in refused_settle["errorMessage"]
+    # The same payload under other requirements is another request, too.
+    assert ask(env, "settle", first, requirements(env, maxTimeoutSeconds=30))["errorReason"] == (
+        wire.ERR_PAYMENT_ID_CONFLICT
+    )
+    assert held_and_available(env, env.alice, env.bob) == [(alice, held), (bob, 0)]
+
+    assert ask(env, "settle", first)["success"] is True  # the first payload still settles under its id
+    for bad_id in ("short", "x" * 129, "has spaces in it!!"):
+        bad = {**first, "extensions": {"payment-identifier": {"info": {"required": False, "id": bad_id}}}}
+        assert ask(env, "verify", bad)["invalidReason"] == wire.ERR_INVALID_PAYLOAD
+
+
 # ---- 4. refusals are 200 answers with a reason; non-x402 is a 400 ----
 
 
@@ -391,7 +493,7 @@ def test_inferpay_facilitator_command_serves_the_facilitator_alone(env: GatewayE
         assert supported["kinds"][0]["network"] == env.network
         assert requests.post(served.url + "/v1/flat", json={}, timeout=10).status_code == 404  # no proxy here
         payload = signed_payload(env, env.alice)
-        body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements(env)}
+        body: dict[str, Any] = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements(env)}
         answer = requests.post(served.url + "/facilitator/settle", json=body, timeout=30).json()
         assert answer["success"] is True, answer
         assert env.ledger.transaction(answer["transaction"]).tx.kind == "settle"
@@ -404,6 +506,7 @@ def test_the_facilitator_config_is_read_strictly(tmp_path: Path) -> None:
     config = parse_facilitator_config({"facilitator": {"port": 9999, "workers": 3, "database": "x.db"}}, home=tmp_path)
     assert (config.port, config.workers, config.threads, config.database, config.routes) == (9999, 3, 8, "x.db", ())
     assert config.home == tmp_path and parse_facilitator_config({}, home=tmp_path).port == 8403
+    bad: dict[str, Any]
     for bad in (
         {"facilitator": {"pay_to": "operator"}},
         {"facilitator": {"port": 70000}},
