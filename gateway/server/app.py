@@ -15,12 +15,17 @@ from gateway.server.services import EXTENSION, Services
 
 
 def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
+    """The whole gateway: the paid proxy, the ledger API, the facilitator, OpenAPI, health."""
+    return build_app("inferpay.gateway", config, start_sealer=start_sealer, paid_proxy=True)
+
+
+def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_proxy: bool) -> Flask:
+    """One app factory for the gateway and the stand-alone facilitator (``paid_proxy=False``)."""
     from gateway.server.facilitator import facilitator
     from gateway.server.ledger_api import ledger_api
     from gateway.server.openapi import openapi_bp
-    from gateway.server.proxy import proxy
 
-    app = Flask("inferpay.gateway")
+    app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = Services.build(config, start_sealer=start_sealer)
@@ -28,7 +33,10 @@ def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ledger_api, url_prefix="/ledger")
     app.register_blueprint(facilitator, url_prefix="/facilitator")
-    app.register_blueprint(proxy)
+    if paid_proxy:
+        from gateway.server.proxy import proxy
+
+        app.register_blueprint(proxy)  # last: its catch-all route takes every other path
 
     @app.get("/health")
     def health() -> Any:

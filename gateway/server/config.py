@@ -215,12 +215,16 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
     )
 
 
-def load_config(path: str | Path, *, home: Path | None = None) -> GatewayConfig:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's tables; a missing or malformed file is a one-line ``ConfigError``."""
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError as exc:
         raise ConfigError(f"no config file at {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return parse_config(data, home=home)
+
+
+def load_config(path: str | Path, *, home: Path | None = None) -> GatewayConfig:
+    return parse_config(read_toml(path), home=home)

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from gateway.server import error_handlers
-from gateway.server.config import GatewayConfig, _int
-from gateway.server.services import EXTENSION, Services
+from gateway.server.config import GatewayConfig, _int, read_toml
+from gateway.server.services import Services
 from gateway.server.wsgi import serve_wsgi
 from gateway.wire.errors import ConfigError
 
@@ -73,35 +71,13 @@ def parse_facilitator_config(data: dict[str, Any], *, home: Path | None = None) 
 
 
 def load_facilitator_config(path: str | Path, *, home: Path | None = None) -> GatewayConfig:
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no config file at {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return parse_facilitator_config(data, home=home)
+    return parse_facilitator_config(read_toml(path), home=home)
 
 
 def create_facilitator_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
-    from gateway.server.facilitator import facilitator
-    from gateway.server.ledger_api import ledger_api
-    from gateway.server.openapi import openapi_bp
+    from gateway.server.app import build_app
 
-    app = Flask("inferpay.facilitator")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = Services.build(config, start_sealer=start_sealer)
-    error_handlers.register(app)
-    app.register_blueprint(openapi_bp)
-    app.register_blueprint(ledger_api, url_prefix="/ledger")
-    app.register_blueprint(facilitator, url_prefix="/facilitator")
-
-    @app.get("/health")
-    def health() -> Any:
-        return {"status": "ok"}
-
-    return app
+    return build_app("inferpay.facilitator", config, start_sealer=start_sealer, paid_proxy=False)
 
 
 def serve_facilitator(config: GatewayConfig) -> None:
