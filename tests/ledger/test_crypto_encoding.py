@@ -23,7 +23,7 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ledger.amounts import MAX_AMOUNT, format_amount, parse_amount
@@ -378,6 +378,9 @@ def test_parse_address_refuses_a_mis_cased_checksum(address: str, data: st.DataO
         return
     i = data.draw(st.sampled_from(letters))
     miscased = address[:i] + address[i].swapcase() + address[i + 1 :]
+    # Flipping the only capital of a checksum gives the all-lowercase form, which is accepted on
+    # purpose (the test above): that draw says nothing about mis-cased checksums.
+    assume(miscased != address.lower())
     with pytest.raises(InvalidAddress):
         parse_address(miscased)
 
