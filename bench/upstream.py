@@ -36,14 +36,14 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
 
 
 def main() -> None:
-    from gateway.server.wsgi import serve_wsgi
+    from gateway.server.wsgi import gunicorn_application
 
     parser = argparse.ArgumentParser(prog="python -m bench.upstream")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=16)
     ns = parser.parse_args()
-    serve_wsgi(
+    gunicorn_application(
         lambda: app,
         host="127.0.0.1",
         port=ns.port,
@@ -51,7 +51,7 @@ def main() -> None:
         threads=ns.threads,
         proc_name="inferpay-bench-upstream",
         accesslog=False,
-    )
+    ).run()
 
 
 if __name__ == "__main__":

@@ -321,7 +321,7 @@ def serve_model(
     """
     if model_name not in SUPPORTED_MODELS:
         raise ValueError(f"unsupported model {model_name!r}; supported: {', '.join(SUPPORTED_MODELS)}")
-    from gateway.server.wsgi import serve_wsgi
+    from gateway.server.wsgi import gunicorn_application
 
     spec = SUPPORTED_MODELS[model_name]
 
@@ -332,7 +332,8 @@ def serve_model(
         return app
 
     # One worker: the model is large and requests are serialized on it anyway (see above).
-    serve_wsgi(load, host=host, port=port, workers=1, threads=threads, proc_name=f"inferpay-model-server[{spec.name}]")
+    name = f"inferpay-model-server[{spec.name}]"
+    gunicorn_application(load, host=host, port=port, workers=1, threads=threads, proc_name=name).run()
 
 
 def _warm(spec: ModelSpec) -> None:

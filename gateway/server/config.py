@@ -167,6 +167,16 @@ def _route(data: object, index: int) -> Route:
     return route
 
 
+def config_home(value: Any, where: str, fallback: Path | None) -> Path:
+    """A config's ``home``: the file's value, else the caller's (``--home``), else the default
+    home (``$INFERPAY_HOME`` or ``~/.inferpay``, the one rule in ``wallets.default_home``)."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a directory path")
+    if value:
+        return Path(value).expanduser()
+    return fallback if fallback is not None else default_home()
+
+
 def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayConfig:
     if unknown := set(data) - {"gateway", "routes"}:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
@@ -182,10 +192,7 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
     paths = [r.path for r in routes]
     if len(set(paths)) != len(paths):
         raise ConfigError("two routes have the same path")
-    home_value = gateway.get("home")
-    resolved_home = Path(home_value).expanduser() if isinstance(home_value, str) else home
-    if resolved_home is None:
-        resolved_home = default_home()
+    resolved_home = config_home(gateway.get("home"), "[gateway].home", home)
     host = gateway.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise ConfigError("[gateway].host: expected a host name or address")

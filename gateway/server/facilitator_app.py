@@ -21,15 +21,14 @@ auto-sealer, which also releases expired holds).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from gateway.server.config import GatewayConfig, _int, read_toml
+from gateway.server.config import GatewayConfig, _int, config_home, read_toml
 from gateway.server.services import Services
-from gateway.server.wsgi import serve_wsgi
+from gateway.server.wsgi import gunicorn_application
 from gateway.wire.errors import ConfigError
 
 _FACILITATOR_KEYS = {"host", "port", "home", "database", "workers", "threads", "seal_interval_ms"}
@@ -46,12 +45,7 @@ def parse_facilitator_config(data: dict[str, Any], *, home: Path | None = None) 
         raise ConfigError("[facilitator] must be a table")
     if unknown := set(table) - _FACILITATOR_KEYS:
         raise ConfigError(f"[facilitator]: unknown key(s) {', '.join(sorted(unknown))}")
-    home_value = table.get("home")
-    if home_value is not None and not isinstance(home_value, str):
-        raise ConfigError("[facilitator].home: expected a directory path")
-    resolved_home = Path(home_value).expanduser() if home_value else home
-    if resolved_home is None:
-        resolved_home = Path(os.environ.get("INFERPAY_HOME") or Path.home() / ".inferpay")
+    resolved_home = config_home(table.get("home"), "[facilitator].home", home)
     host = table.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise ConfigError("[facilitator].host: expected a host name or address")
@@ -86,7 +80,7 @@ def serve_facilitator(config: GatewayConfig) -> None:
     # Set by the process, not the library (as serve_gateway does): the forked workers inherit it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     Services.build(config, start_sealer=False).close()  # fail fast (bad home, no sealer key) before forking
-    serve_wsgi(
+    gunicorn_application(
         lambda: create_facilitator_app(config),
         host=config.host,
         port=config.port,
@@ -94,4 +88,4 @@ def serve_facilitator(config: GatewayConfig) -> None:
         threads=config.threads,
         proc_name="inferpay-facilitator",
         on_worker_exit=close_app,  # each worker closes its Services (ledger, sealer thread) as it exits
-    )
+    ).run()

@@ -25,7 +25,8 @@ def gunicorn_application(
     accesslog: bool = True,
     on_worker_exit: Callable[[Any], None] | None = None,
 ) -> BaseApplication:
-    """The gunicorn application, configured and not yet running (``.run()`` serves).
+    """The gunicorn application, configured and not yet running: ``.run()`` serves ``load()``
+    (called once in each worker) until gunicorn is stopped.
 
     ``on_worker_exit(app)`` runs in each worker process as it exits (gunicorn's ``worker_exit``
     hook, after its last request), with the app that worker loaded; not after a SIGKILL, where
@@ -73,29 +74,3 @@ def gunicorn_application(
             return load()
 
     return Application()
-
-
-def serve_wsgi(
-    load: Callable[[], Any],
-    *,
-    host: str,
-    port: int,
-    workers: int,
-    threads: int,
-    proc_name: str,
-    timeout: int = 120,
-    accesslog: bool = True,
-    on_worker_exit: Callable[[Any], None] | None = None,
-) -> None:
-    """Serve ``load()`` (called once in each worker) until gunicorn is stopped."""
-    gunicorn_application(
-        load,
-        host=host,
-        port=port,
-        workers=workers,
-        threads=threads,
-        proc_name=proc_name,
-        timeout=timeout,
-        accesslog=accesslog,
-        on_worker_exit=on_worker_exit,
-    ).run()

@@ -46,15 +46,6 @@ from ledger.types import (
 )
 
 
-class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
 class Executor(Protocol):
     """A connection in the middle of a transaction (sqlite-utils' Database, psycopg's Connection)."""
 

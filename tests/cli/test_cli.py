@@ -151,3 +151,23 @@ def test_a_blank_inferpay_home_is_the_default_home_for_the_gateway_config(blank_
 def test_a_blank_inferpay_home_is_the_default_home_for_the_cli(blank_inferpay_home: Path) -> None:
     with cli.make_context("inferpay", ["wallet", "list"]) as ctx:
         assert Path(ctx.params["home"]).expanduser() == blank_inferpay_home
+
+
+def test_a_blank_inferpay_home_is_the_default_home_for_the_facilitator_config(blank_inferpay_home: Path) -> None:
+    from gateway.server.facilitator_app import parse_facilitator_config
+
+    assert parse_facilitator_config({"facilitator": {}}).home == blank_inferpay_home
+
+
+@pytest.mark.parametrize("table", ["gateway", "facilitator"])
+def test_a_home_that_is_not_a_path_is_a_config_error_in_both_configs(table: str) -> None:
+    from gateway.server.config import parse_config
+    from gateway.server.facilitator_app import parse_facilitator_config
+    from gateway.wire.errors import ConfigError
+
+    routes = [{"path": "/v1/x", "upstream": "http://127.0.0.1:1", "price": "0.001"}]
+    with pytest.raises(ConfigError, match=rf"\[{table}\]\.home: expected a directory path"):
+        if table == "gateway":
+            parse_config({"gateway": {"home": 5}, "routes": routes})
+        else:
+            parse_facilitator_config({"facilitator": {"home": 5}})
