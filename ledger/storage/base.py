@@ -94,9 +94,32 @@ class ApiKeyStore(ABC):
         """Revoke keys by key prefix or allowance id; returns how many were revoked."""
 
 
+class CheckpointStore(ABC):
+    """The log's signed checkpoints (C2SP tlog-checkpoint notes, as bytes) with the witness
+    cosignatures gathered for them, kept beside the ledger in the same database so that every
+    worker and host serves the same one. Not part of the chain: a checkpoint is derived from a
+    sealed head and proves nothing the head does not; it is what standard tools can check."""
+
+    KEEP = 256  # checkpoints kept; older ones are pruned (the newest is the one that matters)
+
+    @abstractmethod
+    def save(self, tree_size: int, note: bytes, updated_at_ms: int) -> None:
+        """Record the note for ``tree_size``, replacing an earlier note for the same size (the
+        same checkpoint with more cosignatures)."""
+
+    @abstractmethod
+    def latest(self) -> tuple[int, bytes] | None:
+        """(tree size, note) of the largest checkpoint, or None before the first."""
+
+    @abstractmethod
+    def at(self, tree_size: int) -> bytes | None: ...
+
+
 class LedgerStore(ABC):
     # The API keys kept in this store's database (see ``ApiKeyStore``).
     api_keys: ApiKeyStore
+    # The log's signed checkpoints kept in this store's database (see ``CheckpointStore``).
+    checkpoints: CheckpointStore
 
     # Whether ``append_many`` shares one commit among its transactions (SQLite). Where it does
     # not, group commit would only serialize writers that the database runs in parallel.
@@ -177,6 +200,15 @@ class LedgerStore(ABC):
     @abstractmethod
     def leaf_hashes(self, tree_size: int) -> list[bytes]:
         """The first ``tree_size`` leaf hashes of the log, in order."""
+
+    @abstractmethod
+    def log_leaf_hashes(self, start: int, stop: int) -> list[bytes]:
+        """Leaf hashes of log entries ``start <= index < stop`` (sealed entries only; fewer
+        when the log is shorter). The log index is an entry's position in the one log tree."""
+
+    @abstractmethod
+    def log_records(self, start: int, stop: int) -> list[str]:
+        """The stored records of log entries ``start <= index < stop``, as ``log_leaf_hashes``."""
 
     @abstractmethod
     def iter_raw_transactions(self, after_seq: int = 0, batch: int = 2000) -> Iterator[RawTx]:

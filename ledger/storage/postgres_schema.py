@@ -101,6 +101,16 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         INSERT INTO seq_counter (id, last_seq) VALUES (1, 0);
         """,
     ),
+    (
+        "0002_checkpoints",
+        """
+        CREATE TABLE checkpoints (
+            tree_size BIGINT PRIMARY KEY CHECK (tree_size >= 0),
+            note TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        );
+        """,
+    ),
 )
 
 SCHEMES = ("postgresql", "postgres")

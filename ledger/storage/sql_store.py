@@ -1,4 +1,5 @@
-"""What every SQL ledger store does the same way: the reads, the sealing step, the API keys.
+"""What every SQL ledger store does the same way: the reads, the sealing step, the API keys
+and the checkpoints.
 
 ``SqlLedgerStore`` implements the read half of ``LedgerStore`` (balances, history, holds, blocks,
 the auditor's streams) once, in SQL both SQLite and PostgreSQL run, over three primitives a
@@ -22,7 +23,16 @@ from typing import Any, TypeVar
 
 from ledger.amounts import INT64_MAX
 from ledger.errors import LedgerNotInitialized
-from ledger.storage.base import AllowanceRow, ApiKeyRow, ApiKeyStore, HoldRow, LedgerStore, RawTx, StoredTx
+from ledger.storage.base import (
+    AllowanceRow,
+    ApiKeyRow,
+    ApiKeyStore,
+    CheckpointStore,
+    HoldRow,
+    LedgerStore,
+    RawTx,
+    StoredTx,
+)
 from ledger.storage.sql_rules import (
     ALLOWANCE_COLUMNS,
     HOLD_COLUMNS,
@@ -45,6 +55,7 @@ class SqlLedgerStore(LedgerStore):
     def __init__(self, dialect: Dialect) -> None:
         self.rules = SqlRules(dialect)
         self.api_keys = SqlApiKeys(self)
+        self.checkpoints = SqlCheckpoints(self)
 
     # ---- what a backend provides ----
 
@@ -165,6 +176,39 @@ class SqlLedgerStore(LedgerStore):
         )
         return [bytes(r[0]) for r in rows]
 
+    # ---- the log by index ----
+
+    def _log_rows(self, columns: str, start: int, stop: int) -> list[Any]:
+        # Sealing takes waiting transactions in seq order, block after block, so the log is the
+        # sealed transactions ordered by (block_height, seq). The block holding ``start`` is
+        # found by binary search on the tree sizes the headers carry (O(log height) lookups).
+        head = self.head()
+        stop = min(stop, head.header.tree_size)
+        if start < 0 or start >= stop:
+            return []
+        low, high = 1, head.header.height  # the lowest height whose tree_size exceeds start
+        while low < high:
+            middle = (low + high) // 2
+            found = self.block(middle)
+            if found is None or found.header.tree_size > start:
+                high = middle
+            else:
+                low = middle + 1
+        first = self.block(low)
+        assert first is not None
+        skip = start - (first.header.tree_size - first.header.tx_count)
+        rows = self._rows(
+            f"SELECT {columns} FROM transactions WHERE block_height >= ? ORDER BY block_height, seq LIMIT ?",
+            [low, skip + stop - start],
+        )
+        return rows[skip:]
+
+    def log_leaf_hashes(self, start: int, stop: int) -> list[bytes]:
+        return [bytes(r[0]) for r in self._log_rows("leaf_hash", start, stop)]
+
+    def log_records(self, start: int, stop: int) -> list[str]:
+        return [str(r[0]) for r in self._log_rows("record", start, stop)]
+
     # ---- the auditor's streams ----
 
     def iter_raw_transactions(self, after_seq: int = 0, batch: int = _PAGE) -> Iterator[RawTx]:
@@ -226,6 +270,37 @@ _API_KEY_SELECT = (
 def _api_key_row(row: Sequence[Any]) -> ApiKeyRow:
     key_hash, prefix, label, created_ms, revoked, *allowance = row
     return ApiKeyRow(key_hash, prefix, label, created_ms, bool(revoked), AllowanceRow(*allowance))
+
+
+class SqlCheckpoints(CheckpointStore):
+    """Checkpoints in the ``checkpoints`` table of a SQL ledger store, on its connections."""
+
+    def __init__(self, store: SqlLedgerStore) -> None:
+        self._store = store
+
+    def save(self, tree_size: int, note: bytes, updated_at_ms: int) -> None:
+        upsert = self._store._sql(
+            "INSERT INTO checkpoints (tree_size, note, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (tree_size) DO UPDATE SET note = excluded.note, updated_at = excluded.updated_at"
+        )
+        prune = self._store._sql(
+            "DELETE FROM checkpoints WHERE tree_size < "
+            "(SELECT MIN(tree_size) FROM (SELECT tree_size FROM checkpoints ORDER BY tree_size DESC LIMIT ?) AS kept)"
+        )
+
+        def work(ex: Executor) -> None:
+            ex.execute(upsert, [tree_size, note.decode(), updated_at_ms])
+            ex.execute(prune, [self.KEEP])
+
+        self._store._run_write(work)
+
+    def latest(self) -> tuple[int, bytes] | None:
+        row = self._store._row("SELECT tree_size, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+        return (int(row[0]), str(row[1]).encode()) if row else None
+
+    def at(self, tree_size: int) -> bytes | None:
+        row = self._store._row("SELECT note FROM checkpoints WHERE tree_size = ?", [tree_size])
+        return str(row[0]).encode() if row else None
 
 
 class SqlApiKeys(ApiKeyStore):

@@ -131,6 +131,19 @@ def m003_accounts_without_rowid(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m004_checkpoints(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE checkpoints (
+            tree_size INTEGER PRIMARY KEY CHECK (tree_size >= 0),
+            note TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT;
+        """
+    )
+
+
 class SQLiteStore(SqlLedgerStore):
     commits_batches_at_once = True
 
