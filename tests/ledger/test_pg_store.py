@@ -36,6 +36,7 @@ from ledger.blocks import next_block
 from ledger.clock import system_now_ms
 from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest
+from ledger.storage.postgres_schema import MIGRATIONS
 from ledger.errors import (
     IdempotencyConflict,
     InsufficientFunds,
