@@ -36,7 +36,6 @@ from ledger.blocks import next_block
 from ledger.clock import system_now_ms
 from ledger.crypto import KeySigner, address_of, new_private_key, sign_digest
 from ledger.encoding import signing_digest
-from ledger.storage.postgres_schema import MIGRATIONS
 from ledger.errors import (
     IdempotencyConflict,
     InsufficientFunds,
@@ -50,6 +49,7 @@ from ledger.storage import open_store
 from ledger.storage.base import LedgerStore
 from ledger.storage.dump import export_ledger, import_ledger
 from ledger.storage.postgres import PostgresStore
+from ledger.storage.postgres_schema import MIGRATIONS
 from ledger.types import Account, Allowance, SignedBlock
 from tests.ledger import test_ledger_model as model
 from tests.support.ledger import (
