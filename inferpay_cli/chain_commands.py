@@ -117,7 +117,8 @@ def import_command(home: Home, file: Path, as_json: bool) -> None:
 
     Every transaction is replayed through the target's own rules (balances, nonces, holds and
     allowances are rebuilt, never copied), then the signed blocks are re-attached. The target
-    must hold no ledger yet; wallets and sealer.key are not in the dump: copy them to --home."""
+    must hold no ledger yet; wallets, sealer.key and checkpoint.key are not in the dump: copy
+    them to --home."""
     from ledger import import_ledger, read_header
 
     if home.has_local_ledger_file():

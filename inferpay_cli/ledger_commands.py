@@ -8,17 +8,23 @@ short-lived); a read never writes.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import click
 
 from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.options import json_option, node_api, node_option, pass_home, password_file_option
+from inferpay_cli.tlog_commands import origin_option
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
 from ledger import StoredTx, is_postgres_url
 from ledger.amounts import INT64_MAX, format_amount, parse_amount
 from ledger.blocks import verify_inclusion
-from ledger.errors import WalletExists
+from ledger.checkpoints import default_origin, tlog_proof
+from ledger.errors import InvalidInput, WalletExists
 from ledger.ledger import Ledger, TxResult
+from ledger.tlog.note import parse_note
+from ledger.tlog.proof import format_tlog_proof
+from ledger.transparency import TransparencyLog
 from ledger.types import Mint, Transaction
 
 
@@ -39,14 +45,16 @@ def _print_result(result: TxResult, ledger: Ledger, as_json: bool) -> None:
 
 @click.command()
 @click.option("--chain-id", type=click.IntRange(1, INT64_MAX), default=None, help="Fix the chain id (default: random).")
+@origin_option
 @password_file_option
 @pass_home
-def init(home: Home, chain_id: int | None) -> None:
-    """Create a new ledger, the operator (issuer) wallet and the sealer key in the home directory.
+def init(home: Home, chain_id: int | None, origin: str | None) -> None:
+    """Create a new ledger, the operator (issuer) wallet, the sealer key and the checkpoint key
+    in the home directory.
 
     With --database URL the ledger is created in that database instead of ledger.db; the
-    wallets and the sealer key are still written to the home directory."""
-    if home.sealer_path.exists() or home.has_local_ledger_file():
+    wallets and the keys are still written to the home directory."""
+    if home.sealer_path.exists() or home.checkpoint_key_path.exists() or home.has_local_ledger_file():
         raise WalletExists(f"{home.path} already holds a ledger; use another --home")
     home.ensure()
     if home.wallets.exists(OPERATOR_WALLET):
@@ -61,6 +69,9 @@ def init(home: Home, chain_id: int | None) -> None:
         store = store or home.create_store()
         ledger = Ledger.create(store, operator=operator.address, sealer=sealer, chain_id=chain_id)
         chain = ledger.chain
+        genesis = ledger.store.block(0)
+        assert genesis is not None
+        checkpoints = home.create_checkpoint_key(origin or default_origin(chain.chain_id, genesis.block_hash))
     finally:
         if store is not None:
             store.close()
@@ -71,6 +82,7 @@ def init(home: Home, chain_id: int | None) -> None:
     click.echo(f"token address: {chain.token_address}")
     click.echo(f"operator:      {chain.operator}")
     click.echo(f"sealer:        {chain.sealer}")
+    click.echo(f"checkpoints:   {checkpoints.vkey}")
 
 
 @click.command()
@@ -86,6 +98,7 @@ def info(home: Home, as_json: bool) -> None:
         "head": head.to_dict(),
         "home": str(home.path),
         "ledger": home.ledger_description,
+        **_checkpoint_info(home, ledger),
     }
     if as_json:
         emit_json(data)
@@ -99,6 +112,30 @@ def info(home: Home, as_json: bool) -> None:
     click.echo(f"sealer:        {chain.sealer}")
     click.echo(f"supply:        {format_amount(ledger.store.supply())}")
     click.echo(f"head:          block {head.header.height}, {head.header.tree_size} transactions, {head.block_hash}")
+    if data["checkpointKey"] is None:
+        click.echo("checkpoints:   none (no checkpoint key: run `inferpay checkpoint-key` once)")
+        return
+    click.echo(f"checkpoint key: {data['checkpointKey']}")
+    latest = data["checkpoint"]
+    if latest is None:
+        click.echo("checkpoint:    none published yet (a running gateway publishes them)")
+    else:
+        lag = head.header.tree_size - latest["size"]
+        witnesses = ", ".join(latest["cosignedBy"]) or "no witness yet"
+        click.echo(f"checkpoint:    {latest['size']} entries ({lag} behind the head), cosigned by {witnesses}")
+
+
+def _checkpoint_info(home: Home, ledger: Ledger) -> dict[str, Any]:
+    signer = home.checkpoint_signer()
+    if signer is None:
+        return {"checkpointKey": None, "checkpoint": None}
+    stored = ledger.store.checkpoints.latest()
+    latest = None
+    if stored is not None:
+        note = parse_note(stored[1])
+        cosigners = sorted({s.name for s in note.signatures if s.name != signer.name})
+        latest = {"size": stored[0], "cosignedBy": cosigners, "units": {"size": "entries"}}
+    return {"checkpointKey": signer.vkey, "origin": signer.name, "checkpoint": latest}
 
 
 @click.command()
@@ -262,10 +299,22 @@ def blocks(home: Home, start: int | None, limit: int, as_json: bool) -> None:
 
 @click.command("tx")
 @click.argument("tx_id")
+@click.option(
+    "--proof",
+    "as_tlog_proof",
+    is_flag=True,
+    help="Print an offline receipt instead: a c2sp.org/tlog-proof (check it with `inferpay receipt verify`).",
+)
+@node_option
 @json_option
 @pass_home
-def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
+def tx_command(home: Home, tx_id: str, as_tlog_proof: bool, node: str | None, as_json: bool) -> None:
     """Show transaction TX_ID and its inclusion proof, checked against the signed block."""
+    if as_tlog_proof:
+        click.echo(_tlog_proof(home, tx_id, node).decode(), nl=False)
+        return
+    if node is not None:
+        raise InvalidInput("--node is only for --proof here; `inferpay verify --node URL` checks a remote chain")
     ledger = home.open_ledger(with_sealer=False)
     stored = ledger.transaction(tx_id)
     proof = ledger.inclusion_proof(tx_id) if stored.block_height is not None else None
@@ -295,6 +344,16 @@ def tx_command(home: Home, tx_id: str, as_json: bool) -> None:
         f"proof:     leaf {proof['leafIndex']} of {proof['block']['header']['txCount']}, "
         f"{len(proof['auditPath'])} hashes, verified against the sealer's signature"
     )
+
+
+def _tlog_proof(home: Home, tx_id: str, node: str | None) -> bytes:
+    if node is not None:
+        return node_api(node).tlog_proof(tx_id)
+    ledger = home.open_ledger(with_sealer=False)
+    signer = home.checkpoint_signer()
+    if signer is None:
+        raise InvalidInput(f"{home.path} has no checkpoint key: run `inferpay checkpoint-key` once")
+    return format_tlog_proof(tlog_proof(TransparencyLog(ledger.store), signer, tx_id))
 
 
 COMMANDS = [init, info, mint, transfer, balance, history, seal, blocks, tx_command]

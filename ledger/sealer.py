@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ledger.ledger import Ledger
@@ -27,9 +28,16 @@ class AutoSealer:
     it, every process seals, which is correct (see above) but repeats the polling."""
 
     def __init__(
-        self, ledger: Ledger, *, interval_ms: int = 200, max_txs: int = 1000, lock_path: Path | None = None
+        self,
+        ledger: Ledger,
+        *,
+        interval_ms: int = 200,
+        max_txs: int = 1000,
+        lock_path: Path | None = None,
+        after_tick: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.after_tick = after_tick  # runs in the elected process after each tick (checkpoints)
         self.interval_ms = interval_ms
         self.max_txs = max_txs
         self.lock_path = lock_path
@@ -60,6 +68,8 @@ class AutoSealer:
             return
         self.ledger.expire_holds()
         self.ledger.maybe_seal(max_age_ms=self.interval_ms, max_txs=self.max_txs)
+        if self.after_tick is not None:
+            self.after_tick()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_ms / 1000):

@@ -23,6 +23,8 @@ session, so ``import gateway.client`` loads no HTTP library.
 
 from __future__ import annotations
 
+import base64
+
 import json
 import sys
 import time
@@ -85,8 +87,11 @@ class LedgerApiClient:
             self._own_session = requests.Session()
         return self._own_session
 
-    def get_json(self, path: str, **params: Any) -> Any:
-        """``GET <ledger_url><path>?params`` as parsed JSON; failures as described above."""
+    def get_bytes(self, path: str, **params: Any) -> bytes:
+        """``GET <ledger_url><path>?params``'s body (notes, tiles, proofs); failures as above."""
+        return bytes(self._get(path, params).content)
+
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
         url = self.base_url + path
         try:
             response = self._http().get(url, params=params or None, timeout=self.timeout_s)
@@ -94,6 +99,12 @@ class LedgerApiClient:
             raise StorageUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}", url=url) from exc
         if response.status_code != 200:
             raise _error_of(url, response.status_code, response.content)
+        return response
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        """``GET <ledger_url><path>?params`` as parsed JSON; failures as described above."""
+        url = self.base_url + path
+        response = self._get(path, params)
         try:
             return response.json()
         except ValueError as exc:
@@ -134,6 +145,25 @@ class LedgerApiClient:
     def transaction(self, tx_id: str) -> dict[str, Any]:
         """``GET /transactions/<txId>``: the record, and its ``inclusionProof`` once sealed."""
         return _object(self.get_json(f"/transactions/{tx_id}"), "transaction")
+
+    def checkpoint(self) -> bytes:
+        """``GET /checkpoint``: the latest signed checkpoint note, unchecked."""
+        return self.get_bytes("/checkpoint")
+
+    def checkpoint_consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        """``GET /checkpoint/consistency``: the proof between two tree sizes, unchecked."""
+        data = _object(self.get_json("/checkpoint/consistency", old=old_size, new=new_size), "consistency proof")
+        proof = data.get("proof")
+        if not isinstance(proof, list) or not all(isinstance(h, str) for h in proof) or len(proof) > 128:
+            raise MalformedRecord("consistency proof: unexpected shape")
+        try:
+            return [base64.b64decode(h, validate=True) for h in proof]
+        except ValueError as exc:
+            raise MalformedRecord("consistency proof: a hash is not base64") from exc
+
+    def tlog_proof(self, tx_id: str) -> bytes:
+        """``GET /transactions/<txId>/tlog-proof``: a c2sp.org/tlog-proof, unchecked."""
+        return self.get_bytes(f"/transactions/{tx_id}/tlog-proof")
 
     def consistency(self, old: int, new: int) -> dict[str, Any]:
         """``GET /consistency?old=&new=``: both blocks and the proof between them, unchecked."""

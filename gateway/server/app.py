@@ -24,6 +24,7 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     from gateway.server.facilitator import facilitator
     from gateway.server.ledger_api import ledger_api
     from gateway.server.openapi import openapi_bp
+    from gateway.server.tlog_api import tlog_api
 
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -32,6 +33,7 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     error_handlers.register(app)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ledger_api, url_prefix="/ledger")
+    app.register_blueprint(tlog_api, url_prefix="/ledger")
     app.register_blueprint(facilitator, url_prefix="/facilitator")
     if paid_proxy:
         from gateway.server.proxy import proxy

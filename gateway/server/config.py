@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from gateway.wire.errors import ConfigError
 from ledger.amounts import parse_amount
-from ledger.errors import InvalidAmount
+from ledger.errors import InvalidAmount, MalformedNote
+from ledger.tlog.cosignature import CosignatureVerifier
 from wallets import default_home
 
 _GATEWAY_KEYS = {
@@ -73,6 +74,19 @@ class Route:
 
 
 @dataclass(frozen=True)
+class WitnessConfig:
+    url: str  # the witness's base URL; checkpoints go to <url>/add-checkpoint
+    vkey: str  # its cosignature/v1 verifier key, as `inferpay witness vkey` prints it
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    interval_ms: int = 2000  # at most one new checkpoint this often (and only once the tree grew)
+    witness_timeout_ms: int = 5000
+    witnesses: tuple[WitnessConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     home: Path
     routes: tuple[Route, ...]
@@ -87,6 +101,7 @@ class GatewayConfig:
     seal_max_txs: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
     database: str | None = None
+    checkpoints: CheckpointConfig = CheckpointConfig()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def route_for(self, path: str) -> Route | None:
@@ -167,6 +182,39 @@ def _route(data: object, index: int) -> Route:
     return route
 
 
+def _witness(data: object, index: int) -> WitnessConfig:
+    where = f"[[checkpoints.witnesses]][{index}]"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    if unknown := set(data) - {"url", "vkey"}:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    url, vkey = data.get("url"), data.get("vkey")
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise ConfigError(f"{where}.url: expected an http(s) URL, got {url!r}")
+    if not isinstance(vkey, str):
+        raise ConfigError(f"{where}.vkey: expected the witness's verifier key (`inferpay witness vkey`)")
+    try:
+        CosignatureVerifier.from_vkey(vkey)
+    except MalformedNote as exc:
+        raise ConfigError(f"{where}.vkey: {exc.message}") from exc
+    return WitnessConfig(url=url.rstrip("/"), vkey=vkey)
+
+
+def _checkpoints(data: object) -> CheckpointConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("[checkpoints] must be a table")
+    if unknown := set(data) - {"interval_ms", "witness_timeout_ms", "witnesses"}:
+        raise ConfigError(f"[checkpoints]: unknown key(s) {', '.join(sorted(unknown))}")
+    witnesses = data.get("witnesses", [])
+    if not isinstance(witnesses, list):
+        raise ConfigError("[checkpoints].witnesses: expected [[checkpoints.witnesses]] tables")
+    return CheckpointConfig(
+        interval_ms=_int(data.get("interval_ms", 2000), "[checkpoints].interval_ms", 100, 3_600_000),
+        witness_timeout_ms=_int(data.get("witness_timeout_ms", 5000), "[checkpoints].witness_timeout_ms", 100, 600_000),
+        witnesses=tuple(_witness(w, i) for i, w in enumerate(witnesses)),
+    )
+
+
 def config_home(value: Any, where: str, fallback: Path | None) -> Path:
     """A config's ``home``: the file's value, else the caller's (``--home``), else the default
     home (``$INFERPAY_HOME`` or ``~/.inferpay``, the one rule in ``wallets.default_home``)."""
@@ -178,7 +226,7 @@ def config_home(value: Any, where: str, fallback: Path | None) -> Path:
 
 
 def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayConfig:
-    if unknown := set(data) - {"gateway", "routes"}:
+    if unknown := set(data) - {"gateway", "routes", "checkpoints"}:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
     gateway = data.get("gateway", {})
     if not isinstance(gateway, dict):
@@ -219,6 +267,7 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
         seal_max_txs=_int(gateway.get("seal_max_txs", 1000), "[gateway].seal_max_txs", 1, 100_000),
         max_body_bytes=_int(gateway.get("max_body_bytes", 10 * 1024 * 1024), "[gateway].max_body_bytes", 1, 2**31),
         database=database,
+        checkpoints=_checkpoints(data.get("checkpoints", {})),
     )
 
 

@@ -1,8 +1,9 @@
 """An inferpay home directory: the ledger database, the wallets, and the sealer key.
 
-``ledger.db`` (SQLite), ``wallets/*.json`` (Web3 v3 keystores) and ``sealer.key`` (mode 0600):
+``ledger.db`` (SQLite), ``wallets/*.json`` (Web3 v3 keystores), ``sealer.key`` (mode 0600):
 the service key that seals blocks, resolves holds and signs receipts without a person present,
-kept apart from the issuer ("operator") wallet, which is password-protected and only mints.
+kept apart from the issuer ("operator") wallet, which is password-protected and only mints;
+and ``checkpoint.key`` (mode 0600): the Ed25519 key that signs the log's C2SP checkpoints.
 The ledger may live elsewhere instead: ``database`` (a ``postgresql://`` URL, or another SQLite
 file) replaces ``ledger.db``; the wallets and the sealer key stay in the home directory.
 Shared by the CLI and the gateway; it never prompts (the CLI does).
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from ledger import LedgerStore, describe, is_postgres_url, open_store
 from ledger.crypto import KeySigner, new_private_key
-from ledger.errors import InvalidInput, LedgerNotInitialized
+from ledger.errors import InvalidInput, LedgerNotInitialized, MalformedNote
 from ledger.ledger import Ledger
+from ledger.tlog.note import NoteSigner
 from wallets.store import WalletStore
 
 OPERATOR_WALLET = "operator"
@@ -74,6 +76,34 @@ class Home:
             return KeySigner(bytes.fromhex(text))
         except ValueError as exc:
             raise InvalidInput(f"{self.sealer_path} does not hold a valid key") from exc
+
+    @property
+    def checkpoint_key_path(self) -> Path:
+        return self.path / "checkpoint.key"
+
+    def create_checkpoint_key(self, origin: str) -> NoteSigner:
+        """The Ed25519 key that signs checkpoints (c2sp.org/signed-note), named by the log's
+        origin, kept beside the sealer key in the same mode (0600); refused if one exists."""
+        signer = NoteSigner.generate(origin)
+        try:
+            fd = os.open(self.checkpoint_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise InvalidInput(f"{self.checkpoint_key_path} already exists: a log keeps its checkpoint key") from exc
+        with os.fdopen(fd, "w") as handle:
+            handle.write(signer.skey + "\n")
+        return signer
+
+    def checkpoint_signer(self) -> NoteSigner | None:
+        """The checkpoint key, or None for a ledger made before checkpoints (see
+        ``inferpay checkpoint-key``)."""
+        try:
+            text = self.checkpoint_key_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            return NoteSigner.from_skey(text)
+        except MalformedNote as exc:
+            raise InvalidInput(f"{self.checkpoint_key_path} does not hold a valid checkpoint key") from exc
 
     def open_store(self) -> LedgerStore:
         """The ledger's store; a PostgreSQL ledger not initialized yet fails on first use."""

@@ -67,8 +67,17 @@ def payment_required_body(
     ledger_url: str,
     max_timeout_seconds: int,
     error: str = "payment required",
+    *,
+    checkpoint_key: str | None = None,
 ) -> dict[str, Any]:
     accepts = [requirement_for(route, chain, pay_to, max_timeout_seconds).to_dict()]
+    inferpay: dict[str, Any] = {
+        "offer": sign_offer(signer, resource_url, accepts),
+        "sealer": signer.address,
+        "ledger": ledger_url,
+    }
+    if checkpoint_key is not None:  # the log's C2SP checkpoint vkey: receipts prove against it
+        inferpay["checkpointKey"] = checkpoint_key
     return {
         "x402Version": X402_VERSION,
         "error": error,
@@ -78,13 +87,7 @@ def payment_required_body(
             "mimeType": "application/json",
         },
         "accepts": accepts,
-        "extensions": {
-            "inferpay": {
-                "offer": sign_offer(signer, resource_url, accepts),
-                "sealer": signer.address,
-                "ledger": ledger_url,
-            }
-        },
+        "extensions": {"inferpay": inferpay},
     }
 
 

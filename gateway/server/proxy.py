@@ -82,6 +82,7 @@ def payment_required(svc: Services, route: Route, error: InferpayError | None = 
         ledger_url(),
         svc.config.hold_seconds,
         reason,
+        checkpoint_key=svc.checkpoint_signer.vkey if svc.checkpoint_signer is not None else None,
     )
     body: dict[str, Any] = error_body(error) if error else terms
     status = status_for(error) if error else 402

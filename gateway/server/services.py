@@ -9,12 +9,15 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from gateway.server.checkpoints import CheckpointPublisher
 from gateway.server.config import GatewayConfig
 from gateway.server.home import Home
 from gateway.server.upstream import Upstream
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
 from ledger.sealer import AutoSealer
+from ledger.tlog.note import NoteSigner
+from ledger.transparency import TransparencyLog
 from ledger.types import Address
 
 EXTENSION = "inferpay"
@@ -29,6 +32,9 @@ class Services:
     pay_to: Address
     upstream: Upstream
     auto_sealer: AutoSealer | None
+    transparency: TransparencyLog
+    checkpoint_signer: NoteSigner | None  # None: a ledger made before checkpoints
+    publisher: CheckpointPublisher | None  # set in every process; only the elected one ticks it
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
@@ -36,12 +42,24 @@ class Services:
         sealer = home.sealer()
         ledger = Ledger(home.open_store(), sealer=sealer, group_commit=True)
         pay_to = home.wallets.resolve(config.pay_to)
-        # One sealer per host: the workers elect one through a lock file in the home.
+        checkpoint_signer = home.checkpoint_signer()
+        publisher = None
+        if checkpoint_signer is not None and start_sealer:
+            publisher = CheckpointPublisher(
+                ledger,
+                checkpoint_signer,
+                list(config.checkpoints.witnesses),
+                interval_ms=config.checkpoints.interval_ms,
+                timeout_s=config.checkpoints.witness_timeout_ms / 1000,
+            )
+        # One sealer per host: the workers elect one through a lock file in the home; it also
+        # publishes the checkpoints.
         auto = AutoSealer(
             ledger,
             interval_ms=config.seal_interval_ms,
             max_txs=config.seal_max_txs,
             lock_path=home.path / "auto-sealer.lock",
+            after_tick=publisher.tick if publisher is not None else None,
         )
         return cls(
             config=config,
@@ -51,12 +69,17 @@ class Services:
             pay_to=pay_to,
             upstream=Upstream(config.upstream_timeout_seconds, max_connections=max(16, config.threads * 2)),
             auto_sealer=auto.start() if start_sealer else None,
+            transparency=TransparencyLog(ledger.store),
+            checkpoint_signer=checkpoint_signer,
+            publisher=publisher,
         )
 
     def close(self) -> None:
         """Stop the auto-sealer (releasing its lock file), close the upstream pool and the store."""
         if self.auto_sealer is not None:
             self.auto_sealer.stop()
+        if self.publisher is not None:
+            self.publisher.close()
         self.upstream.close()
         self.ledger.store.close()
 

@@ -420,11 +420,15 @@ def _start_model_server(stack: contextlib.ExitStack) -> tuple[ServerHandle, thre
 
 
 @contextlib.contextmanager
-def start_gateway_env(directory: Path, *, with_model: bool = False) -> Iterator[GatewayEnv]:
+def start_gateway_env(
+    directory: Path, *, with_model: bool = False, extra_config: str = "", before_start: Callable[[Path], None] | None = None
+) -> Iterator[GatewayEnv]:
     """Home, wallets, upstreams and the gateway process; everything stopped on exit.
 
     ``with_model=True`` also serves the real embedding model behind ``MODEL_EMBED`` when the
-    model extra is installed (``HAVE_MODEL``); without it the route is simply not configured."""
+    model extra is installed (``HAVE_MODEL``); without it the route is simply not configured.
+    ``extra_config`` is appended to the TOML (more sections, e.g. ``[checkpoints]``);
+    ``before_start(home)`` runs once the home is made, before the gateway starts."""
     home = directory / "home"
     runner_env = {"INFERPAY_HOME": str(home), "INFERPAY_PASSWORD": PASSWORD, "INFERPAY_SCRYPT_N": SCRYPT_N}
 
@@ -447,7 +451,9 @@ def start_gateway_env(directory: Path, *, with_model: bool = False) -> Iterator[
         config = gateway_config(echo.url, chat.url)
         if model is not None:
             config += MODEL_ROUTE.format(path=MODEL_EMBED, model=model.url)
-        template.write_text(config)
+        template.write_text(config + extra_config)
+        if before_start is not None:
+            before_start(home)
         argv = [
             sys.executable,
             "-c",

@@ -1,0 +1,148 @@
+"""Publishing checkpoints: sign the sealed head's checkpoint, push it to the witnesses, keep
+their cosignatures. Runs in the one elected sealer process of a host (``AutoSealer``'s tick).
+
+Money never waits for this: a paid call only appends to the ledger, and the sealer's tick only
+*starts* a publication when the tree has grown and ``interval_ms`` has passed since the last
+one; witness round trips run on their own threads, one in flight per witness (a slow or dead
+witness is skipped until its last push ends, never queued behind). A witness that refuses a
+checkpoint (409 stale size: retried once from the size it says it holds; 422 inconsistent;
+403 unknown key) is reported loudly: a log line at ERROR, and ``status()`` for ``inferpay
+info`` and the ledger API. Cosignatures are merged into the stored note as they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.server.config import WitnessConfig
+from ledger.checkpoints import sign_checkpoint, with_cosignatures
+from ledger.clock import system_now_ms
+from ledger.ledger import Ledger
+from ledger.tlog.cosignature import CosignatureVerifier
+from ledger.tlog.note import NoteSigner
+from ledger.transparency import TransparencyLog
+from witness.client import WitnessRefused, add_checkpoint
+
+log = logging.getLogger("inferpay.checkpoints")
+
+
+@dataclass
+class WitnessState:
+    config: WitnessConfig
+    verifier: CosignatureVerifier
+    size: int = 0  # the tree size this witness last cosigned (or told us it holds)
+    busy: bool = False
+    last_ok_ms: int | None = None
+    last_error: str | None = None
+    refusals: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.verifier.name,
+            "url": self.config.url,
+            "size": self.size,
+            "lastCosignedAtMs": self.last_ok_ms,
+            "lastError": self.last_error,
+            "refusals": self.refusals,
+        }
+
+
+@dataclass
+class CheckpointPublisher:
+    ledger: Ledger
+    signer: NoteSigner
+    witnesses: list[WitnessConfig]
+    interval_ms: int = 2000
+    timeout_s: float = 5.0
+    _log: TransparencyLog = field(init=False)
+    _states: list[WitnessState] = field(init=False)
+    _pool: ThreadPoolExecutor | None = field(init=False, default=None)
+    _signed_size: int = field(init=False, default=-1)
+    _signed_at_ms: int = field(init=False, default=0)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._log = TransparencyLog(self.ledger.store)
+        self._states = [WitnessState(w, CosignatureVerifier.from_vkey(w.vkey)) for w in self.witnesses]
+        if self._states:
+            self._pool = ThreadPoolExecutor(len(self._states), thread_name_prefix="inferpay-witness")
+        latest = self.ledger.store.checkpoints.latest()
+        if latest is not None:
+            self._signed_size = latest[0]
+
+    def tick(self) -> None:
+        """Sign and publish the head's checkpoint if the tree grew and the interval passed."""
+        now = system_now_ms()
+        head = self.ledger.head()
+        size = head.header.tree_size
+        if size <= self._signed_size and self._signed_size >= 0:
+            self._push_lagging(size)
+            return
+        if now - self._signed_at_ms < self.interval_ms and self._signed_size >= 0:
+            return
+        note = sign_checkpoint(head, self.signer)
+        stored = self.ledger.store.checkpoints.at(size)
+        self.ledger.store.checkpoints.save(size, stored or note, now)
+        self._signed_size, self._signed_at_ms = size, now
+        self._push_lagging(size)
+
+    def _push_lagging(self, size: int) -> None:
+        if self._pool is None:
+            return
+        for state in self._states:
+            with self._lock:
+                if state.busy or state.size >= size:
+                    continue
+                state.busy = True
+            self._pool.submit(self._push, state, size)
+
+    def _push(self, state: WitnessState, size: int) -> None:
+        try:
+            note = self.ledger.store.checkpoints.at(size)
+            if note is None:
+                return
+            for _attempt in range(2):  # a 409 says which size the witness holds: retry once from it
+                proof = self._log.consistency_proof(state.size, size) if state.size else []
+                try:
+                    cosignatures = add_checkpoint(state.config.url, state.size, proof, note, self.timeout_s)
+                except WitnessRefused as refused:
+                    if refused.status == 409 and refused.size is not None and refused.size != state.size:
+                        state.size = refused.size
+                        continue
+                    raise
+                good = [c for c in cosignatures if state.verifier.verify(note.split(b"\n\n", 1)[0] + b"\n", c)]
+                if not good:
+                    raise WitnessRefused(200, None, "the witness answered without a valid cosignature from its key")
+                with self._lock:  # merge under the lock: another witness may be merging too
+                    current = self.ledger.store.checkpoints.at(size) or note
+                    self.ledger.store.checkpoints.save(size, with_cosignatures(current, good), system_now_ms())
+                state.size, state.last_ok_ms, state.last_error = size, system_now_ms(), None
+                return
+        except WitnessRefused as refused:
+            state.refusals += 1
+            state.last_error = str(refused)
+            log.error("witness %s refused checkpoint %d: %s", state.config.url, size, refused)
+        except Exception as exc:  # down, slow, or answering garbage: try again on a later tick
+            state.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("witness %s unreachable for checkpoint %d: %s", state.config.url, size, state.last_error)
+        finally:
+            with self._lock:
+                state.busy = False
+
+    def status(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self._states]
+
+    def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Wait for the pushes in flight (for tests and an orderly stop)."""
+        deadline = time.monotonic() + timeout_s
+        while any(s.busy for s in self._states) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
