@@ -6,6 +6,14 @@
     │   ├── InvalidAddress                  invalid_address
     │   ├── MalformedRecord                 malformed_record
     │   ├── UnknownWallet                   unknown_wallet
+    │   ├── MalformedNote                   malformed_note        (not a c2sp.org/signed-note, or too large)
+    │   │   ├── MalformedKey                malformed_key         (a vkey or skey that does not parse or check)
+    │   │   └── MalformedCheckpoint         malformed_checkpoint  (a note body that is not a tlog-checkpoint)
+    │   ├── MalformedTilePath               malformed_tile_path   (not a canonical tlog-tiles path)
+    │   ├── MalformedTile                   malformed_tile        (tile data or an entry bundle of the wrong shape)
+    │   ├── MalformedTlogProof              malformed_tlog_proof  (not a c2sp.org/tlog-proof@v1)
+    │   ├── MalformedWitnessRequest         malformed_witness_request  (an add-checkpoint body or answer)
+    │   ├── MalformedPolicy                 malformed_policy      (not a tlog-policy file)
     │   ├── gateway.wire.errors
     │   │   ├── MalformedPayment            malformed_payment     (header not base64 JSON, too large, bad shape)
     │   │   │   └── InvalidRequirements     invalid_payment_requirements  (facilitator: requirements not ours)
@@ -44,7 +52,14 @@
     │   ├── HoldNotOpen                     hold_not_open
     │   └── SettleExceedsHold               settle_exceeds_hold
     ├── NotFound                            not_found
+    │   ├── UnknownLog                      unknown_log           (a witness has no log with this origin)
     │   └── model_server.errors.ModelNotFound  model_not_found
+    ├── TlogError                           tlog_error            (another party's transparency-log word fails)
+    │   ├── UnverifiedNote                  unverified_note       (no known key signed it, or a known key's line fails)
+    │   ├── QuorumNotMet                    quorum_not_met        (too few witnesses cosigned; names the missing)
+    │   ├── InvalidProof                    invalid_proof         (an inclusion or consistency proof does not verify)
+    │   ├── OldSizeMismatch                 old_size_mismatch     (witness: old size is not the size it holds)
+    │   └── InconsistentCheckpoints         inconsistent_checkpoints  (two checkpoints no log may sign both of)
     ├── WalletError                         wallet_error
     │   ├── WrongPassword                   wrong_password
     │   ├── WalletExists                    wallet_exists
@@ -177,6 +192,72 @@ class NotFound(InferpayError):
     code = "not_found"
 
 
+class UnknownLog(NotFound):
+    code = "unknown_log"
+
+
+class MalformedNote(InvalidInput):
+    code = "malformed_note"
+
+
+class MalformedKey(MalformedNote):
+    code = "malformed_key"
+
+
+class MalformedCheckpoint(MalformedNote):
+    code = "malformed_checkpoint"
+
+
+class MalformedTilePath(InvalidInput):
+    code = "malformed_tile_path"
+
+
+class MalformedTile(InvalidInput):
+    code = "malformed_tile"
+
+
+class MalformedTlogProof(InvalidInput):
+    code = "malformed_tlog_proof"
+
+
+class MalformedWitnessRequest(InvalidInput):
+    code = "malformed_witness_request"
+
+
+class MalformedPolicy(InvalidInput):
+    code = "malformed_policy"
+
+
+class TlogError(InferpayError):
+    code = "tlog_error"
+
+
+class UnverifiedNote(TlogError):
+    code = "unverified_note"
+
+
+class QuorumNotMet(TlogError):
+    """Details: ``missing`` (policy names of the witnesses that did not cosign), ``quorum``."""
+
+    code = "quorum_not_met"
+
+
+class InvalidProof(TlogError):
+    code = "invalid_proof"
+
+
+class OldSizeMismatch(TlogError):
+    """Details: ``size``, the tree size the witness holds for the origin (its 409 body)."""
+
+    code = "old_size_mismatch"
+
+
+class InconsistentCheckpoints(TlogError):
+    """Details: ``origin``, ``old_note`` and ``new_note`` (both signed notes, as text): the evidence."""
+
+    code = "inconsistent_checkpoints"
+
+
 class WalletError(InferpayError):
     code = "wallet_error"
 
@@ -275,6 +356,21 @@ LEDGER_ERRORS = ErrorRegistry(
         HoldNotOpen,
         SettleExceedsHold,
         NotFound,
+        UnknownLog,
+        MalformedNote,
+        MalformedKey,
+        MalformedCheckpoint,
+        MalformedTilePath,
+        MalformedTile,
+        MalformedTlogProof,
+        MalformedWitnessRequest,
+        MalformedPolicy,
+        TlogError,
+        UnverifiedNote,
+        QuorumNotMet,
+        InvalidProof,
+        OldSizeMismatch,
+        InconsistentCheckpoints,
         WalletError,
         WrongPassword,
         WalletExists,

@@ -92,3 +92,29 @@ messages: st.SearchStrategy[Authorization | Mint | HoldResolution] = st.one_of(
     authorizations(), mints, hold_resolutions
 )
 """Anything a user or the operator signs."""
+
+
+# ---- transparency logs (ledger/tlog) ----
+
+key_names: st.SearchStrategy[str] = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="+\u0085\u180e"),
+    min_size=1,
+    max_size=40,
+).filter(lambda name: not any(ch.isspace() for ch in name))
+"""signed-note key names: non-empty, no Unicode space, no '+'."""
+
+note_lines: st.SearchStrategy[str] = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=60
+).map(lambda text: "".join(ch for ch in text if ch >= " "))
+"""One line a note may hold (possibly empty): no control character at all."""
+
+note_texts: st.SearchStrategy[bytes] = st.lists(note_lines, min_size=1, max_size=6).map(
+    lambda lines: "".join(line + "\n" for line in lines).encode("utf-8")
+)
+"""Note texts: lines ending in a newline (blank lines allowed)."""
+
+hashes32: st.SearchStrategy[bytes] = st.binary(min_size=32, max_size=32)
+
+tree_sizes: st.SearchStrategy[int] = st.one_of(
+    st.integers(0, 5000), st.sampled_from([255, 256, 257, 65535, 65536, 65537, (1 << 63) - 1])
+)

@@ -54,3 +54,30 @@ def test_importing_the_ledger_package_loads_no_database_driver_or_web_library() 
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_only_the_ed25519_module_imports_cryptography() -> None:
+    users = sorted(
+        path
+        for package in ("ledger", "wallets", "gateway", "inferpay_cli")
+        for path, names in imported_modules(package).items()
+        if any(m.split(".")[0] == "cryptography" for m in names)
+    )
+    assert users == ["ledger/tlog/ed25519.py"]
+
+
+def test_the_tlog_primitives_do_no_io_and_read_no_clock() -> None:
+    """ledger/tlog is pure computation: bytes in, bytes out (its module docstrings say so)."""
+    allowed = {"__future__", "base64", "binascii", "re", "hashlib", "dataclasses", "collections", "typing"}
+    wrong = {
+        path: sorted(m for m in names if m.split(".")[0] not in allowed | {"ledger", "cryptography"})
+        for path, names in imported_modules("ledger/tlog").items()
+    }
+    assert {path: mods for path, mods in wrong.items() if mods} == {}
+    reaching_up = {
+        path: sorted(
+            m for m in names if m.startswith("ledger.") and m.split(".")[1] not in {"errors", "merkle", "tlog"}
+        )
+        for path, names in imported_modules("ledger/tlog").items()
+    }
+    assert {path: mods for path, mods in reaching_up.items() if mods} == {}

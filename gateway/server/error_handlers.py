@@ -52,6 +52,14 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     gw.ReceiptInvalid: 502,
     # Client-side: the payer's own policy refused to pay. A server relaying it says "not paid".
     gw.SpendLimitExceeded: 402,
+    # Transparency logs (ledger/tlog, the witness): another party's signed word does not hold.
+    # Malformed tlog input is InvalidInput (400) like any other; an unknown log is a NotFound (404).
+    le.TlogError: 422,
+    le.UnverifiedNote: 403,  # tlog-witness: no signature from a trusted key is 403 Forbidden
+    le.QuorumNotMet: 403,
+    le.InvalidProof: 422,  # tlog-witness: a consistency proof that does not verify is 422
+    le.OldSizeMismatch: 409,  # tlog-witness: the old size is not the one held (body: that size)
+    le.InconsistentCheckpoints: 409,
     le.StorageUnavailable: 503,
     le.LedgerNotInitialized: 503,
     ms.ModelUnavailable: 503,  # the model extra or weights are missing: retry once it is installed
