@@ -14,8 +14,8 @@ import click
 
 from inferpay_cli.home import OPERATOR_WALLET, Home
 from inferpay_cli.options import json_option, node_api, node_option, pass_home, password_file_option
-from inferpay_cli.tlog_commands import origin_option
 from inferpay_cli.output import amount_text, emit_json, history_row, table, write_csv
+from inferpay_cli.tlog_commands import origin_option
 from ledger import StoredTx, is_postgres_url
 from ledger.amounts import INT64_MAX, format_amount, parse_amount
 from ledger.blocks import verify_inclusion

@@ -10,7 +10,9 @@ inclusion proof, the log's signature and the witness quorum a tlog-policy file a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,7 +31,7 @@ from ledger.types import Transaction
 MAX_FILE_BYTES = 1 << 21
 
 
-def origin_option(func):  # type: ignore[no-untyped-def]
+def origin_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--origin",
         default=None,

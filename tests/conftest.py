@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.go_verifier import go_tlog  # noqa: F401 (a session fixture)
 from tests.support.ledger import BACKENDS, LedgerFixture, drop_leftover_schemas, make_ledger, postgres_unavailable
 
 # Keystores in tests use a light scrypt cost; production keeps the v3 default (n = 2**18).

@@ -97,7 +97,9 @@ class CheckpointTracker:
         proof = parse_tlog_proof(tlog_proof)
         data = entry if entry is not None else proof.extra
         if data is None:
-            raise InconsistentCheckpoints("the receipt carries no entry", origin=self.log.name, old_note="", new_note="")
+            raise InconsistentCheckpoints(
+                "the receipt carries no entry", origin=self.log.name, old_note="", new_note=""
+            )
         verify_tlog_proof(proof, data, self.log, self.policy)
         return self.observe(proof.checkpoint, consistency)
 

@@ -24,7 +24,6 @@ session, so ``import gateway.client`` loads no HTTP library.
 from __future__ import annotations
 
 import base64
-
 import json
 import sys
 import time

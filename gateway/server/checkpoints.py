@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.client.witness import WitnessRefused, add_checkpoint
 from gateway.server.config import WitnessConfig
 from ledger.checkpoints import sign_checkpoint, with_cosignatures
 from ledger.clock import system_now_ms
 from ledger.ledger import Ledger
 from ledger.tlog.cosignature import CosignatureVerifier
-from ledger.tlog.note import NoteSigner
+from ledger.tlog.note import NoteSigner, parse_note
 from ledger.transparency import TransparencyLog
-from witness.client import WitnessRefused, add_checkpoint
 
 log = logging.getLogger("inferpay.checkpoints")
 
@@ -115,7 +115,8 @@ class CheckpointPublisher:
                         state.size = refused.size
                         continue
                     raise
-                good = [c for c in cosignatures if state.verifier.verify(note.split(b"\n\n", 1)[0] + b"\n", c)]
+                body = parse_note(note).text
+                good = [c for c in cosignatures if state.verifier.matches(c) and state.verifier.verify(body, c)]
                 if not good:
                     raise WitnessRefused(200, None, "the witness answered without a valid cosignature from its key")
                 with self._lock:  # merge under the lock: another witness may be merging too

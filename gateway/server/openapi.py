@@ -130,6 +130,50 @@ def _facilitator_paths() -> dict[str, Any]:
     }
 
 
+def _text(description: str, media: str = "text/plain") -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+
+
+def _tlog_paths() -> dict[str, Any]:
+    """The ledger as a C2SP transparency log (``gateway.server.tlog_api``)."""
+    size = {"type": "integer", "minimum": 0}
+    return {
+        "/ledger/checkpoint": {
+            "get": {
+                "summary": "The latest signed checkpoint (c2sp.org/tlog-checkpoint) with witness cosignatures",
+                "responses": {"200": _text("a signed note"), **_errors(404)},
+            }
+        },
+        "/ledger/checkpoint/status": {
+            "get": {
+                "summary": "Checkpoint size against the head's, and which witnesses cosigned it",
+                "responses": {"200": _json({"type": "object"}), **_errors(404)},
+            }
+        },
+        "/ledger/checkpoint/consistency": {
+            "get": {
+                "summary": "RFC 6962 consistency proof between two tree sizes (base64 hashes)",
+                "parameters": [_param("old", "query", size), _param("new", "query", size)],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 404)},
+            }
+        },
+        "/ledger/tile/{tilePath}": {
+            "get": {
+                "summary": "A hash tile <L>/<N>[.p/<W>] or entry bundle entries/<N>[.p/<W>] (c2sp.org/tlog-tiles)",
+                "parameters": [_param("tilePath", "path", {"type": "string"})],
+                "responses": {"200": _text("tile bytes", "application/octet-stream"), **_errors(400, 404)},
+            }
+        },
+        "/ledger/transactions/{txId}/tlog-proof": {
+            "get": {
+                "summary": "An offline receipt (c2sp.org/tlog-proof) for a sealed transaction",
+                "parameters": [_param("txId", "path", _HEX32)],
+                "responses": {"200": _text("a tlog-proof"), **_errors(400, 404)},
+            }
+        },
+    }
+
+
 def build_document() -> dict[str, Any]:
     svc = services()
     block = {"$ref": "#/components/schemas/Block"}
@@ -230,6 +274,7 @@ def build_document() -> dict[str, Any]:
         },
     }
     paths.update(_facilitator_paths())
+    paths.update(_tlog_paths())
     for route in svc.config.routes:
         paths[route.path] = (
             _free_route(route.path, route.description)

@@ -7,6 +7,7 @@ route; everything read back over HTTP as an outside verifier would.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ from ledger.tlog.checkpoint import Checkpoint, parse_checkpoint
 from ledger.tlog.note import Note, NoteSigner, NoteVerifier, format_note, open_note
 from ledger.tlog.policy import parse_policy
 from ledger.tlog.proof import TlogProof, format_tlog_proof, parse_tlog_proof, verify_tlog_proof
-from ledger.tlog.tiles import decode_entry_bundle
+from ledger.tlog.tiles import checkpoint_tiles, decode_entry_bundle
+from tests.ledger.test_tlog_go_interop import run as go_run
 from tests.support.gateway import FLAT, GatewayEnv, start_gateway_env
 
 CALLS = 6
@@ -31,8 +33,7 @@ CALLS = 6
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEnv]:
-    config = "\n[checkpoints]\ninterval_ms = 200\n"
-    with start_gateway_env(Path(tmp_path_factory.mktemp("gw-checkpoints")), extra_config=config) as started:
+    with start_gateway_env(Path(tmp_path_factory.mktemp("gw-checkpoints"))) as started:
         for call in range(CALLS):
             header, _ = started.payment(started.alice)
             answer = requests.post(
@@ -163,3 +164,31 @@ def test_a_client_tracks_the_log_and_keeps_evidence_of_a_second_history(env: Gat
     with pytest.raises(InconsistentCheckpoints):
         tracker.observe(format_note(Note(shorter.body(), (signer.sign(shorter.body()),))), api.checkpoint_consistency)
     assert tracker.latest == grown
+
+
+def test_go_verifies_the_running_gateways_checkpoint_proofs_and_tiles(
+    env: GatewayEnv, go_tlog: Path, tmp_path: Path
+) -> None:
+    """Go's golang.org/x/mod/sumdb/note and sumdb/tlog, not our code, check what the gateway serves."""
+    note, checkpoint = _published(env)
+    vkey = _vkey(env)
+    saved = tmp_path / "checkpoint"
+    saved.write_bytes(note)
+    assert go_run(go_tlog, "checkpoint", "-note", saved, "-vkey", vkey)["size"] == checkpoint.size
+    tx_id = env.history(env.alice)[0].tx_id
+    proof_bytes = requests.get(env.ledger_url + f"/transactions/{tx_id}/tlog-proof", timeout=5).content
+    proof = parse_tlog_proof(proof_bytes)
+    assert proof.extra is not None
+    (tmp_path / "proof").write_bytes(proof_bytes)
+    (tmp_path / "entry").write_bytes(proof.extra)
+    go_run(go_tlog, "inclusion", "-proof", tmp_path / "proof", "-entry", tmp_path / "entry", "-vkey", vkey)
+    tiles = tmp_path / "tiles"
+    for where in checkpoint_tiles(checkpoint.size):
+        target = tiles / where.path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(requests.get(env.ledger_url + "/" + where.path(), timeout=5).content)
+    root = base64.b64encode(checkpoint.root_hash).decode()
+    out = go_run(
+        go_tlog, "tiles", "-dir", tiles, "-size", str(checkpoint.size), "-root", root, "-index", str(proof.index)
+    )
+    assert out["root"] == root

@@ -8,8 +8,6 @@ the tests are skipped, saying why, where Go or the package is missing (.ci/run i
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,35 +22,6 @@ from ledger.tlog.proof import format_tlog_proof
 from ledger.tlog.text import b64encode
 from ledger.tlog.tiles import TILE_WIDTH, new_tiles, tile_hashes
 from tests.ledger.tlog_support import MemoryLog, witness
-
-GO_SOURCE = Path(__file__).resolve().parents[1] / "support" / "go_tlog" / "main.go"
-GOPATH = Path("/usr/share/gocode")
-
-
-@pytest.fixture(scope="module")
-def go_tlog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("no `go` on PATH (apt-get install golang-go golang-golang-x-mod-dev; .ci/run does)")
-    if not (GOPATH / "src/golang.org/x/mod/sumdb/tlog/tlog.go").exists():
-        pytest.skip(f"golang.org/x/mod is not under {GOPATH} (apt-get install golang-golang-x-mod-dev)")
-    work = tmp_path_factory.mktemp("go_tlog")
-    env = {
-        **os.environ,
-        "GO111MODULE": "off",
-        "GOPATH": str(GOPATH),
-        "GOCACHE": str(work / "cache"),
-        "GOPROXY": "off",
-        "GOFLAGS": "",
-        "GOTOOLCHAIN": "local",
-        "CGO_ENABLED": "0",
-    }
-    shutil.copy(GO_SOURCE, work / "main.go")
-    built = subprocess.run(
-        [go, "build", "-o", str(work / "go_tlog"), "main.go"], cwd=work, env=env, capture_output=True, text=True
-    )
-    assert built.returncode == 0, built.stderr
-    return work / "go_tlog"
 
 
 def run(binary: Path, *args: str | Path, ok: bool = True) -> Any:

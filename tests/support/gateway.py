@@ -108,6 +108,9 @@ hold_seconds = {hold_seconds}
 upstream_timeout_seconds = {timeout}
 seal_interval_ms = {seal_ms}
 
+[checkpoints]
+interval_ms = 100
+
 [[routes]]
 path = "{flat}"
 upstream = "{echo}/v1/echo"
@@ -319,8 +322,17 @@ class GatewayEnv:
             time.sleep(0.02)
 
     def wait_quiet(self, timeout: float = 10.0) -> None:
-        """Until every hold is resolved and the auto-sealers have sealed every transaction."""
-        self.wait_for(lambda: not self.store.open_holds() and self.store.unsealed()[0] == 0, timeout, "a quiet ledger")
+        """Until every hold is resolved, the auto-sealers have sealed every transaction and the
+        checkpoint covers the sealed head (it is published up to ``interval_ms`` after a seal)."""
+
+        def quiet() -> bool:
+            if self.store.open_holds() or self.store.unsealed()[0]:
+                return False
+            latest = self.store.checkpoints.latest()
+            has_key = (self.home / "checkpoint.key").exists()
+            return not has_key or (latest is not None and latest[0] == self.store.head().header.tree_size)
+
+        self.wait_for(quiet, timeout, "a quiet ledger")
 
     def quiet_dump(self) -> list[str]:
         """The whole database as SQL text, taken when nothing is left for the sealers to do.
@@ -421,7 +433,11 @@ def _start_model_server(stack: contextlib.ExitStack) -> tuple[ServerHandle, thre
 
 @contextlib.contextmanager
 def start_gateway_env(
-    directory: Path, *, with_model: bool = False, extra_config: str = "", before_start: Callable[[Path], None] | None = None
+    directory: Path,
+    *,
+    with_model: bool = False,
+    extra_config: str = "",
+    before_start: Callable[[Path], None] | None = None,
 ) -> Iterator[GatewayEnv]:
     """Home, wallets, upstreams and the gateway process; everything stopped on exit.
 
