@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
-CHECKED := ledger wallets gateway model_server inferpay_cli
+CHECKED := ledger wallets gateway model_server inferpay_cli witness
 
 .PHONY: demo walkthrough test test-fast lint clean
 

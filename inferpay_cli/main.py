@@ -75,6 +75,9 @@ def _register() -> None:
     from inferpay_cli.facilitator_commands import facilitator_command
 
     cli.add_command(facilitator_command)
+    from inferpay_cli.witness_commands import witness_group
+
+    cli.add_command(witness_group)
 
 
 _register()

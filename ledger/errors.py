@@ -14,6 +14,7 @@
     │   ├── MalformedTlogProof              malformed_tlog_proof  (not a c2sp.org/tlog-proof@v1)
     │   ├── MalformedWitnessRequest         malformed_witness_request  (an add-checkpoint body or answer)
     │   ├── MalformedPolicy                 malformed_policy      (not a tlog-policy file)
+    │   ├── WitnessConfigError              witness_config_error  (the witness's config or key file, at start-up)
     │   ├── gateway.wire.errors
     │   │   ├── MalformedPayment            malformed_payment     (header not base64 JSON, too large, bad shape)
     │   │   │   └── InvalidRequirements     invalid_payment_requirements  (facilitator: requirements not ours)
@@ -65,6 +66,7 @@
     │   ├── WalletExists                    wallet_exists
     │   └── KeystoreInvalid                 keystore_invalid
     ├── LedgerNotInitialized                not_initialized
+    ├── WitnessUnavailable                  witness_unavailable   (client side: a witness unreachable or failing)
     ├── StorageUnavailable                  storage_unavailable   (also: a ledger API that cannot be reached)
     ├── gateway.wire.errors
     │   ├── UpstreamError                   upstream_error        (model down, timed out, or 5xx)
@@ -228,6 +230,14 @@ class MalformedPolicy(InvalidInput):
     code = "malformed_policy"
 
 
+class WitnessConfigError(InvalidInput):
+    code = "witness_config_error"
+
+
+class WitnessUnavailable(InferpayError):
+    code = "witness_unavailable"
+
+
 class TlogError(InferpayError):
     code = "tlog_error"
 
@@ -365,6 +375,8 @@ LEDGER_ERRORS = ErrorRegistry(
         MalformedTlogProof,
         MalformedWitnessRequest,
         MalformedPolicy,
+        WitnessConfigError,
+        WitnessUnavailable,
         TlogError,
         UnverifiedNote,
         QuorumNotMet,

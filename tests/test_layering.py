@@ -26,7 +26,7 @@ def imported_modules(package: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize("package", ["gateway", "inferpay_cli", "wallets", "model_server"])
+@pytest.mark.parametrize("package", ["gateway", "inferpay_cli", "wallets", "model_server", "witness"])
 def test_callers_import_storage_things_from_ledger_never_from_ledger_storage(package: str) -> None:
     leaks = {
         path: sorted(m for m in names if m == "ledger.storage" or m.startswith("ledger.storage."))
@@ -37,7 +37,11 @@ def test_callers_import_storage_things_from_ledger_never_from_ledger_storage(pac
 
 @pytest.mark.parametrize(
     ("package", "forbidden"),
-    [("ledger", ("wallets", "gateway", "inferpay_cli", "flask")), ("wallets", ("gateway", "inferpay_cli", "flask"))],
+    [
+        ("ledger", ("wallets", "gateway", "inferpay_cli", "flask", "witness")),
+        ("wallets", ("gateway", "inferpay_cli", "flask")),
+        ("witness", ("gateway", "wallets", "inferpay_cli", "model_server")),
+    ],
 )
 def test_dependencies_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
     wrong = {
@@ -59,7 +63,7 @@ def test_importing_the_ledger_package_loads_no_database_driver_or_web_library() 
 def test_only_the_ed25519_module_imports_cryptography() -> None:
     users = sorted(
         path
-        for package in ("ledger", "wallets", "gateway", "inferpay_cli")
+        for package in ("ledger", "wallets", "gateway", "inferpay_cli", "witness")
         for path, names in imported_modules(package).items()
         if any(m.split(".")[0] == "cryptography" for m in names)
     )
@@ -81,3 +85,22 @@ def test_the_tlog_primitives_do_no_io_and_read_no_clock() -> None:
         for path, names in imported_modules("ledger/tlog").items()
     }
     assert {path: mods for path, mods in reaching_up.items() if mods} == {}
+
+
+def test_in_the_witness_only_the_store_talks_sql_and_only_app_and_serve_load_a_web_server() -> None:
+    modules = imported_modules("witness")
+    sql = sorted(path for path, names in modules.items() if names & {"sqlite3", "sqlite_utils"})
+    web = sorted(
+        path for path, names in modules.items() if any(m.split(".")[0] in ("flask", "gunicorn") for m in names)
+    )
+    assert sql == ["witness/store.py"]
+    assert web == ["witness/app.py", "witness/serve.py"]
+
+
+def test_importing_the_witness_client_loads_no_web_library() -> None:
+    probe = (
+        "import sys, witness, witness.client; "
+        "print(sorted(m for m in ('sqlite_utils', 'flask', 'requests', 'httpx', 'gunicorn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

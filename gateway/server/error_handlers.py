@@ -60,6 +60,8 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     le.InvalidProof: 422,  # tlog-witness: a consistency proof that does not verify is 422
     le.OldSizeMismatch: 409,  # tlog-witness: the old size is not the one held (body: that size)
     le.InconsistentCheckpoints: 409,
+    le.WitnessConfigError: 500,  # the witness's own config: raised at start-up, like ConfigError
+    le.WitnessUnavailable: 502,  # a witness the gateway pushes to is down: a bad gateway upstream
     le.StorageUnavailable: 503,
     le.LedgerNotInitialized: 503,
     ms.ModelUnavailable: 503,  # the model extra or weights are missing: retry once it is installed

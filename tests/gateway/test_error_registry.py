@@ -23,7 +23,7 @@ from ledger import errors as le
 from ledger.errors import LEDGER_ERRORS, ErrorRegistry, InferpayError, StorageUnavailable
 from model_server.errors import MODEL_SERVER_ERRORS
 
-PACKAGES = ("ledger", "gateway", "model_server")
+PACKAGES = ("ledger", "gateway", "model_server", "witness")
 # Entry points run as scripts (``python -m``), not libraries: importing one would run it.
 SCRIPT_MODULES = frozenset({"ledger.audit.worker"})
 

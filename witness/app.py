@@ -1,0 +1,78 @@
+"""The witness over HTTP: ``create_app(config)``, one route, ``POST /add-checkpoint``, exactly as
+c2sp.org/tlog-witness has it, plus ``GET /health`` (its name and vkey, for operators).
+
+Statuses are the protocol's, so they are chosen here, in one table (``STATUS_BY_ERROR``), not in
+the gateway's: the witness imports ``ledger`` only. A 200 answers cosignature lines; a 409 for a
+wrong old size answers ``<size>\\n`` as ``text/x.tlog.size``; every other refusal is one line of
+text/plain ending in the error's code. It must never cosign anywhere but through ``Witness``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, request
+
+from ledger import errors as le
+from ledger.tlog.witness_protocol import (
+    MAX_ADD_CHECKPOINT_SIZE,
+    SIZE_CONTENT_TYPE,
+    format_signature_lines,
+    format_size_body,
+)
+from witness.config import WitnessConfig
+from witness.core import Witness
+from witness.keys import load_or_create_key
+from witness.store import WitnessStore
+
+EXTENSION = "inferpay.witness"
+
+STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
+    le.InvalidInput: 400,  # a malformed body; old size above the checkpoint's
+    le.UnknownLog: 404,
+    le.UnverifiedNote: 403,
+    le.OldSizeMismatch: 409,
+    le.InconsistentCheckpoints: 409,  # the spec: same size, another root is a 409 Conflict
+    le.InvalidProof: 422,
+    le.StorageUnavailable: 503,
+    le.InferpayError: 500,
+}
+
+
+def status_for(error: le.InferpayError) -> int:
+    return next(STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR)
+
+
+def create_app(config: WitnessConfig | dict[str, Any]) -> Flask:
+    """The witness app for one worker process: its key, its store, its ``Witness``."""
+    if isinstance(config, dict):
+        config = WitnessConfig.from_dict(config)
+    signer, _ = load_or_create_key(config.key_file, config.name)
+    store = WitnessStore(config.db_path)
+    witness = Witness(signer, {log.origin: log.verifier for log in config.logs}, store)
+    app = Flask("inferpay.witness")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_ADD_CHECKPOINT_SIZE
+    app.extensions[EXTENSION] = witness
+
+    @app.post("/add-checkpoint")
+    def add_checkpoint() -> Response:
+        cosignatures = witness.add_checkpoint(request.get_data(cache=False))
+        return Response(format_signature_lines(cosignatures), 200, content_type="text/plain; charset=utf-8")
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok", "name": signer.name, "vkey": signer.vkey}
+
+    @app.errorhandler(le.InferpayError)
+    def refused(error: le.InferpayError) -> Response:
+        if isinstance(error, le.OldSizeMismatch):
+            return Response(format_size_body(int(error.details["size"])), 409, content_type=SIZE_CONTENT_TYPE)
+        line = " ".join(error.message.split())
+        return Response(f"{line} [{error.code}]\n", status_for(error), content_type="text/plain; charset=utf-8")
+
+    return app
+
+
+def close_app(app: Flask) -> None:
+    witness: Witness = app.extensions[EXTENSION]
+    witness.store.close()
