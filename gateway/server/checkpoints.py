@@ -19,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.client.witness import WitnessRefused, add_checkpoint
 from gateway.server.config import WitnessConfig
 from ledger.checkpoints import sign_checkpoint, with_cosignatures
 from ledger.clock import system_now_ms
+from ledger.errors import InferpayError, OldSizeMismatch, WitnessUnavailable
 from ledger.ledger import Ledger
 from ledger.tlog.cosignature import CosignatureVerifier
-from ledger.tlog.note import NoteSigner, parse_note
+from ledger.tlog.note import NoteSigner
 from ledger.transparency import TransparencyLog
+from witness.client import add_checkpoint
 
 log = logging.getLogger("inferpay.checkpoints")
 
@@ -106,31 +107,33 @@ class CheckpointPublisher:
             note = self.ledger.store.checkpoints.at(size)
             if note is None:
                 return
-            for _attempt in range(2):  # a 409 says which size the witness holds: retry once from it
+            for attempt in range(2):  # a 409 names the size the witness holds: retry once from it
                 proof = self._log.consistency_proof(state.size, size) if state.size else []
                 try:
-                    cosignatures = add_checkpoint(state.config.url, state.size, proof, note, self.timeout_s)
-                except WitnessRefused as refused:
-                    if refused.status == 409 and refused.size is not None and refused.size != state.size:
-                        state.size = refused.size
+                    good = add_checkpoint(
+                        state.config.url, state.size, proof, note, self.timeout_s, verifier=state.verifier
+                    )
+                except OldSizeMismatch as stale:
+                    held = stale.details.get("size")
+                    if attempt == 0 and isinstance(held, int) and held != state.size and held <= size:
+                        state.size = held
                         continue
                     raise
-                body = parse_note(note).text
-                good = [c for c in cosignatures if state.verifier.matches(c) and state.verifier.verify(body, c)]
-                if not good:
-                    raise WitnessRefused(200, None, "the witness answered without a valid cosignature from its key")
                 with self._lock:  # merge under the lock: another witness may be merging too
                     current = self.ledger.store.checkpoints.at(size) or note
                     self.ledger.store.checkpoints.save(size, with_cosignatures(current, good), system_now_ms())
                 state.size, state.last_ok_ms, state.last_error = size, system_now_ms(), None
                 return
-        except WitnessRefused as refused:
+        except WitnessUnavailable as down:  # down or slow: tried again on a later tick
+            state.last_error = down.message
+            log.warning("witness %s unreachable for checkpoint %d: %s", state.config.url, size, down.message)
+        except InferpayError as refused:  # it answered no: it saw another history, or distrusts us
             state.refusals += 1
-            state.last_error = str(refused)
-            log.error("witness %s refused checkpoint %d: %s", state.config.url, size, refused)
-        except Exception as exc:  # down, slow, or answering garbage: try again on a later tick
+            state.last_error = f"{refused.code}: {refused.message}"
+            log.error("witness %s REFUSED checkpoint %d: %s", state.config.url, size, state.last_error)
+        except Exception as exc:  # e.g. a proof we could not build: report, never kill the sealer
             state.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("witness %s unreachable for checkpoint %d: %s", state.config.url, size, state.last_error)
+            log.exception("publishing checkpoint %d to witness %s failed", size, state.config.url)
         finally:
             with self._lock:
                 state.busy = False

@@ -437,14 +437,15 @@ def start_gateway_env(
     *,
     with_model: bool = False,
     extra_config: str = "",
-    before_start: Callable[[Path], None] | None = None,
+    configure: Callable[[Path], str] | None = None,
 ) -> Iterator[GatewayEnv]:
     """Home, wallets, upstreams and the gateway process; everything stopped on exit.
 
     ``with_model=True`` also serves the real embedding model behind ``MODEL_EMBED`` when the
     model extra is installed (``HAVE_MODEL``); without it the route is simply not configured.
-    ``extra_config`` is appended to the TOML (more sections, e.g. ``[checkpoints]``);
-    ``before_start(home)`` runs once the home is made, before the gateway starts."""
+    ``extra_config`` is appended to the TOML (more tables, e.g. ``[[checkpoints.witnesses]]``),
+    and so is what ``configure(home)`` returns: it runs once the home is made (its keys exist),
+    before the gateway starts."""
     home = directory / "home"
     runner_env = {"INFERPAY_HOME": str(home), "INFERPAY_PASSWORD": PASSWORD, "INFERPAY_SCRYPT_N": SCRYPT_N}
 
@@ -467,9 +468,7 @@ def start_gateway_env(
         config = gateway_config(echo.url, chat.url)
         if model is not None:
             config += MODEL_ROUTE.format(path=MODEL_EMBED, model=model.url)
-        template.write_text(config + extra_config)
-        if before_start is not None:
-            before_start(home)
+        template.write_text(config + extra_config + (configure(home) if configure is not None else ""))
         argv = [
             sys.executable,
             "-c",

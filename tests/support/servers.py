@@ -145,15 +145,17 @@ def run_server_command(
     env: dict[str, str] | None = None,
     startup_timeout: float = 60.0,
     ready_path: str | None = None,
+    port: int | None = None,
 ) -> ServerHandle:
     """Run a server command whose argv has ``{port}`` where its port goes; return once it listens.
 
     The port is free when picked and bound by the child a moment later: a small window, fine
     for a test machine, and the only way with a program that cannot report the port it bound.
+    ``port`` reuses a given one instead (a server restarted where its clients expect it).
     """
     if not any(PORT_PLACEHOLDER in arg for arg in argv):
         raise ValueError(f"argv must contain {PORT_PLACEHOLDER!r} where the port goes")
-    port = free_port(host)
+    port = free_port(host) if port is None else port
     workdir = Path(tempfile.mkdtemp(prefix="inferpay-server-"))
     process = _spawn([arg.replace(PORT_PLACEHOLDER, str(port)) for arg in argv], workdir, env)
     handle = ServerHandle(process, host, port, workdir)
