@@ -7,8 +7,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import Protocol
+
 from tests.support.servers import ServerHandle, run_server_command
 
 WITNESS_NAME = "witness.test/w1"
