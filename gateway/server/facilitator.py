@@ -119,7 +119,13 @@ def settle() -> Any:
             return settle_refusal(asked.payer_hint(), network, exc)
         # 3. Answer with the ledger transaction and a sealer-signed receipt the buyer can check.
         receipt = _receipt(svc, held, settled.tx_id)
-        extensions = {"inferpay": {"receipt": receipt.to_dict(), "ledger": request.host_url.rstrip("/") + "/ledger"}}
+        ledger = request.host_url.rstrip("/") + "/ledger"
+        extensions: dict[str, Any] = {"inferpay": {"receipt": receipt.to_dict(), "ledger": ledger}}
+        if svc.checkpoint_signer is not None:
+            # Sealed within a seal interval: then the offline proof (c2sp.org/tlog-proof) is here,
+            # provable against the log's checkpoint key with `inferpay receipt verify`.
+            extensions["inferpay"]["tlogProof"] = f"{ledger}/transactions/{settled.tx_id}/tlog-proof"
+            extensions["inferpay"]["checkpointKey"] = svc.checkpoint_signer.vkey
         return settle_answer(receipt.payer, held.network, settled.tx_id, held.amount, extensions)
 
     return jsonify(_once(svc, asked, "settle", answer, lambda exc: settle_refusal(asked.payer_hint(), network, exc)))

@@ -295,7 +295,7 @@ def _settle(svc: Services, route: Route, paid: PaidHold, usage: tuple[int, int] 
 
 
 def payment_response(receipt: Receipt) -> dict[str, Any]:
-    return {
+    answer: dict[str, Any] = {
         "success": True,
         "transaction": receipt.tx_id,
         "network": receipt.network,
@@ -305,6 +305,9 @@ def payment_response(receipt: Receipt) -> dict[str, Any]:
         "balanceAfter": str(receipt.balance_after),
         "receipt": receipt.to_dict(),
     }
+    if services().checkpoint_signer is not None:  # the offline receipt, once sealed
+        answer["tlogProof"] = f"{ledger_url()}/transactions/{receipt.tx_id}/tlog-proof"
+    return answer
 
 
 def _attach_receipt(response: Response, receipt: Receipt, v1: bool) -> None:

@@ -17,14 +17,16 @@ import requests
 
 from gateway.client.checkpoints import CheckpointTracker
 from gateway.client.ledger_api import LedgerApiClient
-from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER
+from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER, decode_header
 from ledger import merkle
+from ledger.encoding import LEAF_PREFIX, transaction_id
 from ledger.errors import InconsistentCheckpoints, InvalidProof, QuorumNotMet, UnverifiedNote
 from ledger.tlog.checkpoint import Checkpoint, parse_checkpoint
 from ledger.tlog.note import Note, NoteSigner, NoteVerifier, format_note, open_note
 from ledger.tlog.policy import parse_policy
 from ledger.tlog.proof import TlogProof, format_tlog_proof, parse_tlog_proof, verify_tlog_proof
 from ledger.tlog.tiles import checkpoint_tiles, decode_entry_bundle
+from ledger.types import Transaction
 from tests.ledger.test_tlog_go_interop import run as go_run
 from tests.support.gateway import FLAT, GatewayEnv, start_gateway_env
 
@@ -192,3 +194,18 @@ def test_go_verifies_the_running_gateways_checkpoint_proofs_and_tiles(
         go_tlog, "tiles", "-dir", tiles, "-size", str(checkpoint.size), "-root", root, "-index", str(proof.index)
     )
     assert out["root"] == root
+
+
+def test_a_paid_calls_answer_leads_to_its_offline_receipt_under_the_offered_key(env: GatewayEnv) -> None:
+    offer = decode_header(requests.post(env.route_url(FLAT), json={}, timeout=10).headers["PAYMENT-REQUIRED"])
+    vkey = offer["extensions"]["inferpay"]["checkpointKey"]
+    assert vkey == _vkey(env)
+    header, _ = env.payment(env.alice)
+    paid = requests.post(env.route_url(FLAT), json={}, headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=10)
+    answer = decode_header(paid.headers["PAYMENT-RESPONSE"])
+    env.wait_quiet()
+    proof = parse_tlog_proof(requests.get(answer["tlogProof"], timeout=5).content)
+    assert proof.extra is not None and proof.extra.startswith(LEAF_PREFIX)
+    entry = Transaction.from_dict(json.loads(proof.extra[len(LEAF_PREFIX) :]))
+    assert transaction_id(entry) == answer["transaction"]  # the proven entry is this call's settle
+    verify_tlog_proof(proof, proof.extra, NoteVerifier.from_vkey(vkey), None)

@@ -28,6 +28,8 @@ from gateway.wire import facilitator as wire
 from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import decode_header
 from ledger.clock import ms_to_s, system_now_ms
+from ledger.tlog.note import NoteVerifier
+from ledger.tlog.proof import parse_tlog_proof, verify_tlog_proof
 from tests.support.gateway import PASSWORD, SCRYPT_N, GatewayEnv, error_code, start_gateway_env
 from tests.support.servers import run_server_command, run_wsgi_in_process
 from wallets.wallet import Wallet
@@ -179,6 +181,13 @@ def test_settle_answer_carries_a_sealer_signed_receipt_of_the_ledger_settle(env:
     assert held_and_available(env, env.alice, env.bob) == [(alice - PRICE, 0), (bob + PRICE, 0)]
     settle_tx = env.ledger.transaction(answer["transaction"]).tx
     assert settle_tx.kind == "settle" and settle_tx.message.hold_id == receipt.hold_id  # type: ignore[union-attr]
+
+    # Once sealed, the offline receipt the answer points to proves the settle under the log's key.
+    inferpay = answer["extensions"]["inferpay"]
+    env.wait_quiet()
+    proof = parse_tlog_proof(requests.get(inferpay["tlogProof"], timeout=5).content)
+    assert proof.extra is not None and b'"settle"' in proof.extra
+    verify_tlog_proof(proof, proof.extra, NoteVerifier.from_vkey(inferpay["checkpointKey"]), None)
 
 
 # ---- 2. races: funds are reserved at /verify ----
