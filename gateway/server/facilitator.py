@@ -49,7 +49,6 @@ from gateway.wire.errors import DuplicateSettlement, MalformedPayment, PaymentAl
 from gateway.wire.facilitator import (
     MAX_REQUEST_BYTES,
     FacilitatorRequest,
-    check_payment,
     parse_payment,
     payment_identifier,
     reason_for,
@@ -60,6 +59,7 @@ from gateway.wire.facilitator import (
     supported_answer,
     verify_answer,
 )
+from gateway.wire.facilitator_schemes import check_payment
 from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import PaymentPayload
 from ledger.errors import HoldNotOpen, IdempotencyConflict, InferpayError, NonceReused
