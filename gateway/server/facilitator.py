@@ -13,14 +13,14 @@ one, its value; ``upto``: x402's Permit2, its permitted maximum), expiring at it
 settled is released by the auto-sealer when it expires. ``/settle`` captures what the
 requirements ask: ``exact`` the value; ``upto`` the call's actual cost (the SDK's resource
 server sends its settlement override as the amount), never above the maximum, the rest
-released. The facilitator captures only holds it placed
-itself: the first facilitator request for a (payer, nonce key) claims it in
-``facilitator_records`` before the ledger places the hold, and later ones (a /settle after
-its /verify, twins at the same moment) find the hold through that claim. A nonce the ledger
-had already used (the same authorization presented to the gateway's paid proxy, say) is
-refused as already used, and that hold is left alone. ``/settle`` captures the required
-amount once: the capture's id is deterministic, so a second settle of the same payload, in
-turn or at the same moment, finds it already made and is refused (``duplicate_settlement``).
+released. The facilitator captures only holds it placed itself: the first facilitator request
+for a (payer, nonce key) claims it in ``facilitator_records`` before the ledger places the
+hold, and later ones (a /settle after its /verify, twins at the same moment) find the hold
+through that claim. A nonce the ledger had already used (the same authorization presented to
+the gateway's paid proxy, say) is refused as already used, and that hold is left alone.
+``/settle`` captures the required amount once: the capture's id is deterministic, so a second
+settle of the same payload, in turn or at the same moment, finds it already made and is refused
+(``duplicate_settlement``; for upto, a settle of another amount too).
 Funds are reserved by ``/verify``, so of many payments at once only those the payer can
 afford verify, and only verified ones settle.
 
@@ -28,7 +28,7 @@ Under the x402 ``payment-identifier`` extension (advertised in /supported), the 
 the same request is answered as it was the first time, verify and settle alike, across the
 workers of a host; the same id with another request is refused (payment_identifier_conflict).
 
-Every refusal of a payment is an HTTP 200 whose reason comes from the one table in
+Every refusal of a payment is an HTTP 200 whose reason comes from the scheme's table in
 ``gateway.wire.facilitator``; only a request that is not x402 at all is a 400. This module
 never talks SQL and never decides a money rule the ledger enforces itself.
 """
