@@ -12,7 +12,7 @@ import click
 
 from ledger import StoredTx
 from ledger.amounts import format_amount
-from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint
+from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint, Permit2Authorization
 
 
 def emit_json(data: Any) -> None:
@@ -39,6 +39,11 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
         outgoing = message.from_ == address
         counterparty = message.to if outgoing else message.from_
         delta = (-amount if outgoing else amount) if tx.kind == "transfer" else (-amount if outgoing else 0)
+    elif isinstance(message, Permit2Authorization):  # an x402 upto hold: reserves its most
+        amount = message.amount
+        outgoing = message.from_ == address
+        counterparty = message.to if outgoing else message.from_
+        delta = -amount if outgoing else 0
     elif isinstance(message, HoldResolution):
         amount = message.amount
         counterparty = message.hold_id

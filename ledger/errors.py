@@ -42,11 +42,14 @@
     │       ├── WrongPayee                  wrong_payee
     │       ├── AmountTooLow                amount_too_low
     │       ├── UnsupportedScheme           unsupported_scheme
+    │       │   └── UnsupportedPayloadType  unsupported_payload_type  (EIP-3009 under upto's Permit2, or the reverse)
     │       ├── BindingMismatch             binding_mismatch      (payment bound to another request)
     │       ├── PaymentAlreadyUsed          payment_already_used  (the same payment presented twice)
     │       ├── InvalidApiKey               invalid_api_key
     │       ├── AmountMismatch              amount_mismatch       (facilitator: exact value is not the price)
-    │       └── DuplicateSettlement         duplicate_settlement  (facilitator: the payment was settled already)
+    │       ├── DuplicateSettlement         duplicate_settlement  (facilitator: the payment was settled already)
+    │       ├── WrongFacilitator            wrong_facilitator     (upto: the Permit2 names another facilitator)
+    │       └── WrongSpender                wrong_spender         (upto: the Permit2 names another spender)
     ├── InsufficientFunds                   insufficient_funds
     ├── LedgerConflict                      ledger_conflict
     │   ├── IdempotencyConflict             idempotency_conflict  (same id, different fields)

@@ -33,10 +33,12 @@ from ledger.types import (
     Charge,
     HoldResolution,
     Mint,
+    Permit2Authorization,
     SignatureHex,
     SignedBlock,
     Transaction,
     TxId,
+    TxKind,
     parse_bytes32,
 )
 from ledger.validation import check_signature, check_transaction
@@ -188,12 +190,17 @@ class Ledger:
     def transfer(self, auth: Authorization, signature: SignatureHex) -> TxResult:
         return self.submit(Transaction("transfer", auth, auth.from_, signature))
 
-    def hold(self, auth: Authorization, signature: SignatureHex, *, expires_at_s: int | None = None) -> TxResult:
-        """Reserve ``auth.value`` of the payer's balance until ``expires_at_s`` (at most
-        the authorization's validBefore, which is the default)."""
-        # validBefore may be any uint256; a stored expiry is a signed 64-bit number of seconds.
-        expiry = min(auth.valid_before if expires_at_s is None else min(expires_at_s, auth.valid_before), INT64_MAX)
-        return self.submit(Transaction("hold", auth, auth.from_, signature, 0, expiry))
+    def hold(
+        self, auth: Authorization | Permit2Authorization, signature: SignatureHex, *, expires_at_s: int | None = None
+    ) -> TxResult:
+        """Reserve what ``auth`` authorizes (an EIP-3009 ``value``, or a Permit2's permitted
+        ``amount``: x402 upto's most) of the payer's balance until ``expires_at_s`` (at most the
+        authorization's validBefore, or the Permit2's deadline, which is the default)."""
+        kind: TxKind = "hold" if isinstance(auth, Authorization) else "permit2_hold"
+        bound = auth.valid_before if isinstance(auth, Authorization) else auth.deadline
+        # validBefore and deadline may be any uint256; a stored expiry is a signed 64-bit number of seconds.
+        expiry = min(bound if expires_at_s is None else min(expires_at_s, bound), INT64_MAX)
+        return self.submit(Transaction(kind, auth, auth.from_, signature, 0, expiry))
 
     def _resolve(self, hold_id: TxId, outcome: str, amount: int) -> TxResult:
         resolution = HoldResolution(parse_bytes32(hold_id, "holdId"), outcome, amount)  # type: ignore[arg-type]

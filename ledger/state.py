@@ -20,7 +20,17 @@ from ledger.errors import (
     NotFound,
     SettleExceedsHold,
 )
-from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint, Transaction, TxId
+from ledger.types import (
+    Address,
+    Allowance,
+    Authorization,
+    Charge,
+    HoldResolution,
+    Mint,
+    Permit2Authorization,
+    Transaction,
+    TxId,
+)
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,10 @@ class LedgerState:
             self._credit(message.to, message.value)
         elif isinstance(message, Authorization):  # hold
             assert tx.hold_expires_at_s is not None
-            self._debit(message.from_, message.value)
-            self.held[message.from_] = self.held.get(message.from_, 0) + message.value
-            self.holds[tx_id] = OpenHold(tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s)
+            self._hold(tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s)
+        elif isinstance(message, Permit2Authorization):  # permit2_hold: up to the permitted amount
+            assert tx.hold_expires_at_s is not None
+            self._hold(tx_id, message.from_, message.to, message.amount, tx.hold_expires_at_s)
         elif isinstance(message, HoldResolution):
             self.resolve(message, ms_to_s(tx.accepted_at_ms))
         elif isinstance(message, Allowance):
@@ -89,6 +100,11 @@ class LedgerState:
             self.holds[tx_id] = OpenHold(
                 tx_id, allowance.owner, allowance.spender, message.amount, tx.hold_expires_at_s, message.allowance_id
             )
+
+    def _hold(self, tx_id: TxId, payer: Address, payee: Address, amount: int, expires_at_s: int) -> None:
+        self._debit(payer, amount)
+        self.held[payer] = self.held.get(payer, 0) + amount
+        self.holds[tx_id] = OpenHold(tx_id, payer, payee, amount, expires_at_s)
 
     def charge(self, charge: Charge, now_seconds: int) -> AllowanceState:
         """Reserve ``charge.amount`` of an allowance and of its owner's balance (the caller records

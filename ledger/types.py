@@ -30,9 +30,29 @@ TxId = str  # "0x" + 64 hex: SHA-256 of the transaction's signed content
 Bytes32Hex = str  # "0x" + 64 hex
 SignatureHex = str  # "0x" + 130 hex: r || s || v (v = 27 or 28)
 
-TxKind = Literal["mint", "transfer", "hold", "settle", "void", "expire", "allowance", "charge"]
-TX_KINDS: tuple[str, ...] = ("mint", "transfer", "hold", "settle", "void", "expire", "allowance", "charge")
-HOLD_KINDS = frozenset({"hold", "charge"})  # both reserve funds until settled, voided or expired
+TxKind = Literal["mint", "transfer", "hold", "permit2_hold", "settle", "void", "expire", "allowance", "charge"]
+TX_KINDS: tuple[str, ...] = (
+    "mint",
+    "transfer",
+    "hold",
+    "permit2_hold",
+    "settle",
+    "void",
+    "expire",
+    "allowance",
+    "charge",
+)
+# Each reserves funds until settled, voided or expired.
+HOLD_KINDS = frozenset({"hold", "permit2_hold", "charge"})
+
+# x402's `upto` scheme signs Permit2 (Uniswap's, the same address on every EVM chain) for the
+# x402 upto proxy contract to spend. On this ledger neither is a contract: they are names inside
+# the signed struct, and the ledger itself plays the proxy (hold up to the permitted amount,
+# capture what the call cost, release the rest). Written here, not imported from the x402 SDK:
+# the ledger depends on no client library; tests check they equal the SDK's constants.
+PERMIT2_ADDRESS: Address = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+UPTO_PERMIT2_PROXY_ADDRESS: Address = "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002"
+PERMIT2_NONCE_PREFIX = "permit2:"
 
 
 # ---- what users and the operator sign ----
@@ -70,6 +90,63 @@ class Authorization:
             valid_before=parse_uint(d["validBefore"], "validBefore"),
             nonce=parse_bytes32(d["nonce"], "nonce"),
         )
+
+
+@dataclass(frozen=True)
+class Permit2Authorization:
+    """A Permit2 ``PermitWitnessTransferFrom`` with x402's upto witness: exactly what the official
+    x402 ``upto`` client signs, under Permit2's own EIP-712 domain (``ledger.encoding``).
+
+    ``from_`` lets ``spender`` (the x402 upto proxy) move at most ``amount`` of ``token`` to
+    ``to``, settled only by ``facilitator``, from ``valid_after`` until ``deadline`` (seconds).
+    ``from_`` is not part of the signed struct (Permit2 recovers the owner from the signature);
+    the ledger requires the signature to recover to it. ``nonce`` is Permit2's uint256, once
+    ever per owner (``nonce_key``). The dict form is the x402 payload's ``permit2Authorization``.
+    """
+
+    from_: Address
+    token: Address
+    amount: Amount  # the most that may be captured (permitted.amount)
+    spender: Address
+    nonce: int  # uint256
+    deadline: int  # seconds, uint256
+    to: Address  # witness.to: the payee
+    facilitator: Address  # witness.facilitator: the only party that may settle it
+    valid_after: int  # witness.validAfter, seconds, uint256
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.from_,
+            "permitted": {"token": self.token, "amount": str(self.amount)},
+            "spender": self.spender,
+            "nonce": str(self.nonce),
+            "deadline": str(self.deadline),
+            "witness": {"to": self.to, "facilitator": self.facilitator, "validAfter": str(self.valid_after)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Permit2Authorization:
+        d = exact_keys(data, {"from", "permitted", "spender", "nonce", "deadline", "witness"}, "permit2Authorization")
+        permitted = exact_keys(d["permitted"], {"token", "amount"}, "permit2Authorization.permitted")
+        witness = exact_keys(d["witness"], {"to", "facilitator", "validAfter"}, "permit2Authorization.witness")
+        return cls(
+            from_=parse_address(d["from"], "from"),
+            token=parse_address(permitted["token"], "permitted.token"),
+            amount=parse_value(permitted["amount"], "permitted.amount"),
+            spender=parse_address(d["spender"], "spender"),
+            nonce=parse_uint(d["nonce"], "nonce"),
+            deadline=parse_uint(d["deadline"], "deadline"),
+            to=parse_address(witness["to"], "witness.to"),
+            facilitator=parse_address(witness["facilitator"], "witness.facilitator"),
+            valid_after=parse_uint(witness["validAfter"], "witness.validAfter"),
+        )
+
+    @property
+    def nonce_key(self) -> str:
+        """How the ledger's nonce table keeps this nonce: ``permit2:<decimal>``, a namespace of its
+        own, so that Permit2 nonce N can never collide with an EIP-3009 nonce (always 0x + 64
+        hex) of the same payer, whatever the numbers."""
+        return f"{PERMIT2_NONCE_PREFIX}{self.nonce}"
 
 
 @dataclass(frozen=True)
@@ -170,13 +247,14 @@ class Charge:
         )
 
 
-Message = Authorization | Mint | HoldResolution | Allowance | Charge
+Message = Authorization | Permit2Authorization | Mint | HoldResolution | Allowance | Charge
 _MESSAGE_BY_KIND: dict[str, Any] = {
     "allowance": Allowance,
     "charge": Charge,
     "mint": Mint,
     "transfer": Authorization,
     "hold": Authorization,
+    "permit2_hold": Permit2Authorization,
     "settle": HoldResolution,
     "void": HoldResolution,
     "expire": HoldResolution,
@@ -188,7 +266,7 @@ class Transaction:
     """One ledger entry: a signed message, who signed it, and what the ledger added.
 
     ``hold_expires_at_s`` is set only on holds; the operator chooses it, the payer's
-    signature bounds it (never after the authorization's validBefore). ``accepted_at_ms``
+    signature bounds it (never after the authorization's validBefore, or a Permit2's deadline). ``accepted_at_ms``
     is the ledger's clock when the entry was accepted; it is not part of the transaction id,
     so a retried submission maps to the same id.
     """
@@ -244,6 +322,16 @@ class Transaction:
             accepted_at_ms=parse_uint(d["acceptedAt"], "acceptedAt", INT64_MAX),
             hold_expires_at_s=None if expires is None else parse_uint(expires, "holdExpiresAt", INT64_MAX),
         )
+
+
+def used_nonce(message: Message) -> str | None:
+    """The key of its signer's nonce that ``message`` uses, once ever (the store's nonce table
+    and the auditor key on it); None for the sealer's resolutions and charges, which use none."""
+    if isinstance(message, Permit2Authorization):
+        return message.nonce_key
+    if isinstance(message, Authorization | Mint | Allowance):
+        return message.nonce
+    return None
 
 
 @dataclass(frozen=True)

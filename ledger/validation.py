@@ -17,8 +17,10 @@ from ledger.errors import (
     InvalidSignature,
     NotYetValid,
     Unauthorized,
+    WrongDomain,
 )
 from ledger.types import (
+    UPTO_PERMIT2_PROXY_ADDRESS,
     Address,
     Allowance,
     Authorization,
@@ -26,13 +28,14 @@ from ledger.types import (
     Charge,
     HoldResolution,
     Mint,
+    Permit2Authorization,
     Transaction,
 )
 
 
 def required_signer(chain: ChainInfo, tx: Transaction) -> Address:
     """Users sign their own transfers and holds; the issuer mints; the sealer resolves holds."""
-    if isinstance(tx.message, Authorization):
+    if isinstance(tx.message, Authorization | Permit2Authorization):
         return tx.message.from_
     if isinstance(tx.message, Allowance):
         return tx.message.owner
@@ -68,6 +71,36 @@ def check_window(auth: Authorization, now_seconds: int) -> None:
         )
 
 
+def check_permit2(chain: ChainInfo, permit: Permit2Authorization, now_seconds: int) -> None:
+    """A Permit2 (x402 upto) authorization is this ledger's only if it permits this ledger's token,
+    to the x402 upto proxy (the part the ledger plays), settled by this ledger's sealer (the
+    facilitator that signs every capture); the chain id is in its signed domain. It is usable
+    from validAfter (inclusive, as the proxy's ``block.timestamp < validAfter`` check) until its
+    deadline."""
+    for field, named, ours in (
+        ("permitted.token", permit.token, chain.token_address),
+        ("spender", permit.spender, UPTO_PERMIT2_PROXY_ADDRESS),
+        ("witness.facilitator", permit.facilitator, chain.sealer),
+    ):
+        if named.lower() != ours.lower():
+            raise WrongDomain(f"this Permit2 names {field} {named}, this ledger's is {ours}", field=field, got=named)
+    check_amount(permit.amount)
+    if permit.from_ == permit.to:
+        raise InvalidInput("a payment to oneself is refused", address=permit.from_)
+    if now_seconds < permit.valid_after:
+        raise NotYetValid(
+            f"permit is valid only from {permit.valid_after} (now {now_seconds})",
+            valid_after=str(permit.valid_after),
+            now=str(now_seconds),
+        )
+    if now_seconds >= permit.deadline:
+        raise AuthorizationExpired(
+            f"permit deadline passed at {permit.deadline} (now {now_seconds})",
+            deadline=str(permit.deadline),
+            now=str(now_seconds),
+        )
+
+
 def check_transaction(chain: ChainInfo, tx: Transaction, now_seconds: int, *, signature: bool = True) -> None:
     """Everything that can be said about ``tx`` without the ledger's state. ``signature=False``
     is for the ledger's own sealer-signed transactions only, signed a moment ago in this process
@@ -85,6 +118,10 @@ def check_transaction(chain: ChainInfo, tx: Transaction, now_seconds: int, *, si
             )
         if tx.kind == "hold" and (tx.hold_expires_at_s is None or tx.hold_expires_at_s > message.valid_before):
             raise InvalidInput("a hold must expire no later than its authorization's validBefore")
+    elif isinstance(message, Permit2Authorization):
+        check_permit2(chain, message, now_seconds)
+        if tx.hold_expires_at_s is None or not now_seconds < tx.hold_expires_at_s <= message.deadline:
+            raise InvalidInput("a Permit2 hold must expire after now and no later than the permit's deadline")
     elif isinstance(message, Mint):
         check_amount(message.value)
     elif isinstance(message, HoldResolution):

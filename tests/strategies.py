@@ -19,6 +19,7 @@ from ledger.types import (
     ChainInfo,
     HoldResolution,
     Mint,
+    Permit2Authorization,
 )
 
 # Times as signed in authorizations: seconds, anywhere in uint256 (the ledger must not assume
@@ -81,6 +82,23 @@ def authorizations(draw: st.DrawFn, from_: Address | None = None) -> Authorizati
     )
 
 
+@st.composite
+def permit2_authorizations(draw: st.DrawFn, from_: Address | None = None) -> Permit2Authorization:
+    """x402 upto Permit2 authorizations: any addresses, any uint256 nonce, deadline and validAfter
+    (the encoding must not assume they fit in 64 bits), amounts in range."""
+    return Permit2Authorization(
+        from_=from_ if from_ is not None else draw(addresses),
+        token=draw(addresses),
+        amount=draw(amounts_or_zero),
+        spender=draw(addresses),
+        nonce=draw(st.integers(0, UINT256_MAX)),
+        deadline=draw(timestamps),
+        to=draw(addresses),
+        facilitator=draw(addresses),
+        valid_after=draw(timestamps),
+    )
+
+
 mints: st.SearchStrategy[Mint] = st.builds(Mint, to=addresses, value=amounts, nonce=nonces)
 
 hold_resolutions: st.SearchStrategy[HoldResolution] = st.one_of(
@@ -88,8 +106,8 @@ hold_resolutions: st.SearchStrategy[HoldResolution] = st.one_of(
     st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.sampled_from(["void", "expire"]), amount=st.just(0)),
 )
 
-messages: st.SearchStrategy[Authorization | Mint | HoldResolution] = st.one_of(
-    authorizations(), mints, hold_resolutions
+messages: st.SearchStrategy[Authorization | Permit2Authorization | Mint | HoldResolution] = st.one_of(
+    authorizations(), permit2_authorizations(), mints, hold_resolutions
 )
 """Anything a user or the operator signs."""
 

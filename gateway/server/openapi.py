@@ -37,7 +37,14 @@ def _paid_route(path: str, metered: bool, description: str) -> dict[str, Any]:
             "description": (
                 "x402 v2: without payment, 402 with PAYMENT-REQUIRED; retry with PAYMENT-SIGNATURE (or X-PAYMENT), "
                 "or send `Authorization: Bearer <API key>`. "
-                + ("Metered (`upto`): the cost follows the upstream's usage." if metered else "Flat price (`exact`).")
+                + (
+                    "Metered: offered as `upto` (an EIP-3009 authorization, or the official x402 upto client's "
+                    "Permit2 `permit2Authorization`, see components.schemas.Permit2Authorization) and as `exact` "
+                    "of the maximum; either way the maximum is held and the cost that follows the upstream's "
+                    "usage is captured."
+                    if metered
+                    else "Flat price (`exact`)."
+                )
             ),
             "parameters": [
                 _param("PAYMENT-SIGNATURE", "header", {"type": "string", "maxLength": 8192}, False),
@@ -106,11 +113,36 @@ def _facilitator_paths() -> dict[str, Any]:
             "extensions": {"type": "object", "description": "inferpay.receipt: the sealer-signed receipt"},
         },
     }
+    supported = {
+        "type": "object",
+        "required": ["kinds", "extensions", "signers"],
+        "properties": {
+            "kinds": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["x402Version", "scheme", "network"],
+                    "properties": {
+                        "x402Version": {"const": 2},
+                        "scheme": {"enum": ["exact", "upto"]},
+                        "network": {"type": "string", "pattern": "^eip155:[0-9]+$"},
+                        "extra": {
+                            "type": "object",
+                            "description": "upto: facilitatorAddress, which the Permit2 witness must name",
+                            "properties": {"facilitatorAddress": _ADDRESS},
+                        },
+                    },
+                },
+            },
+            "extensions": {"type": "array", "items": {"type": "string"}},
+            "signers": {"type": "object"},
+        },
+    }
     return {
         "/facilitator/supported": {
             "get": {
-                "summary": "x402 facilitator: the kinds settled here",
-                "responses": {"200": _json({"type": "object"})},
+                "summary": "x402 facilitator: the kinds settled here (exact and upto on this ledger's network)",
+                "responses": {"200": _json(supported)},
             }
         },
         "/facilitator/verify": {
@@ -123,6 +155,11 @@ def _facilitator_paths() -> dict[str, Any]:
         "/facilitator/settle": {
             "post": {
                 "summary": "x402 facilitator: capture a payment on the ledger",
+                "description": (
+                    "exact: captures the authorized value. upto: paymentRequirements.amount is what the call "
+                    "cost (the SDK's settlement override), from 0 to the Permit2's permitted maximum; the rest "
+                    "of the hold is released."
+                ),
                 "requestBody": body,
                 "responses": {"200": _json(settle, "settled, or refused with a reason"), **_errors(400, 413, 503)},
             }
@@ -317,6 +354,34 @@ def build_document() -> dict[str, Any]:
                         "validAfter": _UNITS,
                         "validBefore": _UNITS,
                         "nonce": _HEX32,
+                    },
+                    "additionalProperties": False,
+                },
+                "Permit2Authorization": {
+                    "type": "object",
+                    "description": "x402 upto: a Permit2 PermitWitnessTransferFrom, signed under Permit2's domain",
+                    "required": ["from", "permitted", "spender", "nonce", "deadline", "witness"],
+                    "properties": {
+                        "from": _ADDRESS,
+                        "permitted": {
+                            "type": "object",
+                            "required": ["token", "amount"],
+                            "properties": {"token": _ADDRESS, "amount": _UNITS},
+                            "additionalProperties": False,
+                        },
+                        "spender": _ADDRESS,
+                        "nonce": {"type": "string", "pattern": "^[0-9]{1,78}$"},
+                        "deadline": {"type": "string", "pattern": "^[0-9]{1,78}$"},
+                        "witness": {
+                            "type": "object",
+                            "required": ["to", "facilitator", "validAfter"],
+                            "properties": {
+                                "to": _ADDRESS,
+                                "facilitator": _ADDRESS,
+                                "validAfter": {"type": "string", "pattern": "^[0-9]{1,78}$"},
+                            },
+                            "additionalProperties": False,
+                        },
                     },
                     "additionalProperties": False,
                 },

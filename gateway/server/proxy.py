@@ -100,7 +100,7 @@ class PaidHold:
     authorized: int
     network: str
     v1: bool = False
-    nonce: str = ""  # the paying authorization's nonce; "" for an API-key charge
+    nonce: str = ""  # the paying authorization's nonce (bytes32 hex; a Permit2's as 32 bytes); "" for an API key
 
 
 @proxy.route("/<path:_subpath>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -229,8 +229,7 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call") from exc
     if hold.duplicate:
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call", tx_id=hold.tx_id)
-    auth = payment.authorization
-    return PaidHold(hold.tx_id, auth.from_, auth.value, payment.network, v1, auth.nonce)
+    return PaidHold(hold.tx_id, payment.payer, payment.authorized, payment.network, v1, payment.receipt_nonce)
 
 
 def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:

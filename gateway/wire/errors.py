@@ -89,6 +89,21 @@ class DuplicateSettlement(AuthorizationError):
     code = "duplicate_settlement"
 
 
+# ---- x402 upto (Permit2): the paid proxy and the facilitator ----
+
+
+class WrongFacilitator(AuthorizationError):
+    code = "wrong_facilitator"
+
+
+class WrongSpender(AuthorizationError):
+    code = "wrong_spender"
+
+
+class UnsupportedPayloadType(UnsupportedScheme):
+    code = "unsupported_payload_type"
+
+
 GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     MalformedPayment,
     ConfigError,
@@ -107,6 +122,9 @@ GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     InvalidRequirements,
     AmountMismatch,
     DuplicateSettlement,
+    WrongFacilitator,
+    WrongSpender,
+    UnsupportedPayloadType,
 )
 
 # The table the client SDK (and anything else reading an inferpay error body) maps codes through.

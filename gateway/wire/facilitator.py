@@ -1,5 +1,7 @@
 """The x402 v2 facilitator wire format: the verify and settle requests a resource server sends,
-the answers it parses, and the one table from inferpay errors to x402 reason strings.
+the answers it parses, and the one table per scheme (``exact``: EIP-3009; ``upto``: x402's
+Permit2) from inferpay errors to x402 reason strings. What a payment must meet under each
+scheme is ``gateway.wire.facilitator_schemes``.
 
 Requests are exactly what the official SDK's ``HTTPFacilitatorClientSync`` posts to
 ``/verify`` and ``/settle``::
@@ -28,7 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.wire import errors as gw
-from gateway.wire.x402 import SCHEME_EXACT, X402_VERSION, PaymentPayload, PaymentRequirement, network_id
+from gateway.wire.x402 import (
+    FACILITATOR_ADDRESS,
+    SCHEME_EXACT,
+    SCHEME_UPTO,
+    X402_VERSION,
+    PaymentPayload,
+    PaymentRequirement,
+    facilitator_address,
+    network_id,
+)
 from ledger import errors as le
 from ledger.amounts import INT64_MAX
 from ledger.types import ChainInfo
@@ -50,6 +61,7 @@ ERR_VALID_AFTER_FUTURE = "invalid_exact_evm_payload_authorization_valid_after"
 ERR_NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
 ERR_NETWORK_MISMATCH = "network_mismatch"
 ERR_UNSUPPORTED_SCHEME = "unsupported_scheme"
+ERR_UNSUPPORTED_PAYLOAD = "unsupported_payload_type"  # the SDK upto facilitator's: EIP-3009 under upto, say
 ERR_ASSET_MISMATCH = "asset_mismatch"
 ERR_INSUFFICIENT_FUNDS = "insufficient_funds"
 ERR_DUPLICATE_SETTLEMENT = "duplicate_settlement"
@@ -72,6 +84,7 @@ REASON_BY_ERROR: dict[type[le.InferpayError], str] = {
     gw.MalformedPayment: ERR_INVALID_PAYLOAD,
     le.InvalidInput: ERR_INVALID_PAYLOAD,
     gw.UnsupportedScheme: ERR_UNSUPPORTED_SCHEME,
+    gw.UnsupportedPayloadType: ERR_UNSUPPORTED_PAYLOAD,
     gw.WrongNetwork: ERR_NETWORK_MISMATCH,
     gw.WrongAsset: ERR_ASSET_MISMATCH,
     gw.WrongPayee: ERR_RECIPIENT_MISMATCH,
@@ -91,11 +104,52 @@ REASON_BY_ERROR: dict[type[le.InferpayError], str] = {
 }
 
 
-def reason_for(error: le.InferpayError) -> str | None:
-    """The x402 reason of a refusal, or None when ``error`` is not a refusal of the payment."""
+# x402 upto (Permit2): the SDK's own reason strings (x402.mechanisms.evm.constants, and in its
+# upto facilitator invalid_permit2_payload_format and the on-chain InvalidNonce revert's
+# permit2_invalid_nonce), where they differ from the table above.
+ERR_UPTO_INVALID_SCHEME = "invalid_upto_evm_scheme"
+ERR_UPTO_NETWORK_MISMATCH = "invalid_upto_evm_network_mismatch"
+ERR_UPTO_INVALID_FORMAT = "invalid_permit2_payload_format"
+ERR_UPTO_FACILITATOR_MISMATCH = "upto_facilitator_mismatch"
+ERR_UPTO_SETTLEMENT_EXCEEDS_AMOUNT = "invalid_upto_evm_payload_settlement_exceeds_amount"
+ERR_PERMIT2_INVALID_SPENDER = "invalid_permit2_spender"
+ERR_PERMIT2_RECIPIENT_MISMATCH = "invalid_permit2_recipient_mismatch"
+ERR_PERMIT2_DEADLINE_EXPIRED = "permit2_deadline_expired"
+ERR_PERMIT2_NOT_YET_VALID = "permit2_not_yet_valid"
+ERR_PERMIT2_AMOUNT_MISMATCH = "permit2_amount_mismatch"
+ERR_PERMIT2_TOKEN_MISMATCH = "permit2_token_mismatch"
+ERR_PERMIT2_INVALID_SIGNATURE = "invalid_permit2_signature"
+ERR_PERMIT2_INSUFFICIENT_BALANCE = "permit2_insufficient_balance"
+ERR_PERMIT2_INVALID_NONCE = "permit2_invalid_nonce"
+
+UPTO_REASON_BY_ERROR: dict[type[le.InferpayError], str] = {
+    **REASON_BY_ERROR,
+    gw.MalformedPayment: ERR_UPTO_INVALID_FORMAT,
+    gw.UnsupportedScheme: ERR_UPTO_INVALID_SCHEME,
+    gw.WrongNetwork: ERR_UPTO_NETWORK_MISMATCH,
+    gw.WrongAsset: ERR_PERMIT2_TOKEN_MISMATCH,
+    gw.WrongSpender: ERR_PERMIT2_INVALID_SPENDER,
+    gw.WrongPayee: ERR_PERMIT2_RECIPIENT_MISMATCH,
+    gw.WrongFacilitator: ERR_UPTO_FACILITATOR_MISMATCH,
+    gw.AmountMismatch: ERR_PERMIT2_AMOUNT_MISMATCH,
+    le.SettleExceedsHold: ERR_UPTO_SETTLEMENT_EXCEEDS_AMOUNT,
+    le.InvalidSignature: ERR_PERMIT2_INVALID_SIGNATURE,
+    le.WrongDomain: ERR_PERMIT2_INVALID_SIGNATURE,  # the ledger's own check: not a permit for this ledger
+    le.NotYetValid: ERR_PERMIT2_NOT_YET_VALID,
+    le.AuthorizationExpired: ERR_PERMIT2_DEADLINE_EXPIRED,
+    le.NonceReused: ERR_PERMIT2_INVALID_NONCE,
+    gw.PaymentAlreadyUsed: ERR_PERMIT2_INVALID_NONCE,
+    le.InsufficientFunds: ERR_PERMIT2_INSUFFICIENT_BALANCE,
+}
+
+
+def reason_for(error: le.InferpayError, scheme: str = SCHEME_EXACT) -> str | None:
+    """The x402 reason of a refusal under ``scheme`` (the requirements'; the exact table for
+    any other), or None when ``error`` is not a refusal of the payment."""
+    table = UPTO_REASON_BY_ERROR if scheme == SCHEME_UPTO else REASON_BY_ERROR
     for cls in type(error).__mro__:
-        if cls in REASON_BY_ERROR:
-            return REASON_BY_ERROR[cls]
+        if cls in table:
+            return table[cls]
     return None
 
 
@@ -130,9 +184,17 @@ class FacilitatorRequest:
     def payer_hint(self) -> str | None:
         """The payer the payload names, for a refusal's ``payer`` when it does not parse."""
         inner = self.payload.get("payload")
-        auth = inner.get("authorization") if isinstance(inner, dict) else None
+        auth = None
+        if isinstance(inner, dict):
+            auth = inner.get("authorization", inner.get("permit2Authorization"))
         payer = auth.get("from") if isinstance(auth, dict) else None
         return payer if isinstance(payer, str) and len(payer) == 42 else None
+
+    @property
+    def scheme(self) -> str:
+        """The scheme the requirements name (which reason table a refusal is read from)."""
+        scheme = self.requirements.get("scheme")
+        return scheme if isinstance(scheme, str) else ""
 
 
 def payment_identifier(request: FacilitatorRequest) -> str | None:
@@ -172,10 +234,12 @@ def request_digest(request: FacilitatorRequest) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def parse_payment(request: FacilitatorRequest) -> tuple[PaymentPayload, PaymentRequirement]:
+def parse_payment(request: FacilitatorRequest, *, settling: bool = False) -> tuple[PaymentPayload, PaymentRequirement]:
     """Both parts, strictly and with bounds; raises ``MalformedPayment`` (the payload) or
-    ``InvalidRequirements`` (the requirements)."""
-    requirement = _requirement(request.requirements)
+    ``InvalidRequirements`` (the requirements). An upto settle may ask for 0 (the call cost
+    nothing: the hold is released in full); every other amount is at least 1."""
+    upto_settle = settling and request.requirements.get("scheme") == SCHEME_UPTO
+    requirement = _requirement(request.requirements, min_amount=0 if upto_settle else 1)
     if request.payload.get("x402Version") != X402_VERSION:
         raise gw.MalformedPayment(f"paymentPayload.x402Version must be {X402_VERSION}")
     resource = request.payload.get("resource")
@@ -194,78 +258,43 @@ def resource_url(request: FacilitatorRequest) -> str:
     return url if isinstance(url, str) and len(url) <= MAX_FIELD_CHARS else ""
 
 
-def _requirement(data: dict[str, Any]) -> PaymentRequirement:
+def _requirement(data: dict[str, Any], min_amount: int) -> PaymentRequirement:
     try:
         requirement = PaymentRequirement.from_dict(data)
     except gw.MalformedPayment as exc:
         raise gw.InvalidRequirements(f"paymentRequirements: {exc.message}") from exc
-    _bounded(requirement, "paymentRequirements", gw.InvalidRequirements)
+    _bounded(requirement, "paymentRequirements", gw.InvalidRequirements, min_amount)
     return requirement
 
 
-def _bounded(requirement: PaymentRequirement, where: str, error: type[gw.MalformedPayment]) -> None:
+def _bounded(
+    requirement: PaymentRequirement, where: str, error: type[gw.MalformedPayment], min_amount: int = 1
+) -> None:
     for name in ("scheme", "network", "asset", "pay_to"):
         if len(getattr(requirement, name)) > MAX_FIELD_CHARS:
             raise error(f"{where}.{name} is longer than {MAX_FIELD_CHARS} characters")
-    if not 0 < requirement.amount <= INT64_MAX:
-        raise error(f"{where}.amount must be from 1 to {INT64_MAX} base units")
+    if not min_amount <= requirement.amount <= INT64_MAX:
+        raise error(f"{where}.amount must be from {min_amount} to {INT64_MAX} base units")
     if not 0 < requirement.max_timeout_seconds <= MAX_TIMEOUT_SECONDS:
         raise error(f"{where}.maxTimeoutSeconds must be from 1 to {MAX_TIMEOUT_SECONDS}")
 
 
-def check_exact_payment(payment: PaymentPayload, requirement: PaymentRequirement, chain: ChainInfo) -> None:
-    """Raise the first reason ``payment`` does not meet ``requirement`` on this ledger, in the
-    SDK facilitator's order: scheme, network, asset, recipient, amount. Signatures, windows,
-    nonces and funds are the ledger's to check when it places the hold."""
-    if requirement.scheme != SCHEME_EXACT or payment.scheme != SCHEME_EXACT:
-        scheme = payment.scheme if payment.scheme != SCHEME_EXACT else requirement.scheme
-        raise gw.UnsupportedScheme(f"this facilitator settles scheme {SCHEME_EXACT!r}, not {scheme[:64]!r}")
-    ours = network_id(chain.chain_id)
-    for network in (requirement.network, payment.network):
-        if network != ours:
-            raise gw.WrongNetwork(
-                f"this facilitator settles on {ours}, not {network[:64]}", expected=ours, got=network[:64]
-            )
-    if requirement.asset.lower() != chain.token_address.lower():
-        raise gw.WrongAsset(
-            f"this facilitator settles asset {chain.token_address}, not {requirement.asset[:64]}",
-            expected=chain.token_address,
-            got=requirement.asset[:64],
-        )
-    auth = payment.authorization
-    if auth.to.lower() != requirement.pay_to.lower():
-        raise gw.WrongPayee(
-            f"the authorization pays {auth.to}, but the requirements pay {requirement.pay_to[:64]}",
-            expected=requirement.pay_to[:64],
-            got=auth.to,
-        )
-    # `exact` as the SDK's own EVM facilitator checks it: the authorized value is the price.
-    if auth.value < requirement.amount:
-        raise gw.AmountTooLow(
-            f"the requirements ask {requirement.amount} base units, the authorization gives {auth.value}",
-            needed=str(requirement.amount),
-            got=str(auth.value),
-        )
-    if auth.value > requirement.amount:
-        raise gw.AmountMismatch(
-            f"scheme exact: the authorization must be for exactly {requirement.amount} base units, not {auth.value}",
-            needed=str(requirement.amount),
-            got=str(auth.value),
-        )
-
-
-def verify_answer(payer: str | None, error: le.InferpayError | None = None) -> dict[str, Any]:
+def verify_answer(
+    payer: str | None, error: le.InferpayError | None = None, scheme: str = SCHEME_EXACT
+) -> dict[str, Any]:
     answer: dict[str, Any] = {"isValid": error is None, "payer": payer}
     if error is not None:
-        answer["invalidReason"] = reason_for(error)
+        answer["invalidReason"] = reason_for(error, scheme)
         answer["invalidMessage"] = error.message
     return answer
 
 
-def settle_refusal(payer: str | None, network: str, error: le.InferpayError) -> dict[str, Any]:
+def settle_refusal(
+    payer: str | None, network: str, error: le.InferpayError, scheme: str = SCHEME_EXACT
+) -> dict[str, Any]:
     return {
         "success": False,
-        "errorReason": reason_for(error),
+        "errorReason": reason_for(error, scheme),
         "errorMessage": error.message,
         "payer": payer,
         "transaction": str(error.details.get("tx_id", "")),
@@ -289,8 +318,20 @@ def settle_answer(
 
 
 def supported_answer(chain: ChainInfo) -> dict[str, Any]:
+    """What we settle: ``exact`` and ``upto`` on this ledger's network only (never a public
+    one), ``upto`` naming the facilitator its Permit2 witness must bind (the SDK's server
+    copies ``extra.facilitatorAddress`` into its payment requirements)."""
+    network = network_id(chain.chain_id)
     return {
-        "kinds": [{"x402Version": X402_VERSION, "scheme": SCHEME_EXACT, "network": network_id(chain.chain_id)}],
+        "kinds": [
+            {"x402Version": X402_VERSION, "scheme": SCHEME_EXACT, "network": network},
+            {
+                "x402Version": X402_VERSION,
+                "scheme": SCHEME_UPTO,
+                "network": network,
+                "extra": {FACILITATOR_ADDRESS: facilitator_address(chain)},
+            },
+        ],
         "extensions": [PAYMENT_IDENTIFIER],
         "signers": {"eip155:*": [chain.sealer]},
     }

@@ -1,10 +1,12 @@
 """The x402 v2 wire format (and v1 header names), shared by the gateway and the client SDK.
 
 Headers carry base64 of JSON. ``PAYMENT-REQUIRED`` (402) lists what the gateway accepts;
-``PAYMENT-SIGNATURE`` (v1: ``X-PAYMENT``) carries the client's EIP-3009 authorization and
-signature; ``PAYMENT-RESPONSE`` (v1: ``X-PAYMENT-RESPONSE``) carries the settlement and a
-gateway-signed receipt. Parsing is strict and bounded: anything malformed is a
-``MalformedPayment`` (HTTP 400), never a 500. Must not import Flask or the ledger's storage.
+``PAYMENT-SIGNATURE`` (v1: ``X-PAYMENT``) carries the client's signed authorization: an EIP-3009
+``authorization`` (scheme ``exact``, and inferpay's own ``upto``), or the Permit2
+``permit2Authorization`` the official x402 ``upto`` client signs; ``PAYMENT-RESPONSE`` (v1:
+``X-PAYMENT-RESPONSE``) carries the settlement and a gateway-signed receipt. Parsing is strict
+and bounded: anything malformed is a ``MalformedPayment`` (HTTP 400), never a 500. Must not
+import Flask or the ledger's storage.
 
 inferpay additions, all optional and ignored by plain x402 clients:
 - ``extensions.inferpay.offer``: the sealer's signature over the offered terms.
@@ -22,9 +24,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.wire.errors import MalformedPayment
+from gateway.wire.errors import MalformedPayment, WrongAsset, WrongFacilitator, WrongSpender
 from ledger.errors import InferpayError
-from ledger.types import Authorization, SignatureHex, parse_bytes32, parse_signature
+from ledger.types import (
+    UPTO_PERMIT2_PROXY_ADDRESS,
+    Address,
+    Authorization,
+    ChainInfo,
+    Permit2Authorization,
+    SignatureHex,
+    parse_bytes32,
+    parse_signature,
+)
 
 PAYMENT_REQUIRED_HEADER = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE_HEADER = "PAYMENT-SIGNATURE"
@@ -36,6 +47,11 @@ MAX_HEADER_BYTES = 8192
 SCHEME_EXACT = "exact"
 SCHEME_UPTO = "upto"
 BINDING_VERSION = "v1"
+# x402 upto terms name the facilitator a client's Permit2 binds (witness.facilitator) in
+# extra.facilitatorAddress, and say Permit2 is how the asset moves.
+FACILITATOR_ADDRESS = "facilitatorAddress"
+ASSET_TRANSFER_METHOD = "assetTransferMethod"
+PERMIT2 = "permit2"
 
 
 def encode_header(data: Any) -> str:
@@ -57,6 +73,39 @@ def decode_header(text: str, what: str = "payment header") -> Any:
 
 def network_id(chain_id: int) -> str:
     return f"eip155:{chain_id}"
+
+
+def facilitator_address(chain: ChainInfo) -> Address:
+    """Whom an x402 upto Permit2 on this ledger must name as its facilitator: the sealer, which
+    signs every capture (the ledger refuses a Permit2 naming anyone else). The paid proxy's
+    offers and the facilitator's /supported both advertise it."""
+    return chain.sealer
+
+
+def check_permit2_terms(permit: Permit2Authorization, chain: ChainInfo) -> None:
+    """Raise the first reason ``permit`` is not an x402 upto Permit2 for this ledger: the token
+    it permits, the spender (x402's upto proxy, which the ledger plays) and the facilitator it
+    binds. The ledger checks them again when it holds (and its auditor when it replays); here
+    they get the reasons a payer can act on."""
+    if permit.token.lower() != chain.token_address.lower():
+        raise WrongAsset(
+            f"the Permit2 permits token {permit.token}, this ledger's is {chain.token_address}",
+            expected=chain.token_address,
+            got=permit.token,
+        )
+    if permit.spender.lower() != UPTO_PERMIT2_PROXY_ADDRESS.lower():
+        raise WrongSpender(
+            f"the Permit2 lets {permit.spender} spend, not x402's upto proxy {UPTO_PERMIT2_PROXY_ADDRESS}",
+            expected=UPTO_PERMIT2_PROXY_ADDRESS,
+            got=permit.spender,
+        )
+    ours = facilitator_address(chain)
+    if permit.facilitator.lower() != ours.lower():
+        raise WrongFacilitator(
+            f"the Permit2 names facilitator {permit.facilitator}, this ledger's is {ours}",
+            expected=ours,
+            got=permit.facilitator,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,10 +158,11 @@ class PaymentRequirement:
 
 @dataclass(frozen=True)
 class PaymentPayload:
-    """What a client sends: its signed authorization, and which offered terms it accepts."""
+    """What a client sends: its signed authorization (EIP-3009, or x402 upto's Permit2), and
+    which offered terms it accepts."""
 
     version: int
-    authorization: Authorization
+    authorization: Authorization | Permit2Authorization
     signature: SignatureHex
     scheme: str
     network: str
@@ -131,13 +181,21 @@ class PaymentPayload:
         inner = data.get("payload")
         if version not in (1, 2) or isinstance(version, bool):
             raise MalformedPayment(f"unsupported x402Version {version!r} (this gateway speaks 2 and 1)")
-        if not isinstance(inner, dict) or not {"authorization", "signature"} <= set(inner):
-            raise MalformedPayment("payload must hold an EIP-3009 authorization and its signature")
-        unknown = set(inner) - {"authorization", "signature", "binding"}
+        permit2 = isinstance(inner, dict) and "permit2Authorization" in inner
+        signed = "permit2Authorization" if permit2 else "authorization"
+        if not isinstance(inner, dict) or not {signed, "signature"} <= set(inner):
+            raise MalformedPayment(
+                "payload must hold an EIP-3009 authorization (or a Permit2 permit2Authorization) and its signature"
+            )
+        unknown = set(inner) - (
+            {"permit2Authorization", "signature"} if permit2 else {"authorization", "signature", "binding"}
+        )
         if unknown:
             raise MalformedPayment(f"unknown payload field(s): {', '.join(sorted(unknown))}")
         try:
-            authorization = Authorization.from_dict(inner["authorization"])
+            authorization: Authorization | Permit2Authorization = (
+                Permit2Authorization.from_dict(inner[signed]) if permit2 else Authorization.from_dict(inner[signed])
+            )
             signature = parse_signature(inner["signature"])
             salt = None
             if "binding" in inner:
@@ -156,8 +214,31 @@ class PaymentPayload:
             scheme, network, accepted = str(data.get("scheme")), str(data.get("network")), None
         return cls(version, authorization, signature, scheme, network, accepted, salt)
 
+    @property
+    def payer(self) -> Address:
+        return self.authorization.from_
+
+    @property
+    def pay_to(self) -> Address:
+        """Whom it pays: EIP-3009's ``to``, a Permit2's ``witness.to``."""
+        return self.authorization.to
+
+    @property
+    def authorized(self) -> int:
+        """The most it lets be captured: EIP-3009's ``value``, a Permit2's ``permitted.amount``."""
+        auth = self.authorization
+        return auth.value if isinstance(auth, Authorization) else auth.amount
+
+    @property
+    def receipt_nonce(self) -> str:
+        """The nonce a receipt names (bytes32 hex), binding it to this payment: EIP-3009's own,
+        or a Permit2's uint256 nonce as 32 big-endian bytes."""
+        auth = self.authorization
+        return auth.nonce if isinstance(auth, Authorization) else "0x" + auth.nonce.to_bytes(32, "big").hex()
+
     def to_dict(self) -> dict[str, Any]:
-        inner: dict[str, Any] = {"authorization": self.authorization.to_dict(), "signature": self.signature}
+        signed = "authorization" if isinstance(self.authorization, Authorization) else "permit2Authorization"
+        inner: dict[str, Any] = {signed: self.authorization.to_dict(), "signature": self.signature}
         if self.binding_salt is not None:
             inner["binding"] = {"salt": self.binding_salt}
         if self.version == 1:

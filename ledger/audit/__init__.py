@@ -23,7 +23,17 @@ from ledger.blocks import chain_commitment, check_block_signature, frontier_appe
 from ledger.errors import InferpayError
 from ledger.state import LedgerState
 from ledger.storage.base import LedgerStore, RawTx
-from ledger.types import Allowance, Authorization, ChainInfo, Charge, Mint, SignedBlock, Transaction
+from ledger.types import (
+    Allowance,
+    Authorization,
+    ChainInfo,
+    Charge,
+    Mint,
+    Permit2Authorization,
+    SignedBlock,
+    Transaction,
+    used_nonce,
+)
 
 Checked = tuple[RawTx, Precheck]
 
@@ -122,12 +132,11 @@ class _Auditor:
             return leaf
         if self.independent and not pre.independent_ok:
             self.problem("independent_check_failed", "the independent verifier rejects the signature", height, raw)
-        if isinstance(tx.message, Authorization | Mint | Allowance) and not self.seen.add(
-            f"nonce:{tx.signer}:{tx.message.nonce}"
-        ):
-            self.problem("nonce_reused", f"nonce {tx.message.nonce} of {tx.signer} used twice", height, raw)
+        nonce = used_nonce(tx.message)  # a Permit2's under "permit2:", apart from bytes32 nonces
+        if nonce is not None and not self.seen.add(f"nonce:{tx.signer}:{nonce}"):
+            self.problem("nonce_reused", f"nonce {nonce} of {tx.signer} used twice", height, raw)
             return leaf
-        if isinstance(tx.message, Authorization | Mint | Allowance):
+        if nonce is not None:
             self.nonces += 1
         touched = self.touched(tx)
         try:
@@ -145,7 +154,7 @@ class _Auditor:
         m = tx.message
         if isinstance(m, Mint):
             return {m.to}
-        if isinstance(m, Authorization):
+        if isinstance(m, Authorization | Permit2Authorization):
             return {m.from_, m.to}
         if isinstance(m, Allowance):
             return {m.owner}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.clock import ms_to_s
-from ledger.encoding import leaf_hash, signing_digest, transaction_id
+from ledger.encoding import leaf_hash, transaction_id
 from ledger.errors import InferpayError, StorageUnavailable
 from ledger.storage.base import RawTx
 from ledger.types import ChainInfo, Transaction
@@ -60,7 +60,14 @@ def check_record(chain: ChainInfo, record: str, independent: bool) -> Precheck:
         invalid = (exc.code, str(exc))
     second = None
     if independent and invalid is None:
-        second = second_opinion(signing_digest(chain, tx.message), tx.signature, tx.signer)
+        from ledger.audit.independent_verifier import independent_digest
+
+        try:
+            digest = independent_digest(chain, tx.message)
+        except Exception:  # the second encoder cannot encode it at all: no second opinion for it
+            second = False
+        else:
+            second = second_opinion(digest, tx.signature, tx.signer)
     return Precheck(tx, None, leaf_hash(tx), transaction_id(tx), invalid, second)
 
 

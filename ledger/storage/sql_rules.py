@@ -40,6 +40,7 @@ from ledger.types import (
     Charge,
     HoldResolution,
     Mint,
+    Permit2Authorization,
     SignedBlock,
     Transaction,
     TxId,
@@ -186,14 +187,13 @@ class SqlRules:
                 self._credit(ex, message.to, message.value)
             else:
                 assert tx.hold_expires_at_s is not None
-                self.dialect.lock_accounts(ex, [message.from_])
-                self._debit(ex, message.from_, message.value, to_held=True)
-                self._run(
-                    ex,
-                    "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status) "
-                    "VALUES (?, ?, ?, ?, ?, 'open')",
-                    [tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s],
-                )
+                self._hold(ex, tx_id, message.from_, message.to, message.value, tx.hold_expires_at_s)
+            return [message.from_, message.to]
+        if isinstance(message, Permit2Authorization):
+            # Its nonce in a namespace of its own (``nonce_key``): never one of the payer's bytes32 nonces.
+            self._use_nonce(ex, message.from_, message.nonce_key, tx_id)
+            assert tx.hold_expires_at_s is not None
+            self._hold(ex, tx_id, message.from_, message.to, message.amount, tx.hold_expires_at_s)
             return [message.from_, message.to]
         if isinstance(message, Allowance):
             self._use_nonce(ex, message.owner, message.nonce, tx_id)
@@ -208,6 +208,15 @@ class SqlRules:
             return self._charge(ex, message, tx_id, ms_to_s(tx.accepted_at_ms), tx.hold_expires_at_s)
         assert isinstance(message, HoldResolution)
         return self._resolve(ex, message, tx_id, ms_to_s(tx.accepted_at_ms))
+
+    def _hold(self, ex: Executor, tx_id: TxId, payer: Address, payee: Address, amount: int, expires_at_s: int) -> None:
+        self.dialect.lock_accounts(ex, [payer])
+        self._debit(ex, payer, amount, to_held=True)
+        self._run(
+            ex,
+            "INSERT INTO holds (hold_id, payer, payee, amount, expires_at, status) VALUES (?, ?, ?, ?, ?, 'open')",
+            [tx_id, payer, payee, amount, expires_at_s],
+        )
 
     def _use_nonce(self, ex: Executor, signer: Address, nonce: str, tx_id: TxId) -> None:
         cursor = self._run(

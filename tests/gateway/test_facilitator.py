@@ -95,7 +95,15 @@ def test_supported_names_our_network_and_the_sealer(env: GatewayEnv) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body == {
-        "kinds": [{"x402Version": 2, "scheme": "exact", "network": env.network}],
+        "kinds": [
+            {"x402Version": 2, "scheme": "exact", "network": env.network},
+            {
+                "x402Version": 2,
+                "scheme": "upto",
+                "network": env.network,
+                "extra": {"facilitatorAddress": env.chain.sealer},
+            },
+        ],
         "extensions": ["payment-identifier"],
         "signers": {"eip155:*": [env.chain.sealer]},
     }
@@ -388,7 +396,8 @@ def _refusals(env: GatewayEnv) -> list[tuple[str, Case, str]]:
     return [
         ("wrong network", accepting(requirements(env, network="eip155:8453")), "network_mismatch"),
         ("wrong asset", accepting(requirements(env, asset=other)), "asset_mismatch"),
-        ("unknown scheme", accepting(requirements(env, scheme="upto")), "unsupported_scheme"),
+        ("unknown scheme", accepting(requirements(env, scheme="deferred")), "unsupported_scheme"),
+        ("EIP-3009 under upto", accepting(requirements(env, scheme="upto")), "unsupported_payload_type"),
         ("wrong payTo", paying({"payTo": env.operator}), "invalid_exact_evm_payload_recipient_mismatch"),
         ("amount too low", paying({"amount": str(PRICE + 1)}), value_mismatch),
         ("amount above exact", paying({}, value=PRICE + 1), value_mismatch),

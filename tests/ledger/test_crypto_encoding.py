@@ -2,8 +2,9 @@
 
 - The EIP-712 specification's Mail example (tests/vectors/eip712-mail.json) is checked byte for
   byte: domain separator, struct hash, digest and the signature made with keccak256("cow").
-- ``ledger.encoding.signing_digest`` computes the ledger's three structs directly; here it must
-  equal eth-account's generic typed-data encoder for any message Hypothesis can build.
+- ``ledger.encoding.signing_digest`` computes the ledger's structs directly (x402 upto's Permit2
+  one under Permit2's domain); here it must equal eth-account's generic typed-data encoder for
+  any message Hypothesis can build.
 - Signatures from eth-account recover through ``ledger.crypto``, and every recovery is checked
   again by the pure-Python ``ecdsa`` package (``ledger.audit.independent_verifier``).
 - Amount text and address parsing, which decide what a user actually signs.
@@ -36,7 +37,7 @@ from ledger.crypto import (
     sign_digest,
     verify_signed_by,
 )
-from ledger.encoding import domain_separator, signing_digest, struct_hash, typed_data
+from ledger.encoding import message_domain_separator, signing_digest, struct_hash, typed_data
 from ledger.errors import (
     HighSSignature,
     InvalidAddress,
@@ -139,7 +140,7 @@ def test_mail_vector_recovers_its_signer() -> None:
 @settings(max_examples=300, deadline=None)
 def test_signing_digest_matches_eth_account(chain: ChainInfo, message: Message) -> None:
     signable = encode_typed_data(full_message=typed_data(chain, message))
-    assert signable.header == domain_separator(chain)
+    assert signable.header == message_domain_separator(chain, message)
     assert signable.body == struct_hash(message)
     assert signing_digest(chain, message) == eip712_digest(signable)
 

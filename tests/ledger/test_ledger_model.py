@@ -1,7 +1,8 @@
 """A stateful Hypothesis model of the ledger: a real ``Ledger`` on SQLite next to ``LedgerState``.
 
-Hypothesis drives random sequences of mints, transfers, holds, settles, voids, clock moves,
-expiries, seals and retries against the real ledger. The test predicts each outcome on its own
+Hypothesis drives random sequences of mints, transfers, holds (EIP-3009 and x402 upto's
+Permit2), settles, voids, clock moves, expiries, seals, retries, reused nonces and forged
+permits against the real ledger. The test predicts each outcome on its own
 (accepted, duplicate, or which error) and feeds every accepted transaction to the pure
 ``LedgerState`` model. After every step the stored balances must equal the model's, none may be
 negative, available + held must sum to the supply and to everything minted, and every hold must
@@ -30,18 +31,22 @@ from ledger.clock import s_to_ms
 from ledger.crypto import sign_digest
 from ledger.encoding import signing_digest, transaction_id
 from ledger.errors import (
+    HighSSignature,
     HoldNotOpen,
     IdempotencyConflict,
     InferpayError,
     InsufficientFunds,
     InvalidAmount,
+    InvalidSignature,
     NonceReused,
     SettleExceedsHold,
+    WrongDomain,
 )
 from ledger.ledger import TxResult
 from ledger.state import LedgerState
-from ledger.types import Authorization, HoldResolution, Transaction
+from ledger.types import Authorization, HoldResolution, Permit2Authorization, Transaction
 from tests.support.ledger import UNIT, FakeClock, dump, make_ledger
+from tests.support.signatures import high_s_twin
 
 PARTIES = ("alice", "bob", "carol")
 START = 1_700_000_000  # a whole second, so signed windows and the ledger's clock agree exactly
@@ -77,6 +82,7 @@ class LedgerModel(RuleBasedStateMachine):
         self.accepted: list[Transaction] = []
         self.holds: dict[str, HoldInfo] = {}
         self.resolutions: dict[str, tuple[str, int]] = {}  # hold id -> (outcome, captured)
+        self.permit2_nonces: set[tuple[str, str]] = set()  # (payer, nonce key) used by a Permit2 hold
 
     # ---- helpers ----
 
@@ -190,6 +196,75 @@ class LedgerModel(RuleBasedStateMachine):
         assert tx.hold_expires_at_s == expected_expiry
         hold_id = transaction_id(tx)
         self.holds[hold_id] = HoldInfo(address, payee, amount, expected_expiry)
+
+    @rule(
+        payer=party_index,
+        offset=other_offset,
+        how=spend,
+        ttl=st.integers(1, 60),
+        expires_in=st.none() | st.integers(1, 90),
+        nonce=st.integers(0, 2**256 - 1) | st.integers(0, 3),
+    )
+    def permit2_hold(
+        self, payer: int, offset: int, how: tuple[str, int], ttl: int, expires_in: int | None, nonce: int
+    ) -> None:
+        """x402 upto: hold the permitted amount (settled, voided or expired like any hold)."""
+        index, payee = self.parties(payer, offset)
+        party, address = self.lf.party(PARTIES[index]), self.addresses[index]
+        amount = self.amount_for(address, how)
+        permit, signature = self.lf.permit2(party, payee, amount, ttl=ttl, nonce=nonce)
+        expires_at_s = None if expires_in is None else self.now() + expires_in
+        used = (address, permit.nonce_key) in self.permit2_nonces
+        outcome = "reused" if used else self.payment_outcome(amount, self.model.available.get(address, 0))
+        event(f"permit2_hold: {outcome}")
+        if outcome != "accepted":
+            error = {"reused": NonceReused, "too large": InvalidAmount, "insufficient": InsufficientFunds}[outcome]
+            self.refused(error, lambda: self.ledger.hold(permit, signature, expires_at_s=expires_at_s))
+            return
+        tx = self.record(self.ledger.hold(permit, signature, expires_at_s=expires_at_s))
+        self.permit2_nonces.add((address, permit.nonce_key))
+        expected_expiry = permit.deadline if expires_at_s is None else min(expires_at_s, permit.deadline)
+        assert tx.kind == "permit2_hold" and tx.hold_expires_at_s == expected_expiry
+        self.holds[transaction_id(tx)] = HoldInfo(address, payee, amount, expected_expiry)
+
+    @precondition(lambda self: any(isinstance(tx.message, Authorization) for tx in self.accepted))
+    @rule(which=pick)
+    def permit2_with_an_eip3009_nonces_number(self, which: int) -> None:
+        """A Permit2 nonce equal, as a number, to an EIP-3009 nonce the payer used: another nonce."""
+        paid = [tx.message for tx in self.accepted if isinstance(tx.message, Authorization)]
+        old = paid[which % len(paid)]
+        assert isinstance(old, Authorization)
+        index = self.addresses.index(old.from_)
+        payee = self.addresses[(index + 1) % len(self.addresses)]
+        permit, signature = self.lf.permit2(self.lf.party(PARTIES[index]), payee, 1, nonce=int(old.nonce, 16))
+        have = self.model.available.get(old.from_, 0)
+        if (old.from_, permit.nonce_key) in self.permit2_nonces or have < 1:
+            return  # drawn before (or nothing to hold): the other rules cover those outcomes
+        tx = self.record(self.ledger.hold(permit, signature))
+        self.permit2_nonces.add((old.from_, permit.nonce_key))
+        self.holds[transaction_id(tx)] = HoldInfo(old.from_, payee, 1, permit.deadline)
+        event("permit2 nonce = an EIP-3009 nonce's number: accepted")
+
+    @rule(payer=party_index, how=st.sampled_from(["token", "spender", "facilitator", "chain", "high-s", "altered"]))
+    def forged_permit2(self, payer: int, how: str) -> None:
+        """A permit that is not this ledger's, or not as signed: refused, the database unchanged."""
+        party = self.lf.party(PARTIES[payer])
+        payee = self.addresses[(payer + 1) % len(self.addresses)]
+        other = self.addresses[(payer + 2) % len(self.addresses)]
+        chain = self.lf.chain
+        fields: dict[str, object] = {
+            "token": {"token": other},
+            "spender": {"spender": other},
+            "facilitator": {"facilitator": chain.operator},
+            "chain": {"chain": type(chain)(**{**chain.__dict__, "chain_id": chain.chain_id + 1})},
+        }.get(how, {})
+        permit, signature = self.lf.permit2(party, payee, 1, **fields)  # type: ignore[arg-type]
+        error: type[InferpayError] = WrongDomain if how in ("token", "spender", "facilitator") else InvalidSignature
+        if how == "high-s":
+            signature, error = high_s_twin(signature), HighSSignature
+        elif how == "altered":
+            permit = Permit2Authorization(**{**permit.__dict__, "amount": permit.amount + 1})
+        self.refused(error, lambda: self.ledger.hold(permit, signature))
 
     @precondition(lambda self: self.holds)
     @rule(which=pick, how=capture)

@@ -49,7 +49,6 @@ from gateway.server.home import Home
 from gateway.wire.x402 import PaymentPayload, PaymentRequirement, decode_header, encode_header, network_id
 from inferpay_cli.main import cli
 from ledger.audit import audit
-from ledger.crypto import SECP256K1_N, split_signature
 from ledger.encoding import request_binding_nonce
 from ledger.ledger import Ledger
 from ledger.storage.base import StoredTx
@@ -57,6 +56,7 @@ from ledger.storage.sqlite import SQLiteStore
 from ledger.types import Account, Address, ChainInfo
 from tests.support.ledger import dump
 from tests.support.servers import ServerHandle, free_port, run_server_command, run_wsgi_in_process
+from tests.support.signatures import high_s_twin as high_s_twin  # re-exported: gateway tests forge with it
 from wallets.wallet import Wallet
 
 PASSWORD = "gateway tests password"
@@ -202,13 +202,6 @@ def embed_cost(tokens: int) -> int:
 
 def chat_cost(tokens_in: int, tokens_out: int) -> int:
     return metered_cost(CHAT_PRICE, CHAT_PER_1K_IN, CHAT_PER_1K_OUT, CHAT_MAX, tokens_in, tokens_out)
-
-
-def high_s_twin(signature: str) -> str:
-    """The other valid encoding of the same ECDSA signature: (r, n - s, v flipped)."""
-    r, s, recovery_id = split_signature(signature)
-    twin_v = 27 + (recovery_id ^ 1)
-    return "0x" + r.to_bytes(32, "big").hex() + (SECP256K1_N - s).to_bytes(32, "big").hex() + format(twin_v, "02x")
 
 
 def error_code(response: requests.Response) -> str:

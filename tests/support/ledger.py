@@ -29,7 +29,7 @@ from ledger.ledger import Ledger, TxResult
 from ledger.storage import open_store
 from ledger.storage.base import LedgerStore
 from ledger.storage.postgres_schema import is_postgres_url, parse_postgres_url
-from ledger.types import Address, Authorization, ChainInfo, Mint
+from ledger.types import UPTO_PERMIT2_PROXY_ADDRESS, Address, Authorization, ChainInfo, Mint, Permit2Authorization
 
 UNIT = 1_000_000  # one token in base units
 BACKENDS = ("sqlite", "postgres")
@@ -183,6 +183,37 @@ class LedgerFixture:
             nonce or "0x" + secrets.token_hex(32),
         )
         return auth, sign_digest(payer.key, signing_digest(chain or self.chain, auth))
+
+    def permit2(
+        self,
+        payer: Party,
+        to: Address,
+        amount: int,
+        *,
+        ttl: int = 600,
+        nonce: int | None = None,
+        valid_after: int = 0,
+        chain: ChainInfo | None = None,
+        **fields: Any,
+    ) -> tuple[Permit2Authorization, str]:
+        """An x402 upto Permit2 authorization for this ledger (its token, the upto proxy as
+        spender, its sealer as facilitator; validAfter 0 and a deadline ``ttl`` from now, as the
+        official client makes them), signed by ``payer``; ``fields`` override any field."""
+        chain = chain or self.chain
+        values: dict[str, Any] = {
+            "from_": payer.address,
+            "token": chain.token_address,
+            "amount": amount,
+            "spender": UPTO_PERMIT2_PROXY_ADDRESS,
+            "nonce": secrets.randbits(256) if nonce is None else nonce,
+            "deadline": self.clock.now_s() + ttl,
+            "to": to,
+            "facilitator": chain.sealer,
+            "valid_after": valid_after,
+            **fields,
+        }
+        permit = Permit2Authorization(**values)
+        return permit, sign_digest(payer.key, signing_digest(chain, permit))
 
     def transfer(self, payer: Party, to: Address, value: int, **kw: object) -> TxResult:
         auth, sig = self.authorization(payer, to, value, **kw)  # type: ignore[arg-type]
