@@ -42,7 +42,6 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.server.facilitator_records import FILE_NAME as RECORDS_FILE
 from gateway.server.facilitator_records import FacilitatorRecords
 from gateway.server.services import Services, services
 from gateway.wire.errors import DuplicateSettlement, MalformedPayment, PaymentAlreadyUsed
@@ -246,13 +245,13 @@ def _our_hold(svc: Services, payment: PaymentPayload, max_timeout_seconds: int) 
 
 
 def facilitator_records(svc: Services) -> FacilitatorRecords:
-    """This app's records (``<home>/facilitator-ids.db``), opened on first use."""
+    """This app's records (in the ledger's database), made on first use."""
     records = current_app.extensions.get(RECORDS_EXTENSION)
     if records is None:
         with _records_lock:
             records = current_app.extensions.get(RECORDS_EXTENSION)
             if records is None:
-                records = FacilitatorRecords(svc.home.path / RECORDS_FILE, clock_ms=svc.ledger.now_ms)
+                records = FacilitatorRecords(svc.ledger.store.facilitator, clock_ms=svc.ledger.now_ms)
                 current_app.extensions[RECORDS_EXTENSION] = records
     assert isinstance(records, FacilitatorRecords)
     return records

@@ -115,7 +115,53 @@ class CheckpointStore(ABC):
     def at(self, tree_size: int) -> bytes | None: ...
 
 
+class FacilitatorRecordStore(ABC):
+    """What an x402 facilitator remembers beyond the ledger, kept in the ledger's database so
+    that every worker and every host of one ledger agrees (a verify on one host, its settle on
+    another): which (payer, nonce) holds it placed itself, and the answers it gave under a
+    payment identifier. Claims are first-writer-wins rows; a claim left unresolved by a worker
+    that died is taken over once older than ``stale_before_ms``. Never a money rule: the
+    ledger's own tables enforce those."""
+
+    @abstractmethod
+    def claim_nonce(self, payer: str, nonce: str, now_ms: int, stale_before_ms: int) -> bool:
+        """True if this caller now holds the claim on (payer, nonce) and must resolve it."""
+
+    @abstractmethod
+    def nonce_state(self, payer: str, nonce: str) -> tuple[str, str | None] | None:
+        """(placing | placed | foreign, hold id) of a claimed nonce, or None."""
+
+    @abstractmethod
+    def resolve_nonce(self, payer: str, nonce: str, state: str, hold_id: str | None) -> None: ...
+
+    @abstractmethod
+    def release_nonce(self, payer: str, nonce: str) -> None:
+        """Forget an unresolved claim (the ledger refused the hold: the nonce is unused)."""
+
+    @abstractmethod
+    def claim_payment_id(self, payment_id: str, operation: str, digest: str, now_ms: int, stale_before_ms: int) -> bool:
+        """True if this caller claimed (payment id, operation) and must answer it; raises
+        ``IdempotencyConflict`` when the id was used with another request digest."""
+
+    @abstractmethod
+    def payment_answer(self, payment_id: str, operation: str) -> str | None:
+        """The JSON answer recorded for (payment id, operation), or None while unanswered."""
+
+    @abstractmethod
+    def answer_payment_id(self, payment_id: str, operation: str, answer: str) -> None: ...
+
+    @abstractmethod
+    def release_payment_id(self, payment_id: str, operation: str) -> None:
+        """Forget an unanswered claim (no answer was given: the next request is answered afresh)."""
+
+    @abstractmethod
+    def prune(self, claimed_before_ms: int) -> int:
+        """Delete records claimed before ``claimed_before_ms``; returns how many."""
+
+
 class LedgerStore(ABC):
+    # What an x402 facilitator remembers, in this store's database (see ``FacilitatorRecordStore``).
+    facilitator: FacilitatorRecordStore
     # The API keys kept in this store's database (see ``ApiKeyStore``).
     api_keys: ApiKeyStore
     # The log's signed checkpoints kept in this store's database (see ``CheckpointStore``).

@@ -111,6 +111,29 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0003_facilitator_records",
+        """
+        CREATE TABLE facilitator_holds (
+            payer TEXT COLLATE "C" NOT NULL,
+            nonce TEXT COLLATE "C" NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('placing', 'placed', 'foreign')),
+            hold_id TEXT COLLATE "C",
+            claimed_at BIGINT NOT NULL,
+            PRIMARY KEY (payer, nonce)
+        );
+        CREATE INDEX facilitator_holds_by_age ON facilitator_holds (claimed_at);
+        CREATE TABLE facilitator_payment_ids (
+            payment_id TEXT COLLATE "C" NOT NULL,
+            operation TEXT NOT NULL CHECK (operation IN ('verify', 'settle')),
+            request_digest TEXT COLLATE "C" NOT NULL,
+            answer TEXT,
+            claimed_at BIGINT NOT NULL,
+            PRIMARY KEY (payment_id, operation)
+        );
+        CREATE INDEX facilitator_payment_ids_by_age ON facilitator_payment_ids (claimed_at);
+        """,
+    ),
 )
 
 SCHEMES = ("postgresql", "postgres")

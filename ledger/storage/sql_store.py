@@ -33,6 +33,7 @@ from ledger.storage.base import (
     RawTx,
     StoredTx,
 )
+from ledger.storage.sql_facilitator import SqlFacilitatorRecords
 from ledger.storage.sql_rules import (
     ALLOWANCE_COLUMNS,
     HOLD_COLUMNS,
@@ -56,6 +57,7 @@ class SqlLedgerStore(LedgerStore):
         self.rules = SqlRules(dialect)
         self.api_keys = SqlApiKeys(self)
         self.checkpoints = SqlCheckpoints(self)
+        self.facilitator = SqlFacilitatorRecords(self)
 
     # ---- what a backend provides ----
 

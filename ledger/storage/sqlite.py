@@ -144,6 +144,34 @@ def m004_checkpoints(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m005_facilitator_records(db: sqlite_utils.Database) -> None:
+    # What an x402 facilitator remembers (ledger.storage.sql_facilitator), here rather than in a
+    # file of its own so that every host of a ledger agrees on it.
+    db.executescript(
+        """
+        CREATE TABLE facilitator_holds (
+            payer TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('placing', 'placed', 'foreign')),
+            hold_id TEXT,
+            claimed_at INTEGER NOT NULL,
+            PRIMARY KEY (payer, nonce)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX facilitator_holds_by_age ON facilitator_holds (claimed_at);
+        CREATE TABLE facilitator_payment_ids (
+            payment_id TEXT NOT NULL,
+            operation TEXT NOT NULL CHECK (operation IN ('verify', 'settle')),
+            request_digest TEXT NOT NULL,
+            answer TEXT,
+            claimed_at INTEGER NOT NULL,
+            PRIMARY KEY (payment_id, operation)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX facilitator_payment_ids_by_age ON facilitator_payment_ids (claimed_at);
+        """
+    )
+
+
 class SQLiteStore(SqlLedgerStore):
     commits_batches_at_once = True
 

@@ -168,7 +168,7 @@ def test_a_gateway_restored_from_an_old_backup_is_refused_by_witnesses_and_clien
     # The backup: the whole home as it is now (keys and wallets copied, the ledger through
     # SQLite's backup API so it is a consistent snapshot).
     backup = tmp_path / "backup-home"
-    shutil.copytree(env.home, backup, ignore=shutil.ignore_patterns("ledger.db*", "*.lock", "facilitator-ids.db*"))
+    shutil.copytree(env.home, backup, ignore=shutil.ignore_patterns("ledger.db*", "*.lock"))
     source = sqlite3.connect(env.home / "ledger.db")
     target = sqlite3.connect(backup / "ledger.db")
     source.backup(target)
