@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ledger.errors import IdempotencyConflict
 from ledger import FacilitatorRecordStore
+from ledger.errors import IdempotencyConflict
 
 WAIT_FOR_CLAIM_MS = 10_000  # how long a twin waits for the request that claimed first
 STALE_CLAIM_MS = 60_000  # a claim unresolved this long was left by a worker that died
