@@ -15,12 +15,13 @@ from gateway.server.services import EXTENSION, Services
 
 
 def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
-    """The whole gateway: the paid proxy, the ledger API, the facilitator, OpenAPI, health."""
+    """The whole gateway: the paid proxy, the ledger API, the explorer, the facilitator, OpenAPI, health."""
     return build_app("inferpay.gateway", config, start_sealer=start_sealer, paid_proxy=True)
 
 
 def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_proxy: bool) -> Flask:
     """One app factory for the gateway and the stand-alone facilitator (``paid_proxy=False``)."""
+    from gateway.server.explorer import explorer
     from gateway.server.facilitator import facilitator
     from gateway.server.ledger_api import ledger_api
     from gateway.server.openapi import openapi_bp
@@ -33,6 +34,7 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     app.register_blueprint(openapi_bp)
     app.register_blueprint(ledger_api, url_prefix="/ledger")
     app.register_blueprint(facilitator, url_prefix="/facilitator")
+    app.register_blueprint(explorer, url_prefix="/explorer")
     if paid_proxy:
         from gateway.server.proxy import proxy
 

@@ -127,10 +127,16 @@ def _route(data: object, index: int) -> Route:
         if key not in data:
             raise ConfigError(f"{where}: missing {key!r}")
     path = data["path"]
-    reserved = ("/ledger", "/openapi", "/facilitator")  # served by the gateway itself
-    if not isinstance(path, str) or not path.startswith("/") or path.startswith(reserved):
+    reserved = ("/ledger", "/facilitator", "/explorer", "/metrics", "/health")  # served by the gateway itself
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.startswith("/openapi")
+        or any(path == r or path.startswith(r + "/") for r in reserved)
+    ):
         raise ConfigError(
-            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator or /openapi.json, got {path!r}"
+            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator, /explorer, /metrics, /health"
+            f" or /openapi.json, got {path!r}"
         )
     upstream = data["upstream"]
     try:

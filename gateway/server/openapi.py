@@ -165,6 +165,13 @@ def build_document() -> dict[str, Any]:
                 },
             }
         },
+        "/ledger/accounts/{address}/api-keys": {
+            "get": {
+                "summary": "API keys for allowances the account signed: prefix, cap, spent, expiry, status",
+                "parameters": [_param("address", "path", _ADDRESS)],
+                "responses": {"200": _json({"type": "object"}), **_errors(400)},
+            }
+        },
         "/ledger/transactions/{txId}": {
             "get": {
                 "summary": "A transaction with its Merkle inclusion proof (null until sealed)",
