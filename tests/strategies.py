@@ -92,3 +92,28 @@ messages: st.SearchStrategy[Authorization | Mint | HoldResolution] = st.one_of(
     authorizations(), mints, hold_resolutions
 )
 """Anything a user or the operator signs."""
+
+
+query_values: st.SearchStrategy[str] = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "1e3",
+            "9" * 30,
+            "٣",
+            "²",
+            " 5",
+            "5 ",
+            "0x",
+            "<script>alert(1)</script>",
+            "%00",
+            "\x00",
+            "a" * 300,
+        ]
+    ),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+"""What a client may put in a query parameter: anything, with the usual suspects for integer parsing."""
