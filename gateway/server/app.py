@@ -5,13 +5,15 @@ auto-sealer's thread and lock, the upstream pool, the store); nothing lives at m
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 
 from gateway.server import error_handlers
 from gateway.server.config import GatewayConfig
-from gateway.server.services import EXTENSION, Services
+from gateway.server.metrics import CONTENT_TYPE, UNMATCHED, mark_worker_dead
+from gateway.server.services import EXTENSION, Services, services
 
 
 def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
@@ -44,10 +46,33 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     def health() -> Any:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    def metrics() -> Any:
+        svc = services()
+        return Response(svc.metrics.exposition(svc.ledger), mimetype=None, content_type=CONTENT_TYPE)
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        services().metrics.requests.labels(route_label(), request.method, str(response.status_code)).inc()
+        return response
+
     return app
 
 
+def route_label() -> str:
+    """A bounded name for the request's route: the configured paid route, or the URL rule that
+    took it (``/ledger/accounts/<address>``), never the path as sent."""
+    rule = request.url_rule
+    if rule is None:
+        return UNMATCHED
+    if rule.endpoint == "proxy.paid_call":
+        route = services().config.route_for(request.path)
+        return route.path if route is not None else UNMATCHED
+    return rule.rule
+
+
 def close_app(app: Flask) -> None:
-    """Release what ``create_app`` opened: the worker's ``Services``."""
-    services: Services = app.extensions[EXTENSION]
-    services.close()
+    """Release what ``create_app`` opened: the worker's ``Services``; and its live metrics."""
+    opened: Services = app.extensions[EXTENSION]
+    opened.close()
+    mark_worker_dead(os.getpid())

@@ -137,6 +137,12 @@ def build_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"})}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format 0.0.4): requests, payments, charges, tokens, latencies",
+                "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
         "/ledger/info": {
             "get": {
                 "summary": "Chain id, token address, keys, supply and head",

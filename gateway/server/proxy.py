@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from gateway.server import api_keys
 from gateway.server.config import Route
 from gateway.server.error_handlers import error_body, status_for
+from gateway.server.metrics import model_label
 from gateway.server.payments import RequestFacts, check_payment, payment_required_body
 from gateway.server.services import Services, services
 from gateway.server.upstream import response_headers, sse_events, usage_from_body
@@ -100,6 +101,8 @@ class PaidHold:
     network: str
     v1: bool = False
     nonce: str = ""  # the paying authorization's nonce; "" for an API-key charge
+    model: str = ""  # the metrics' model label (gateway.server.metrics.model_label)
+    started: float = 0.0  # perf_counter() when the request arrived
 
 
 @proxy.route("/<path:_subpath>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -123,6 +126,7 @@ def paid_call(_subpath: str) -> Response:
     if token is not None and not api_keys.looks_like_key(token):
         token = None
     if token is None and header is None:
+        svc.metrics.payment(route.path, "required")
         return payment_required(svc, route)
 
     # 1-2. Verify the payment (or API key) and hold what the call may cost.
@@ -131,7 +135,12 @@ def paid_call(_subpath: str) -> Response:
             _hold_for_key(svc, route, token) if token is not None else _hold_for_payment(svc, route, header, facts, v1)
         )
     except (AuthorizationError, InsufficientFunds) as exc:
+        svc.metrics.payment(route.path, "refused", exc.code)
         return payment_required(svc, route, exc)  # the JSON error, and the terms a signing client could pay
+    except InferpayError as exc:
+        svc.metrics.payment(route.path, "refused", exc.code)
+        raise
+    paid = replace(paid, model=model_label(facts.body), started=started)
 
     # 3. Call the upstream; anything but a 2xx releases the hold.
     body, stream, client_wants_usage = _ask_for_usage(facts.body) if route.metered else (facts.body, False, False)
@@ -141,10 +150,13 @@ def paid_call(_subpath: str) -> Response:
         upstream = svc.upstream.send(request.method, upstream_url, dict(request.headers), body, stream=stream)
     except UpstreamError:
         svc.ledger.void(paid.hold_id)
+        svc.metrics.payment(route.path, "voided", UpstreamError.code)
         raise
     upstream_ms = (time.perf_counter() - upstream_started) * 1000
+    svc.metrics.upstream(route.path, paid.model, upstream_ms / 1000)
     if not 200 <= upstream.status_code < 300:
         svc.ledger.void(paid.hold_id)
+        svc.metrics.payment(route.path, "voided", f"upstream_{upstream.status_code // 100}xx")
         return _failed_upstream(upstream)
     if stream and upstream.headers.get("content-type", "").startswith("text/event-stream"):
         return _stream_and_settle(svc, route, paid, upstream, client_wants_usage)
@@ -277,6 +289,7 @@ def _settle(svc: Services, route: Route, paid: PaidHold, usage: tuple[int, int] 
     """Capture the call's cost (never above what was authorized) and sign the receipt."""
     cost = min(route.cost(*usage) if usage else route.price, paid.authorized)
     settled = svc.ledger.settle(paid.hold_id, cost)
+    svc.metrics.settled(route.path, svc.pay_to, paid.model, cost, usage, time.perf_counter() - paid.started)
     return Receipt(
         tx_id=settled.tx_id,
         hold_id=paid.hold_id,
@@ -341,12 +354,16 @@ def _stream_and_settle(
             if not settled:
                 settled = True
                 svc.ledger.void(paid.hold_id)
+                svc.metrics.payment(route.path, "voided", UpstreamError.code)
             raise
         finally:
             upstream.close()
             if not settled:  # the client went away mid-stream: the flat price only (module docstring)
                 try:
-                    svc.ledger.settle(paid.hold_id, min(route.price, paid.authorized))
+                    flat = min(route.price, paid.authorized)
+                    svc.ledger.settle(paid.hold_id, flat)
+                    elapsed = time.perf_counter() - paid.started
+                    svc.metrics.settled(route.path, svc.pay_to, paid.model, flat, None, elapsed)
                 except InferpayError:
                     log.exception("could not settle hold %s after a client disconnect", paid.hold_id)
 

@@ -1,5 +1,5 @@
 """What one gateway worker shares across requests: the ledger, the sealer key, the payee,
-the pooled upstream client and the auto-sealer. Built once per app by ``create_app`` and kept
+the pooled upstream client, the auto-sealer and the metrics. Built once per app by ``create_app`` and kept
 on ``app.extensions``; there is no module-level state.
 """
 
@@ -11,6 +11,7 @@ from flask import current_app
 
 from gateway.server.config import GatewayConfig
 from gateway.server.home import Home
+from gateway.server.metrics import Metrics
 from gateway.server.upstream import Upstream
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
@@ -29,6 +30,7 @@ class Services:
     pay_to: Address
     upstream: Upstream
     auto_sealer: AutoSealer | None
+    metrics: Metrics
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
@@ -51,6 +53,7 @@ class Services:
             pay_to=pay_to,
             upstream=Upstream(config.upstream_timeout_seconds, max_connections=max(16, config.threads * 2)),
             auto_sealer=auto.start() if start_sealer else None,
+            metrics=Metrics.build(),
         )
 
     def close(self) -> None:
