@@ -1,7 +1,8 @@
 """The paid proxy: one function per call, readable top to bottom.
 
-    verify the payment -> hold the authorized amount -> call the upstream ->
-    settle the cost on a 2xx / void on anything else -> answer with a signed receipt
+    verify the payment (and admit it under the rate limits) -> hold the authorized amount ->
+    call the upstream -> settle the cost on a 2xx / void on anything else -> answer with a
+    signed receipt
 
 A payment is charged at most once: the ledger records each (payer, nonce) once, so the same
 payment presented twice, in sequence or at the same moment, finds its hold already placed and
@@ -35,6 +36,7 @@ from gateway.server.config import Route
 from gateway.server.error_handlers import error_body, status_for
 from gateway.server.metrics import model_label
 from gateway.server.payments import RequestFacts, check_payment, payment_required_body
+from gateway.server.rate_limits import check_payer
 from gateway.server.services import Services, services
 from gateway.server.upstream import response_headers, sse_events, usage_from_body
 from gateway.wire.errors import PaymentAlreadyUsed, UpstreamError
@@ -231,6 +233,11 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
     assert header is not None
     payment = PaymentPayload.from_header(header)
     check_payment(payment, route, svc.ledger.chain, svc.pay_to, facts)
+    auth = payment.authorization
+    # Rate limits, before anything is held (a per-payer limit trusts only a signed payer).
+    if svc.rate_limiter.needs_payer_check(route):
+        check_payer(svc.ledger.chain, auth, payment.signature)
+    svc.rate_limiter.admit(route, payer=auth.from_, api_key=None, amount=auth.value)
     # The ledger checks the signature, the window, the nonce and the funds as it places the hold.
     try:
         hold = svc.ledger.hold(
@@ -240,7 +247,6 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call") from exc
     if hold.duplicate:
         raise PaymentAlreadyUsed("this payment was already presented; sign a new one for each call", tx_id=hold.tx_id)
-    auth = payment.authorization
     return PaidHold(hold.tx_id, auth.from_, auth.value, payment.network, v1, auth.nonce)
 
 
@@ -250,10 +256,12 @@ def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
     # costs far less than its maximum, and the capture never exceeds what is held.
     remaining = key.allowance.cap - key.allowance.spent
     amount = max(route.price, min(route.authorized_amount, remaining))
+    owner = key.allowance.owner
+    svc.rate_limiter.admit(route, payer=owner, api_key=key.allowance.allowance_id, amount=amount)  # before the hold
     hold = svc.ledger.charge(
         key.allowance.allowance_id, amount, expires_at_s=svc.ledger.now_s() + svc.config.hold_seconds
     )
-    return PaidHold(hold.tx_id, key.allowance.owner, amount, network_id(svc.ledger.chain.chain_id))
+    return PaidHold(hold.tx_id, owner, amount, network_id(svc.ledger.chain.chain_id))
 
 
 def _ask_for_usage(body: bytes) -> tuple[bytes, bool, bool]:

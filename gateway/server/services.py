@@ -1,6 +1,6 @@
 """What one gateway worker shares across requests: the ledger, the sealer key, the payee,
-the pooled upstream client, the auto-sealer and the metrics. Built once per app by ``create_app`` and kept
-on ``app.extensions``; there is no module-level state.
+the pooled upstream client, the auto-sealer, the metrics and the rate limiter. Built once per
+app by ``create_app`` and kept on ``app.extensions``; there is no module-level state.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from flask import current_app
 from gateway.server.config import GatewayConfig
 from gateway.server.home import Home
 from gateway.server.metrics import Metrics
+from gateway.server.rate_limits import FILE_NAME as RATE_LIMITS_FILE
+from gateway.server.rate_limits import RateLimiter
 from gateway.server.upstream import Upstream
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
@@ -31,6 +33,7 @@ class Services:
     upstream: Upstream
     auto_sealer: AutoSealer | None
     metrics: Metrics
+    rate_limiter: RateLimiter
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
@@ -54,6 +57,7 @@ class Services:
             upstream=Upstream(config.upstream_timeout_seconds, max_connections=max(16, config.threads * 2)),
             auto_sealer=auto.start() if start_sealer else None,
             metrics=Metrics.build(),
+            rate_limiter=RateLimiter(home.path / RATE_LIMITS_FILE, config.rate_limits, clock_s=ledger.now_s),
         )
 
     def close(self) -> None:
@@ -61,6 +65,7 @@ class Services:
         if self.auto_sealer is not None:
             self.auto_sealer.stop()
         self.upstream.close()
+        self.rate_limiter.close()
         self.ledger.store.close()
 
 

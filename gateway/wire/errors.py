@@ -89,6 +89,13 @@ class DuplicateSettlement(AuthorizationError):
     code = "duplicate_settlement"
 
 
+class RateLimited(InferpayError):
+    """Over a ``[[rate_limits]]`` limit: decided before anything is held; ``retry_after_s`` says
+    when the window that refused it ends (also the answer's ``Retry-After`` header)."""
+
+    code = "rate_limited"
+
+
 GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     MalformedPayment,
     ConfigError,
@@ -107,6 +114,7 @@ GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     InvalidRequirements,
     AmountMismatch,
     DuplicateSettlement,
+    RateLimited,
 )
 
 # The table the client SDK (and anything else reading an inferpay error body) maps codes through.

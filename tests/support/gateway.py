@@ -420,8 +420,9 @@ def _start_model_server(stack: contextlib.ExitStack) -> tuple[ServerHandle, thre
 
 
 @contextlib.contextmanager
-def start_gateway_env(directory: Path, *, with_model: bool = False) -> Iterator[GatewayEnv]:
+def start_gateway_env(directory: Path, *, with_model: bool = False, extra_config: str = "") -> Iterator[GatewayEnv]:
     """Home, wallets, upstreams and the gateway process; everything stopped on exit.
+    ``extra_config`` is TOML appended to the gateway's config (e.g. ``[[rate_limits]]`` tables).
 
     ``with_model=True`` also serves the real embedding model behind ``MODEL_EMBED`` when the
     model extra is installed (``HAVE_MODEL``); without it the route is simply not configured."""
@@ -447,7 +448,7 @@ def start_gateway_env(directory: Path, *, with_model: bool = False) -> Iterator[
         config = gateway_config(echo.url, chat.url)
         if model is not None:
             config += MODEL_ROUTE.format(path=MODEL_EMBED, model=model.url)
-        template.write_text(config)
+        template.write_text(config + extra_config)
         argv = [
             sys.executable,
             "-c",
