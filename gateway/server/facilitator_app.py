@@ -78,7 +78,7 @@ def serve_facilitator(config: GatewayConfig) -> None:
     from gateway.server.app import close_app
     from gateway.server.metrics import mark_worker_dead, prepare_multiprocess
 
-    prepare_multiprocess(config.home)  # before the first metric, and before the fork
+    prepare_multiprocess(config.home, config.port)  # before the first metric, and before the fork
     # Set by the process, not the library (as serve_gateway does): the forked workers inherit it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     Services.build(config, start_sealer=False).close()  # fail fast (bad home, no sealer key) before forking

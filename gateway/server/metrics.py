@@ -7,7 +7,7 @@ Prometheus scrapes, so it is the same whichever worker answers.
 
 Across gunicorn workers: ``prepare_multiprocess(home)`` (called by ``inferpay gateway`` and
 ``inferpay facilitator`` before they fork) points ``PROMETHEUS_MULTIPROC_DIR`` at
-``<home>/metrics``, emptied at each start; every worker writes its counts there, the scraping
+``<home>/metrics/<port>``, emptied at each start; every worker writes its counts there, the scraping
 worker adds them all up, and a worker's files are marked dead as it exits. Without it (an app
 built in-process, as tests do) the counts are the process's own.
 
@@ -40,18 +40,20 @@ _MAX_MODEL_BODY = 1 << 20  # bodies larger than this are not parsed for their mo
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-def metrics_dir(home: Path) -> Path:
-    return home / "metrics"
+def metrics_dir(home: Path, port: int) -> Path:
+    """``<home>/metrics/<port>``: one per server, as two gateways may share a home on one host
+    (on two ports), and each must count only its own workers. Port 0 (any port): the pid."""
+    return home / "metrics" / (str(port) if port else f"pid-{os.getpid()}")
 
 
-def prepare_multiprocess(home: Path) -> Path:
-    """Before the workers fork: an empty ``<home>/metrics`` as ``PROMETHEUS_MULTIPROC_DIR``.
+def prepare_multiprocess(home: Path, port: int) -> Path:
+    """Before the workers fork: an empty ``metrics_dir`` as ``PROMETHEUS_MULTIPROC_DIR``.
 
     Emptied because a previous run's files would be added to this run's counts. The library
     picks its multi-process storage when it is first imported, from the environment; if it was
     imported before this ran, its choice is made again here (``values.ValueClass`` is looked up
     at each metric's creation)."""
-    directory = metrics_dir(home)
+    directory = metrics_dir(home, port)
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, mode=0o700)

@@ -1,7 +1,7 @@
 """``inferpay gateway``: serve ``create_app(config)`` with gunicorn, ``workers`` processes of
 ``threads`` threads each. Every worker opens the one ledger itself, and closes it as it exits;
 the ledger's database transactions keep them exact together (no overspend across workers).
-Their metrics meet in ``<home>/metrics`` (``gateway.server.metrics``), emptied at each start."""
+Their metrics meet in ``<home>/metrics/<port>`` (``gateway.server.metrics``), emptied at each start."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def serve_gateway(config: GatewayConfig) -> None:
     from gateway.server.metrics import prepare_multiprocess
     from gateway.server.services import Services
 
-    prepare_multiprocess(config.home)  # before the first metric, and before the fork (module docstring)
+    prepare_multiprocess(config.home, config.port)  # before the first metric, and before the fork (module docstring)
     # Set by the process, not the library: the workers forked below inherit it.
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call is noise
     Services.build(config, start_sealer=False).close()  # fail fast (bad home, payee) before forking

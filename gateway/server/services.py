@@ -15,6 +15,7 @@ from gateway.server.metrics import Metrics
 from gateway.server.rate_limits import FILE_NAME as RATE_LIMITS_FILE
 from gateway.server.rate_limits import RateLimiter
 from gateway.server.upstream import Upstream
+from ledger import is_postgres_url
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
 from ledger.sealer import AutoSealer
@@ -57,7 +58,13 @@ class Services:
             upstream=Upstream(config.upstream_timeout_seconds, max_connections=max(16, config.threads * 2)),
             auto_sealer=auto.start() if start_sealer else None,
             metrics=Metrics.build(),
-            rate_limiter=RateLimiter(home.path / RATE_LIMITS_FILE, config.rate_limits, clock_s=ledger.now_s),
+            rate_limiter=RateLimiter(
+                config.database
+                if config.database and is_postgres_url(config.database)
+                else home.path / RATE_LIMITS_FILE,
+                config.rate_limits,
+                clock_s=ledger.now_s,
+            ),
         )
 
     def close(self) -> None:

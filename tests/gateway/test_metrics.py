@@ -134,7 +134,7 @@ def test_every_scrape_adds_up_every_worker(env: GatewayEnv) -> None:
     """Both workers wrote counts; whichever answers a scrape reports the same totals."""
     with ThreadPoolExecutor(16) as pool:
         assert set(pool.map(lambda _: requests.get(env.url + "/health", timeout=10).status_code, range(200))) == {200}
-    pids = {m.group(1) for p in metrics_dir(env.home).iterdir() if (m := re.fullmatch(r"counter_(\d+)\.db", p.name))}
+    pids = {m.group(1) for p in metrics_dir(env.home, env.gateway.port).iterdir() if (m := re.fullmatch(r"counter_(\d+)\.db", p.name))}
     assert len(pids) >= 2, pids
 
     def counters() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -157,12 +157,12 @@ def test_every_scrape_adds_up_every_worker(env: GatewayEnv) -> None:
 def test_the_metrics_directory_is_emptied_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import values
 
-    stale = metrics_dir(tmp_path)
-    stale.mkdir()
+    stale = metrics_dir(tmp_path, 8402)
+    stale.mkdir(parents=True)
     (stale / "counter_999999.db").write_bytes(b"old counts")
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     try:
-        assert prepare_multiprocess(tmp_path) == stale
+        assert prepare_multiprocess(tmp_path, 8402) == stale
         assert list(stale.iterdir()) == [] and os.environ[MULTIPROC_ENV] == str(stale)
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
