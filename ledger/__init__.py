@@ -13,7 +13,7 @@ from __future__ import annotations
 from ledger.audit import AuditReport, Problem, audit
 from ledger.errors import InferpayError
 from ledger.ledger import Ledger, TxResult
-from ledger.storage import describe, is_postgres_url, open_store
+from ledger.storage import describe, is_postgres_url, open_store, postgres_connection
 from ledger.storage.base import (
     AllowanceRow,
     ApiKeyRow,
@@ -48,5 +48,6 @@ __all__ = [
     "import_ledger",
     "is_postgres_url",
     "open_store",
+    "postgres_connection",
     "read_header",
 ]

@@ -136,3 +136,26 @@ hashes32: st.SearchStrategy[bytes] = st.binary(min_size=32, max_size=32)
 tree_sizes: st.SearchStrategy[int] = st.one_of(
     st.integers(0, 5000), st.sampled_from([255, 256, 257, 65535, 65536, 65537, (1 << 63) - 1])
 )
+query_values: st.SearchStrategy[str] = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "1e3",
+            "9" * 30,
+            "٣",
+            "²",
+            " 5",
+            "5 ",
+            "0x",
+            "<script>alert(1)</script>",
+            "%00",
+            "\x00",
+            "a" * 300,
+        ]
+    ),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+"""What a client may put in a query parameter: anything, with the usual suspects for integer parsing."""

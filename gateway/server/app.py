@@ -5,22 +5,25 @@ auto-sealer's thread and lock, the upstream pool, the store); nothing lives at m
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 
 from gateway.server import error_handlers
 from gateway.server.config import GatewayConfig
-from gateway.server.services import EXTENSION, Services
+from gateway.server.metrics import CONTENT_TYPE, UNMATCHED, mark_worker_dead
+from gateway.server.services import EXTENSION, Services, services
 
 
 def create_app(config: GatewayConfig, *, start_sealer: bool = True) -> Flask:
-    """The whole gateway: the paid proxy, the ledger API, the facilitator, OpenAPI, health."""
+    """The whole gateway: the paid proxy, the ledger API, the explorer, the facilitator, OpenAPI, health."""
     return build_app("inferpay.gateway", config, start_sealer=start_sealer, paid_proxy=True)
 
 
 def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_proxy: bool) -> Flask:
     """One app factory for the gateway and the stand-alone facilitator (``paid_proxy=False``)."""
+    from gateway.server.explorer import explorer
     from gateway.server.facilitator import facilitator
     from gateway.server.ledger_api import ledger_api
     from gateway.server.openapi import openapi_bp
@@ -35,6 +38,7 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     app.register_blueprint(ledger_api, url_prefix="/ledger")
     app.register_blueprint(tlog_api, url_prefix="/ledger")
     app.register_blueprint(facilitator, url_prefix="/facilitator")
+    app.register_blueprint(explorer, url_prefix="/explorer")
     if paid_proxy:
         from gateway.server.proxy import proxy
 
@@ -44,10 +48,33 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     def health() -> Any:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    def metrics() -> Any:
+        svc = services()
+        return Response(svc.metrics.exposition(svc.ledger), mimetype=None, content_type=CONTENT_TYPE)
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        services().metrics.requests.labels(route_label(), request.method, str(response.status_code)).inc()
+        return response
+
     return app
 
 
+def route_label() -> str:
+    """A bounded name for the request's route: the configured paid route, or the URL rule that
+    took it (``/ledger/accounts/<address>``), never the path as sent."""
+    rule = request.url_rule
+    if rule is None:
+        return UNMATCHED
+    if rule.endpoint == "proxy.paid_call":
+        route = services().config.route_for(request.path)
+        return route.path if route is not None else UNMATCHED
+    return rule.rule
+
+
 def close_app(app: Flask) -> None:
-    """Release what ``create_app`` opened: the worker's ``Services``."""
-    services: Services = app.extensions[EXTENSION]
-    services.close()
+    """Release what ``create_app`` opened: the worker's ``Services``; and its live metrics."""
+    opened: Services = app.extensions[EXTENSION]
+    opened.close()
+    mark_worker_dead(os.getpid())

@@ -73,6 +73,30 @@ class Route:
         return min(self.price + metered, self.authorized_amount)
 
 
+_RATE_LIMIT_KEYS = {"per", "route", "window_seconds", "max_requests", "max_spend"}
+RATE_LIMIT_SCOPES = ("payer", "api_key", "route")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``[[rate_limits]]``: at most ``max_requests`` calls and/or ``max_spend`` base units
+    authorized per ``window_seconds`` (a fixed window), counted per payer, per API key or per
+    route; on one route, or (``route`` None) on every paid route."""
+
+    per: str  # one of RATE_LIMIT_SCOPES
+    window_seconds: int
+    max_requests: int | None = None
+    max_spend: int | None = None  # base units that admitted calls may hold, per window
+    route: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Identifies the limit's counters: a changed limit starts counting afresh."""
+        return (
+            f"{self.per}:{self.route or '*'}:{self.window_seconds}s:{self.max_requests or '-'}:{self.max_spend or '-'}"
+        )
+
+
 @dataclass(frozen=True)
 class WitnessConfig:
     url: str  # the witness's base URL; checkpoints go to <url>/add-checkpoint
@@ -102,6 +126,7 @@ class GatewayConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     database: str | None = None
     checkpoints: CheckpointConfig = CheckpointConfig()
+    rate_limits: tuple[RateLimit, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def route_for(self, path: str) -> Route | None:
@@ -142,10 +167,16 @@ def _route(data: object, index: int) -> Route:
         if key not in data:
             raise ConfigError(f"{where}: missing {key!r}")
     path = data["path"]
-    reserved = ("/ledger", "/openapi", "/facilitator")  # served by the gateway itself
-    if not isinstance(path, str) or not path.startswith("/") or path.startswith(reserved):
+    reserved = ("/ledger", "/facilitator", "/explorer", "/metrics", "/health")  # served by the gateway itself
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.startswith("/openapi")
+        or any(path == r or path.startswith(r + "/") for r in reserved)
+    ):
         raise ConfigError(
-            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator or /openapi.json, got {path!r}"
+            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator, /explorer, /metrics, /health"
+            f" or /openapi.json, got {path!r}"
         )
     upstream = data["upstream"]
     try:
@@ -215,6 +246,34 @@ def _checkpoints(data: object) -> CheckpointConfig:
     )
 
 
+def _rate_limit(data: object, index: int, routes: tuple[Route, ...]) -> RateLimit:
+    where = f"rate_limits[{index}]"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    if unknown := set(data) - _RATE_LIMIT_KEYS:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    per = data.get("per")
+    if per not in RATE_LIMIT_SCOPES:
+        raise ConfigError(f"{where}.per: expected one of {', '.join(RATE_LIMIT_SCOPES)}, got {per!r}")
+    if "window_seconds" not in data:
+        raise ConfigError(f"{where}: missing 'window_seconds'")
+    window = _int(data["window_seconds"], f"{where}.window_seconds", 1, 30 * 86400)
+    if "max_requests" not in data and "max_spend" not in data:
+        raise ConfigError(f"{where}: give max_requests, max_spend or both")
+    max_requests = _int(data["max_requests"], f"{where}.max_requests", 1, 10**9) if "max_requests" in data else None
+    max_spend = _amount(data["max_spend"], f"{where}.max_spend") if "max_spend" in data else None
+    route_path = data.get("route")
+    paid = [r for r in routes if not r.free]
+    if route_path is not None:
+        found = next((r for r in routes if r.path == route_path), None)
+        if found is None or found.free:
+            raise ConfigError(f"{where}.route: {route_path!r} is not a paid route of this gateway")
+        paid = [found]
+    if max_spend is not None and (too_dear := [r.path for r in paid if r.price > max_spend]):
+        raise ConfigError(f"{where}.max_spend: below the price of one call to {', '.join(too_dear)}")
+    return RateLimit(per, window, max_requests, max_spend, route_path)
+
+
 def config_home(value: Any, where: str, fallback: Path | None) -> Path:
     """A config's ``home``: the file's value, else the caller's (``--home``), else the default
     home (``$INFERPAY_HOME`` or ``~/.inferpay``, the one rule in ``wallets.default_home``)."""
@@ -226,7 +285,7 @@ def config_home(value: Any, where: str, fallback: Path | None) -> Path:
 
 
 def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayConfig:
-    if unknown := set(data) - {"gateway", "routes", "checkpoints"}:
+    if unknown := set(data) - {"gateway", "routes", "checkpoints", "rate_limits"}:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
     gateway = data.get("gateway", {})
     if not isinstance(gateway, dict):
@@ -240,6 +299,10 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
     paths = [r.path for r in routes]
     if len(set(paths)) != len(paths):
         raise ConfigError("two routes have the same path")
+    limits_data = data.get("rate_limits", [])
+    if not isinstance(limits_data, list):
+        raise ConfigError("rate_limits must be an array of tables: [[rate_limits]]")
+    rate_limits = tuple(_rate_limit(d, i, routes) for i, d in enumerate(limits_data))
     resolved_home = config_home(gateway.get("home"), "[gateway].home", home)
     host = gateway.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
@@ -268,6 +331,7 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
         max_body_bytes=_int(gateway.get("max_body_bytes", 10 * 1024 * 1024), "[gateway].max_body_bytes", 1, 2**31),
         database=database,
         checkpoints=_checkpoints(data.get("checkpoints", {})),
+        rate_limits=rate_limits,
     )
 
 

@@ -46,6 +46,7 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     le.KeystoreInvalid: 500,
     # The gateway's own configuration: raised at start-up; reaching a request is our bug, not theirs.
     gw.ConfigError: 500,
+    gw.RateLimited: 429,  # too many calls, or too much spend, in a window: retry after it ends
     gw.UpstreamError: 502,
     # Client-side checks of another party's word. Should a server ever raise one (checking an
     # upstream's receipt or proof), that party failed us: a bad gateway.
@@ -80,10 +81,19 @@ def error_body(error: le.InferpayError) -> dict[str, Any]:
     return {"error": error.to_dict()}
 
 
+def error_headers(error: le.InferpayError) -> dict[str, str]:
+    """HTTP headers an error's details call for: ``Retry-After`` (RFC 9110, whole seconds)."""
+    retry = error.details.get("retry_after_s")
+    return {"Retry-After": str(retry)} if isinstance(retry, int) else {}
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(le.InferpayError)
     def inferpay_error(error: le.InferpayError) -> Any:
-        return jsonify(error_body(error)), status_for(error)
+        response = jsonify(error_body(error))
+        response.status_code = status_for(error)
+        response.headers.update(error_headers(error))
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

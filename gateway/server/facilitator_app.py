@@ -76,7 +76,9 @@ def create_facilitator_app(config: GatewayConfig, *, start_sealer: bool = True) 
 
 def serve_facilitator(config: GatewayConfig) -> None:
     from gateway.server.app import close_app
+    from gateway.server.metrics import mark_worker_dead, prepare_multiprocess
 
+    prepare_multiprocess(config.home, config.port)  # before the first metric, and before the fork
     # Set by the process, not the library (as serve_gateway does): the forked workers inherit it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     Services.build(config, start_sealer=False).close()  # fail fast (bad home, no sealer key) before forking
@@ -88,4 +90,5 @@ def serve_facilitator(config: GatewayConfig) -> None:
         threads=config.threads,
         proc_name="inferpay-facilitator",
         on_worker_exit=close_app,  # each worker closes its Services (ledger, sealer thread) as it exits
+        on_child_exit=mark_worker_dead,
     ).run()

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from gateway.server.services import services
+from ledger import ApiKeyRow
 from ledger.amounts import INT64_MAX
 from ledger.errors import InvalidInput, MalformedRecord, NotFound
 from ledger.types import Authorization, parse_address, parse_signature
@@ -20,7 +21,7 @@ ledger_api = Blueprint("ledger_api", __name__)
 MAX_PAGE = 1000
 
 
-def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+def query_int(name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -63,14 +64,50 @@ def account(address: str) -> Any:
 @ledger_api.get("/accounts/<address>/history")
 def history(address: str) -> Any:
     ledger = services().ledger
-    limit = _int_arg("limit", 100, 1, MAX_PAGE)
-    before = _int_arg("before", None, 1, INT64_MAX)
+    limit = query_int("limit", 100, 1, MAX_PAGE)
+    before = query_int("before", None, 1, INT64_MAX)
     assert limit is not None
     entries = ledger.store.history(parse_address(address), limit, before)
     return {
         "address": parse_address(address),
         "entries": [_stored(s) for s in entries],
         "next": entries[-1].seq if len(entries) == limit else None,
+    }
+
+
+@ledger_api.get("/accounts/<address>/api-keys")
+def account_api_keys(address: str) -> Any:
+    """The API keys standing for allowances this account signed: each allowance is a public
+    ledger transaction; of the key, only its prefix (``ipk_`` and 8 of its 43 random characters,
+    what ``inferpay key list`` shows) and whether the operator revoked it. Never the key, its hash
+    or its label (free text the operator chose)."""
+    owner = parse_address(address)
+    now_s = services().ledger.now_s()
+    return {
+        "address": owner,
+        "apiKeys": [api_key_summary(row, now_s) for row in services().ledger.store.api_keys.of_owner(owner)],
+    }
+
+
+def api_key_summary(row: ApiKeyRow, now_s: int) -> dict[str, Any]:
+    allowance = row.allowance
+    if row.revoked:
+        status = "revoked"
+    elif now_s >= allowance.valid_before:
+        status = "expired"
+    elif allowance.spent >= allowance.cap:
+        status = "exhausted"
+    else:
+        status = "active"
+    return {
+        "prefix": row.key_prefix,
+        "allowanceId": allowance.allowance_id,
+        "spender": allowance.spender,
+        "cap": str(allowance.cap),
+        "spent": str(allowance.spent),
+        "validBefore": allowance.valid_before,
+        "createdAt": row.created_at_ms,
+        "status": status,
     }
 
 
@@ -88,8 +125,8 @@ def transaction(tx_id: str) -> Any:
 @ledger_api.get("/blocks")
 def blocks() -> Any:
     ledger = services().ledger
-    start = _int_arg("from", 0, 0, INT64_MAX)
-    limit = _int_arg("limit", 100, 1, MAX_PAGE)
+    start = query_int("from", 0, 0, INT64_MAX)
+    limit = query_int("limit", 100, 1, MAX_PAGE)
     assert start is not None and limit is not None
     return {"blocks": [b.to_dict() for b in ledger.store.blocks(start, min(start + limit, INT64_MAX))]}
 
@@ -105,8 +142,8 @@ def block(height: int) -> Any:
 
 @ledger_api.get("/consistency")
 def consistency() -> Any:
-    old = _int_arg("old", None, 0, INT64_MAX)
-    new = _int_arg("new", None, 0, INT64_MAX)
+    old = query_int("old", None, 0, INT64_MAX)
+    new = query_int("new", None, 0, INT64_MAX)
     if old is None or new is None:
         raise InvalidInput("query parameters 'old' and 'new' (block heights) are required")
     return services().ledger.consistency_proof(old, new)

@@ -218,6 +218,12 @@ def build_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"})}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format 0.0.4): requests, payments, charges, tokens, latencies",
+                "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
         "/ledger/info": {
             "get": {
                 "summary": "Chain id, token address, keys, supply and head",
@@ -244,6 +250,13 @@ def build_document() -> dict[str, Any]:
                     "200": _json({"type": "object", "properties": {"entries": {"type": "array", "items": stored_tx}}}),
                     **_errors(400),
                 },
+            }
+        },
+        "/ledger/accounts/{address}/api-keys": {
+            "get": {
+                "summary": "API keys for allowances the account signed: prefix, cap, spent, expiry, status",
+                "parameters": [_param("address", "path", _ADDRESS)],
+                "responses": {"200": _json({"type": "object"}), **_errors(400)},
             }
         },
         "/ledger/transactions/{txId}": {

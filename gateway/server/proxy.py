@@ -1,7 +1,8 @@
 """The paid proxy: one function per call, readable top to bottom.
 
-    verify the payment -> hold the authorized amount -> call the upstream ->
-    settle the cost on a 2xx / void on anything else -> answer with a signed receipt
+    verify the payment (and admit it under the rate limits) -> hold the authorized amount ->
+    call the upstream -> settle the cost on a 2xx / void on anything else -> answer with a
+    signed receipt
 
 A payment is charged at most once: the ledger records each (payer, nonce) once, so the same
 payment presented twice, in sequence or at the same moment, finds its hold already placed and
@@ -23,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -33,7 +34,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from gateway.server import api_keys
 from gateway.server.config import Route
 from gateway.server.error_handlers import error_body, status_for
+from gateway.server.metrics import model_label
 from gateway.server.payments import RequestFacts, check_payment, payment_required_body
+from gateway.server.rate_limits import check_payer
 from gateway.server.services import Services, services
 from gateway.server.upstream import response_headers, sse_events, usage_from_body
 from gateway.wire.errors import PaymentAlreadyUsed, UpstreamError
@@ -101,6 +104,8 @@ class PaidHold:
     network: str
     v1: bool = False
     nonce: str = ""  # the paying authorization's nonce (bytes32 hex; a Permit2's as 32 bytes); "" for an API key
+    model: str = ""  # the metrics' model label (gateway.server.metrics.model_label)
+    started: float = 0.0  # perf_counter() when the request arrived
 
 
 @proxy.route("/<path:_subpath>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -124,6 +129,7 @@ def paid_call(_subpath: str) -> Response:
     if token is not None and not api_keys.looks_like_key(token):
         token = None
     if token is None and header is None:
+        svc.metrics.payment(route.path, "required")
         return payment_required(svc, route)
 
     # 1-2. Verify the payment (or API key) and hold what the call may cost.
@@ -132,7 +138,12 @@ def paid_call(_subpath: str) -> Response:
             _hold_for_key(svc, route, token) if token is not None else _hold_for_payment(svc, route, header, facts, v1)
         )
     except (AuthorizationError, InsufficientFunds) as exc:
+        svc.metrics.payment(route.path, "refused", exc.code)
         return payment_required(svc, route, exc)  # the JSON error, and the terms a signing client could pay
+    except InferpayError as exc:
+        svc.metrics.payment(route.path, "refused", exc.code)
+        raise
+    paid = replace(paid, model=model_label(facts.body), started=started)
 
     # 3. Call the upstream; anything but a 2xx releases the hold.
     body, stream, client_wants_usage = _ask_for_usage(facts.body) if route.metered else (facts.body, False, False)
@@ -142,10 +153,13 @@ def paid_call(_subpath: str) -> Response:
         upstream = svc.upstream.send(request.method, upstream_url, dict(request.headers), body, stream=stream)
     except UpstreamError:
         svc.ledger.void(paid.hold_id)
+        svc.metrics.payment(route.path, "voided", UpstreamError.code)
         raise
     upstream_ms = (time.perf_counter() - upstream_started) * 1000
+    svc.metrics.upstream(route.path, paid.model, upstream_ms / 1000)
     if not 200 <= upstream.status_code < 300:
         svc.ledger.void(paid.hold_id)
+        svc.metrics.payment(route.path, "voided", f"upstream_{upstream.status_code // 100}xx")
         return _failed_upstream(upstream)
     if stream and upstream.headers.get("content-type", "").startswith("text/event-stream"):
         return _stream_and_settle(svc, route, paid, upstream, client_wants_usage)
@@ -220,6 +234,11 @@ def _hold_for_payment(svc: Services, route: Route, header: str | None, facts: Re
     assert header is not None
     payment = PaymentPayload.from_header(header)
     check_payment(payment, route, svc.ledger.chain, svc.pay_to, facts)
+    auth = payment.authorization
+    # Rate limits, before anything is held (a per-payer limit trusts only a signed payer).
+    if svc.rate_limiter.needs_payer_check(route):
+        check_payer(svc.ledger.chain, auth, payment.signature)
+    svc.rate_limiter.admit(route, payer=payment.payer, api_key=None, amount=payment.authorized)
     # The ledger checks the signature, the window, the nonce and the funds as it places the hold.
     try:
         hold = svc.ledger.hold(
@@ -238,10 +257,12 @@ def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
     # costs far less than its maximum, and the capture never exceeds what is held.
     remaining = key.allowance.cap - key.allowance.spent
     amount = max(route.price, min(route.authorized_amount, remaining))
+    owner = key.allowance.owner
+    svc.rate_limiter.admit(route, payer=owner, api_key=key.allowance.allowance_id, amount=amount)  # before the hold
     hold = svc.ledger.charge(
         key.allowance.allowance_id, amount, expires_at_s=svc.ledger.now_s() + svc.config.hold_seconds
     )
-    return PaidHold(hold.tx_id, key.allowance.owner, amount, network_id(svc.ledger.chain.chain_id))
+    return PaidHold(hold.tx_id, owner, amount, network_id(svc.ledger.chain.chain_id))
 
 
 def _ask_for_usage(body: bytes) -> tuple[bytes, bool, bool]:
@@ -277,6 +298,7 @@ def _settle(svc: Services, route: Route, paid: PaidHold, usage: tuple[int, int] 
     """Capture the call's cost (never above what was authorized) and sign the receipt."""
     cost = min(route.cost(*usage) if usage else route.price, paid.authorized)
     settled = svc.ledger.settle(paid.hold_id, cost)
+    svc.metrics.settled(route.path, svc.pay_to, paid.model, cost, usage, time.perf_counter() - paid.started)
     return Receipt(
         tx_id=settled.tx_id,
         hold_id=paid.hold_id,
@@ -344,12 +366,16 @@ def _stream_and_settle(
             if not settled:
                 settled = True
                 svc.ledger.void(paid.hold_id)
+                svc.metrics.payment(route.path, "voided", UpstreamError.code)
             raise
         finally:
             upstream.close()
             if not settled:  # the client went away mid-stream: the flat price only (module docstring)
                 try:
-                    svc.ledger.settle(paid.hold_id, min(route.price, paid.authorized))
+                    flat = min(route.price, paid.authorized)
+                    svc.ledger.settle(paid.hold_id, flat)
+                    elapsed = time.perf_counter() - paid.started
+                    svc.metrics.settled(route.path, svc.pay_to, paid.model, flat, None, elapsed)
                 except InferpayError:
                     log.exception("could not settle hold %s after a client disconnect", paid.hold_id)
 

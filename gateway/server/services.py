@@ -1,6 +1,6 @@
 """What one gateway worker shares across requests: the ledger, the sealer key, the payee,
-the pooled upstream client and the auto-sealer. Built once per app by ``create_app`` and kept
-on ``app.extensions``; there is no module-level state.
+the pooled upstream client, the auto-sealer, the metrics and the rate limiter. Built once per
+app by ``create_app`` and kept on ``app.extensions``; there is no module-level state.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from flask import current_app
 from gateway.server.checkpoints import CheckpointPublisher
 from gateway.server.config import GatewayConfig
 from gateway.server.home import Home
+from gateway.server.metrics import Metrics
+from gateway.server.rate_limits import FILE_NAME as RATE_LIMITS_FILE
+from gateway.server.rate_limits import RateLimiter
 from gateway.server.upstream import Upstream
+from ledger import is_postgres_url
 from ledger.crypto import KeySigner
 from ledger.ledger import Ledger
 from ledger.sealer import AutoSealer
@@ -35,6 +39,8 @@ class Services:
     transparency: TransparencyLog
     checkpoint_signer: NoteSigner | None  # None: a ledger made before checkpoints
     publisher: CheckpointPublisher | None  # set in every process; only the elected one ticks it
+    metrics: Metrics
+    rate_limiter: RateLimiter
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
@@ -72,6 +78,14 @@ class Services:
             transparency=TransparencyLog(ledger.store),
             checkpoint_signer=checkpoint_signer,
             publisher=publisher,
+            metrics=Metrics.build(),
+            rate_limiter=RateLimiter(
+                config.database
+                if config.database and is_postgres_url(config.database)
+                else home.path / RATE_LIMITS_FILE,
+                config.rate_limits,
+                clock_s=ledger.now_s,
+            ),
         )
 
     def close(self) -> None:
@@ -81,6 +95,7 @@ class Services:
         if self.publisher is not None:
             self.publisher.close()
         self.upstream.close()
+        self.rate_limiter.close()
         self.ledger.store.close()
 
 

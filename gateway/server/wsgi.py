@@ -24,13 +24,15 @@ def gunicorn_application(
     timeout: int = 120,
     accesslog: bool = True,
     on_worker_exit: Callable[[Any], None] | None = None,
+    on_child_exit: Callable[[int], None] | None = None,
 ) -> BaseApplication:
     """The gunicorn application, configured and not yet running: ``.run()`` serves ``load()``
     (called once in each worker) until gunicorn is stopped.
 
     ``on_worker_exit(app)`` runs in each worker process as it exits (gunicorn's ``worker_exit``
     hook, after its last request), with the app that worker loaded; not after a SIGKILL, where
-    the kernel reclaims what the process held."""
+    the kernel reclaims what the process held. ``on_child_exit(pid)`` runs in the master once a
+    worker has gone, however it went (gunicorn's ``child_exit``)."""
     from gunicorn.app.base import BaseApplication
 
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -61,6 +63,12 @@ def gunicorn_application(
                 on_worker_exit(app)
 
         options["worker_exit"] = worker_exit
+    if on_child_exit is not None:
+
+        def child_exit(server: Any, worker: Any) -> None:
+            on_child_exit(worker.pid)
+
+        options["child_exit"] = child_exit
 
     class Application(BaseApplication):
         def load_config(self) -> None:

@@ -104,6 +104,13 @@ class UnsupportedPayloadType(UnsupportedScheme):
     code = "unsupported_payload_type"
 
 
+class RateLimited(InferpayError):
+    """Over a ``[[rate_limits]]`` limit: decided before anything is held; ``retry_after_s`` says
+    when the window that refused it ends (also the answer's ``Retry-After`` header)."""
+
+    code = "rate_limited"
+
+
 GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     MalformedPayment,
     ConfigError,
@@ -125,6 +132,7 @@ GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     WrongFacilitator,
     WrongSpender,
     UnsupportedPayloadType,
+    RateLimited,
 )
 
 # The table the client SDK (and anything else reading an inferpay error body) maps codes through.

@@ -90,6 +90,10 @@ class ApiKeyStore(ABC):
         """Every key, oldest first."""
 
     @abstractmethod
+    def of_owner(self, owner: Address) -> list[ApiKeyRow]:
+        """The keys whose allowance ``owner`` signed, oldest first."""
+
+    @abstractmethod
     def revoke(self, key_prefix_or_allowance: str) -> int:
         """Revoke keys by key prefix or allowance id; returns how many were revoked."""
 

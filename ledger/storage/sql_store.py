@@ -325,6 +325,11 @@ class SqlApiKeys(ApiKeyStore):
         order = self._store.rules.dialect.insertion_order
         return [_api_key_row(r) for r in self._store._rows(f"{_API_KEY_SELECT} ORDER BY k.created_at, k.{order}")]
 
+    def of_owner(self, owner: Address) -> list[ApiKeyRow]:
+        order = self._store.rules.dialect.insertion_order
+        rows = self._store._rows(f"{_API_KEY_SELECT} WHERE a.owner = ? ORDER BY k.created_at, k.{order}", [owner])
+        return [_api_key_row(r) for r in rows]
+
     def revoke(self, key_prefix_or_allowance: str) -> int:
         sql = self._store._sql("UPDATE api_keys SET revoked = true WHERE key_prefix = ? OR allowance_id = ?")
         return int(self._store._run_write(lambda ex: ex.execute(sql, [key_prefix_or_allowance] * 2).rowcount))

@@ -55,9 +55,14 @@ def test_a_worker_exiting_closes_its_services(home: Path, monkeypatch: pytest.Mo
     store_close = services.ledger.store.close
     monkeypatch.setattr(services.ledger.store, "close", lambda: (closed.append("store"), store_close())[1])
 
+    import gateway.server.app as app_module
+
+    dead: list[int] = []
+    monkeypatch.setattr(app_module, "mark_worker_dead", dead.append)
     application.cfg.worker_exit(None, worker)  # what gunicorn calls in the worker as it exits
 
     assert closed == ["store"]
+    assert dead == [os.getpid()], "the worker's live metrics must be marked dead as it exits"
     assert _lock_is_free(lock), "the exited worker still holds the sealer's lock: no other worker could seal"
     assert services.upstream.client.is_closed
     assert not services.auto_sealer._thread.is_alive()
@@ -70,3 +75,14 @@ def test_the_httpx_log_level_is_left_to_the_process(home: Path) -> None:
     before = httpx_logger.level
     close_app(create_app(config, start_sealer=False))
     assert httpx_logger.level == before
+
+
+def test_the_master_marks_a_gone_worker_dead_for_the_metrics(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However a worker went (a SIGKILL included), the master's child_exit marks its metrics dead."""
+    import gateway.server.metrics as metrics
+
+    dead: list[int] = []
+    monkeypatch.setattr(metrics, "mark_worker_dead", dead.append)
+    application = gateway_application(_config(home))
+    application.cfg.child_exit(None, SimpleNamespace(pid=4242))
+    assert dead == [4242]

@@ -67,7 +67,13 @@ class TwoGateways:
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
-    directory = Path(tmp_path_factory.mktemp("pg-two-gateways"))
+    with start_two_gateways(Path(tmp_path_factory.mktemp("pg-two-gateways")), AFFORDABLE * FLAT_PRICE) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def start_two_gateways(directory: Path, alice_funds: int, extra_config: str = "") -> Iterator[TwoGateways]:
+    """One home, one fresh schema, two 2-worker gateways; ``extra_config`` is appended to their TOML."""
     url = new_postgres_url()
     home = directory / "home"
     runner_env = {
@@ -84,11 +90,11 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
     try:
         run("init")
         run("wallet", "create", "alice")
-        run("mint", "alice", f"{AFFORDABLE * FLAT_PRICE / 1_000_000:.6f}")
+        run("mint", "alice", f"{alice_funds / 1_000_000:.6f}")
         with contextlib.ExitStack() as stack:
             echo, chat = stack.enter_context(start_upstreams())
             template = gateway_config(echo.url, chat.url, database=url)  # one ledger for both
-            (directory / "gateway.toml.in").write_text(template)
+            (directory / "gateway.toml.in").write_text(template + extra_config)
             gateways = []
             for name in ("gateway-a", "gateway-b"):
                 config = directory / f"{name}.toml"

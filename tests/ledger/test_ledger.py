@@ -792,3 +792,20 @@ def test_a_batch_is_recorded_each_on_its_own_terms(lf: LedgerFixture) -> None:
     assert balances(lf, alice) == (UNIT, 0) and balances(lf, bob) == (2 * UNIT, 0)
     lf.ledger.seal_all()
     assert audit(lf.ledger.store).ok
+
+
+def test_api_keys_of_an_owner_are_the_keys_of_the_allowances_it_signed(lf: LedgerFixture) -> None:
+    from ledger.types import Allowance
+
+    alice, bob, gateway = lf.party("alice"), lf.party("bob"), lf.party("gateway")
+    store = lf.ledger.store
+    granted = {}
+    for who in (alice, bob, alice):
+        allowance = Allowance(who.address, gateway.address, UNIT, lf.clock.now_s() + 600, "0x" + secrets.token_hex(32))
+        tx = lf.ledger.grant_allowance(allowance, sign_digest(who.key, signing_digest(lf.chain, allowance))).tx_id
+        prefix = f"ipk_{len(granted)}"
+        store.api_keys.register(secrets.token_hex(32), prefix, tx, "", 1_700_000_000_000 + len(granted))
+        granted[prefix] = who.address
+    assert [k.key_prefix for k in store.api_keys.of_owner(alice.address)] == ["ipk_0", "ipk_2"]
+    assert [k.allowance.owner for k in store.api_keys.of_owner(bob.address)] == [bob.address]
+    assert store.api_keys.of_owner(gateway.address) == []

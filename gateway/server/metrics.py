@@ -1,0 +1,227 @@
+"""Prometheus metrics at ``GET /metrics`` (text format, ``prometheus_client``).
+
+Counters and histograms are counted where the event happens (requests by route and status,
+payments by outcome and refusal code, base units charged, tokens, latencies); the ledger's own
+state (open holds, height, what waits to be sealed and for how long) is read from the ledger when
+Prometheus scrapes, so it is the same whichever worker answers.
+
+Across gunicorn workers: ``prepare_multiprocess(home)`` (called by ``inferpay gateway`` and
+``inferpay facilitator`` before they fork) points ``PROMETHEUS_MULTIPROC_DIR`` at
+``<home>/metrics/<port>``, emptied at each start; every worker writes its counts there, the scraping
+worker adds them all up, and a worker's files are marked dead as it exits. Without it (an app
+built in-process, as tests do) the counts are the process's own.
+
+Labels mirror LiteLLM's where they mean the same (``model``, ``status_code``). Label values come
+only from bounded sets: a configured route path or URL rule (never the raw request path), a
+method, a status, an error code, the payee address, and a model name checked for shape and
+recorded only for calls that were paid and answered 2xx. Never a payer, an API key or a secret.
+Amounts are counted in base units; Prometheus holds every sample as a 64-bit float, exact to
+2**53 base units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger import Ledger
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED = "unmatched"  # the route label of a request no route or rule took
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,63}")
+_MAX_MODEL_BODY = 1 << 20  # bodies larger than this are not parsed for their model name
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+def metrics_dir(home: Path, port: int) -> Path:
+    """``<home>/metrics/<port>``: one per server, as two gateways may share a home on one host
+    (on two ports), and each must count only its own workers. Port 0 (any port): the pid."""
+    return home / "metrics" / (str(port) if port else f"pid-{os.getpid()}")
+
+
+def prepare_multiprocess(home: Path, port: int) -> Path:
+    """Before the workers fork: an empty ``metrics_dir`` as ``PROMETHEUS_MULTIPROC_DIR``.
+
+    Emptied because a previous run's files would be added to this run's counts. The library
+    picks its multi-process storage when it is first imported, from the environment; if it was
+    imported before this ran, its choice is made again here (``values.ValueClass`` is looked up
+    at each metric's creation)."""
+    directory = metrics_dir(home, port)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+    return directory
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Called for an exited worker: its live gauges stop counting (counters keep their totals)."""
+    if multiprocess_dir() is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def model_label(body: bytes) -> str:
+    """The request's ``model`` if it is a plausible model name, else "": recorded only once the
+    call is paid and the upstream accepted it, so a client cannot mint label values for free."""
+    if not body or len(body) > _MAX_MODEL_BODY:
+        return ""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    model = payload.get("model") if isinstance(payload, dict) else None
+    return model if isinstance(model, str) and _MODEL.fullmatch(model) else ""
+
+
+@dataclass
+class Metrics:
+    """One app's metric objects, registered to a registry of its own (none is global)."""
+
+    registry: Any
+    requests: Any
+    payments: Any
+    charged: Any
+    input_tokens: Any
+    output_tokens: Any
+    paid_call_seconds: Any
+    upstream_seconds: Any
+
+    @classmethod
+    def build(cls) -> Metrics:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        registry = CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "inferpay_requests",
+                "HTTP requests answered, by route (a configured path or URL rule), method and status",
+                ["route", "method", "status_code"],
+                registry=registry,
+            ),
+            payments=Counter(
+                "inferpay_payments",
+                "Paid-route calls by outcome (required, refused, voided, settled) and refusal code",
+                ["route", "outcome", "code"],
+                registry=registry,
+            ),
+            charged=Counter(
+                "inferpay_charged_base_units",
+                "Base units captured by settles, by route, payee and model",
+                ["route", "payee", "model"],
+                registry=registry,
+            ),
+            input_tokens=Counter(
+                "inferpay_input_tokens",
+                "Input (prompt) tokens of settled metered calls, as the upstream reported them",
+                ["route", "model"],
+                registry=registry,
+            ),
+            output_tokens=Counter(
+                "inferpay_output_tokens",
+                "Output (completion) tokens of settled metered calls, as the upstream reported them",
+                ["route", "model"],
+                registry=registry,
+            ),
+            paid_call_seconds=Histogram(
+                "inferpay_paid_call_duration_seconds",
+                "A settled paid call from request to settle, upstream included",
+                ["route", "model"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            upstream_seconds=Histogram(
+                "inferpay_upstream_latency_seconds",
+                "The upstream's answer to a paid call, until its headers (streams) or its body",
+                ["route", "model"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+        )
+
+    # ---- what the paid proxy reports ----
+
+    def payment(self, route: str, outcome: str, code: str = "") -> None:
+        self.payments.labels(route, outcome, code).inc()
+
+    def upstream(self, route: str, model: str, seconds: float) -> None:
+        self.upstream_seconds.labels(route, model).observe(seconds)
+
+    def settled(
+        self, route: str, payee: str, model: str, charged: int, usage: tuple[int, int] | None, seconds: float
+    ) -> None:
+        self.payment(route, "settled")
+        self.charged.labels(route, payee, model).inc(charged)
+        if usage is not None:
+            self.input_tokens.labels(route, model).inc(usage[0])
+            self.output_tokens.labels(route, model).inc(usage[1])
+        self.paid_call_seconds.labels(route, model).observe(seconds)
+
+    # ---- the scrape ----
+
+    def exposition(self, ledger: Ledger) -> bytes:
+        """Every worker's counts (or this process's), and the ledger's state read now."""
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry) + generate_latest(_ledger_registry(ledger))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry) + generate_latest(_ledger_registry(ledger))
+
+
+def _ledger_registry(ledger: Ledger) -> Any:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_LedgerCollector(ledger))
+    return registry
+
+
+class _LedgerCollector:
+    """Gauges read from the ledger at scrape time (one small query each)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        head = self.ledger.head()
+        holds = self.ledger.store.open_holds()
+        waiting, oldest_ms = self.ledger.store.unsealed()
+        lag_ms = max(0, self.ledger.now_ms() - oldest_ms) if oldest_ms is not None else 0
+        yield GaugeMetricFamily("inferpay_ledger_height", "Height of the newest sealed block", value=head.header.height)
+        yield GaugeMetricFamily(
+            "inferpay_ledger_transactions", "Transactions sealed into blocks since genesis", value=head.header.tree_size
+        )
+        yield GaugeMetricFamily(
+            "inferpay_open_holds", "Holds placed and not yet settled, voided or expired", len(holds)
+        )
+        yield GaugeMetricFamily(
+            "inferpay_open_holds_base_units", "Base units reserved by open holds", sum(h.amount for h in holds)
+        )
+        yield GaugeMetricFamily("inferpay_unsealed_transactions", "Transactions waiting to be sealed", value=waiting)
+        yield GaugeMetricFamily(
+            "inferpay_seal_lag_seconds",
+            "Age of the oldest transaction waiting to be sealed (0 when none waits)",
+            value=lag_ms / 1000,
+        )
