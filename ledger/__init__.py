@@ -13,7 +13,7 @@ from __future__ import annotations
 from ledger.audit import AuditReport, Problem, audit
 from ledger.errors import InferpayError
 from ledger.ledger import Ledger, TxResult
-from ledger.storage import describe, is_postgres_url, open_store, postgres_connection
+from ledger.storage import describe, is_postgres_url, open_store
 from ledger.storage.base import (
     AllowanceRow,
     ApiKeyRow,
@@ -26,6 +26,7 @@ from ledger.storage.base import (
     StoredTx,
 )
 from ledger.storage.dump import export_ledger, import_ledger, read_header
+from ledger.storage.rate_counts import Counter, RateCounts
 
 __all__ = [
     "AllowanceRow",
@@ -33,12 +34,14 @@ __all__ = [
     "ApiKeyStore",
     "AuditReport",
     "CheckpointStore",
+    "Counter",
     "FacilitatorRecordStore",
     "HoldRow",
     "InferpayError",
     "Ledger",
     "LedgerStore",
     "Problem",
+    "RateCounts",
     "RawTx",
     "StoredTx",
     "TxResult",
@@ -48,6 +51,5 @@ __all__ = [
     "import_ledger",
     "is_postgres_url",
     "open_store",
-    "postgres_connection",
     "read_header",
 ]

@@ -104,3 +104,22 @@ def test_importing_the_witness_client_loads_no_web_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_only_the_ledgers_storage_modules_import_a_database_driver() -> None:
+    """The gateway, wallets and CLI keep no database of their own: what they remember beyond
+    the ledger (API keys, checkpoints, facilitator records, rate counts) goes through
+    ``ledger``'s storage interfaces."""
+    drivers = {"sqlite3", "sqlite_utils", "psycopg", "psycopg_pool"}
+    importing = sorted(
+        path
+        for package in ("ledger", "wallets", "gateway", "inferpay_cli", "model_server")
+        for path, names in imported_modules(package).items()
+        if {name.split(".")[0] for name in names} & drivers
+    )
+    assert importing == [
+        "ledger/audit/disk_set.py",  # the auditor's scratch set on disk (a temporary file, not a store)
+        "ledger/storage/postgres.py",
+        "ledger/storage/rate_counts.py",
+        "ledger/storage/sqlite.py",
+    ], importing

@@ -12,7 +12,7 @@ from ledger.errors import InvalidInput, StorageUnavailable
 from ledger.storage.base import LedgerStore
 from ledger.storage.postgres_schema import is_postgres_url
 
-__all__ = ["describe", "is_postgres_url", "open_store", "postgres_connection"]
+__all__ = ["describe", "is_postgres_url", "open_store"]
 
 
 def open_store(target: str | Path) -> LedgerStore:
@@ -44,13 +44,3 @@ def describe(target: str | Path) -> str:
         except InvalidInput:
             return "postgresql://(unreadable URL)"
     return str(target)
-
-
-def postgres_connection(url: str) -> tuple[str, str | None]:
-    """For a process that keeps tables of its own beside a PostgreSQL ledger (the gateway's rate
-    limits): the libpq connection string the URL names (without inferpay's own parameters) and
-    its ``?schema=``, or None. Raises ``InvalidInput`` on a bad URL, never echoing a password."""
-    from ledger.storage.postgres_schema import parse_postgres_url
-
-    target = parse_postgres_url(url)
-    return target.conninfo, target.schema
