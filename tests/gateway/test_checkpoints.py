@@ -72,13 +72,17 @@ def test_the_checkpoint_restates_the_sealed_head_under_the_published_key(env: Ga
     assert checkpoint.size == head.tree_size > CALLS
     assert "0x" + checkpoint.root_hash.hex() == head.tree_root
     assert checkpoint.origin.startswith(f"inferpay.local/ledger/{env.chain.chain_id}/")
-    mode = (env.home / "checkpoint.key").stat().st_mode & 0o777
-    assert mode == 0o600
     answer = requests.get(env.ledger_url + "/checkpoint", timeout=5)
     assert answer.headers["Content-Type"].startswith("text/plain")
     assert answer.headers["Cache-Control"] == "no-cache"
     with pytest.raises(UnverifiedNote):  # another key: nothing verifies
         open_note(note, [NoteVerifier.from_vkey(NoteSigner.generate(checkpoint.origin).vkey)])
+
+
+def test_the_home_keys_are_owner_only(env: GatewayEnv) -> None:
+    for key in ("sealer.key", "checkpoint.key"):
+        assert (env.home / key).stat().st_mode & 0o777 == 0o600, key
+    assert env.home.stat().st_mode & 0o077 == 0  # the home directory itself: owner only
 
 
 def test_tiles_rebuild_the_tree_the_checkpoint_signs(env: GatewayEnv) -> None:
