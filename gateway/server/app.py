@@ -51,7 +51,8 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     @app.get("/metrics")
     def metrics() -> Any:
         svc = services()
-        return Response(svc.metrics.exposition(svc.ledger), mimetype=None, content_type=CONTENT_TYPE)
+        witnesses = tuple(w.vkey.split("+", 1)[0] for w in svc.config.checkpoints.witnesses)
+        return Response(svc.metrics.exposition(svc.ledger, witnesses), mimetype=None, content_type=CONTENT_TYPE)
 
     @app.after_request
     def count_request(response: Response) -> Response:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class CheckpointPublisher:
     witnesses: list[WitnessConfig]
     interval_ms: int = 2000
     timeout_s: float = 5.0
+    on_push: Callable[[str, str], None] | None = None  # (witness name, cosigned|refused|unreachable)
     _log: TransparencyLog = field(init=False)
     _states: list[WitnessState] = field(init=False)
     _pool: ThreadPoolExecutor | None = field(init=False, default=None)
@@ -123,13 +125,16 @@ class CheckpointPublisher:
                     current = self.ledger.store.checkpoints.at(size) or note
                     self.ledger.store.checkpoints.save(size, with_cosignatures(current, good), system_now_ms())
                 state.size, state.last_ok_ms, state.last_error = size, system_now_ms(), None
+                self._report(state, "cosigned")
                 return
         except WitnessUnavailable as down:  # down or slow: tried again on a later tick
             state.last_error = down.message
+            self._report(state, "unreachable")
             log.warning("witness %s unreachable for checkpoint %d: %s", state.config.url, size, down.message)
         except InferpayError as refused:  # it answered no: it saw another history, or distrusts us
             state.refusals += 1
             state.last_error = f"{refused.code}: {refused.message}"
+            self._report(state, "refused")
             log.error("witness %s REFUSED checkpoint %d: %s", state.config.url, size, state.last_error)
         except Exception as exc:  # e.g. a proof we could not build: report, never kill the sealer
             state.last_error = f"{type(exc).__name__}: {exc}"
@@ -137,6 +142,10 @@ class CheckpointPublisher:
         finally:
             with self._lock:
                 state.busy = False
+
+    def _report(self, state: WitnessState, outcome: str) -> None:
+        if self.on_push is not None:
+            self.on_push(state.verifier.name, outcome)
 
     def status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self._states]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import Ledger
+from ledger.tlog.note import parse_note
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -101,6 +102,7 @@ class Metrics:
     output_tokens: Any
     paid_call_seconds: Any
     upstream_seconds: Any
+    witness_pushes: Any
 
     @classmethod
     def build(cls) -> Metrics:
@@ -153,9 +155,19 @@ class Metrics:
                 buckets=LATENCY_BUCKETS_S,
                 registry=registry,
             ),
+            witness_pushes=Counter(
+                "inferpay_witness_pushes",
+                "Checkpoints pushed to each configured witness, by outcome (cosigned, refused: it saw "
+                "another history or distrusts the log; unreachable: down, slow or answering 5xx)",
+                ["witness", "outcome"],
+                registry=registry,
+            ),
         )
 
-    # ---- what the paid proxy reports ----
+    # ---- what the paid proxy and the checkpoint publisher report ----
+
+    def witness_push(self, witness: str, outcome: str) -> None:
+        self.witness_pushes.labels(witness, outcome).inc()
 
     def payment(self, route: str, outcome: str, code: str = "") -> None:
         self.payments.labels(route, outcome, code).inc()
@@ -175,32 +187,35 @@ class Metrics:
 
     # ---- the scrape ----
 
-    def exposition(self, ledger: Ledger) -> bytes:
-        """Every worker's counts (or this process's), and the ledger's state read now."""
+    def exposition(self, ledger: Ledger, witnesses: tuple[str, ...] = ()) -> bytes:
+        """Every worker's counts (or this process's), and the ledger's state read now;
+        ``witnesses``: the configured witnesses' names (their cosignature lines say them)."""
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        state = generate_latest(_ledger_registry(ledger, witnesses))
         directory = multiprocess_dir()
         if directory is None:
-            return generate_latest(self.registry) + generate_latest(_ledger_registry(ledger))
+            return generate_latest(self.registry) + state
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)
-        return generate_latest(registry) + generate_latest(_ledger_registry(ledger))
+        return generate_latest(registry) + state
 
 
-def _ledger_registry(ledger: Ledger) -> Any:
+def _ledger_registry(ledger: Ledger, witnesses: tuple[str, ...]) -> Any:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_LedgerCollector(ledger))
+    registry.register(_LedgerCollector(ledger, witnesses))
     return registry
 
 
 class _LedgerCollector:
     """Gauges read from the ledger at scrape time (one small query each)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, witnesses: tuple[str, ...]) -> None:
         self.ledger = ledger
+        self.witnesses = witnesses
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -225,3 +240,25 @@ class _LedgerCollector:
             "Age of the oldest transaction waiting to be sealed (0 when none waits)",
             value=lag_ms / 1000,
         )
+        yield from self._checkpoint(head.header.tree_size)
+
+    def _checkpoint(self, head_size: int) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        latest = self.ledger.store.checkpoints.latest()
+        if latest is None:
+            return
+        size, note = latest
+        yield GaugeMetricFamily("inferpay_checkpoint_size", "Entries the latest signed checkpoint covers", value=size)
+        yield GaugeMetricFamily(
+            "inferpay_checkpoint_lag_entries", "Sealed entries not yet in a signed checkpoint", value=head_size - size
+        )
+        signed_by = {s.name for s in parse_note(note).signatures}
+        cosigned = GaugeMetricFamily(
+            "inferpay_checkpoint_cosigned",
+            "1 if the configured witness cosigned the latest checkpoint, else 0",
+            labels=["witness"],
+        )
+        for name in self.witnesses:
+            cosigned.add_metric([name], 1 if name in signed_by else 0)
+        yield cosigned

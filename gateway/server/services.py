@@ -48,6 +48,7 @@ class Services:
         sealer = home.sealer()
         ledger = Ledger(home.open_store(), sealer=sealer, group_commit=True)
         pay_to = home.wallets.resolve(config.pay_to)
+        metrics = Metrics.build()
         checkpoint_signer = home.checkpoint_signer()
         publisher = None
         if checkpoint_signer is not None and start_sealer:
@@ -57,6 +58,7 @@ class Services:
                 list(config.checkpoints.witnesses),
                 interval_ms=config.checkpoints.interval_ms,
                 timeout_s=config.checkpoints.witness_timeout_ms / 1000,
+                on_push=metrics.witness_push,
             )
         # One sealer per host: the workers elect one through a lock file in the home; it also
         # publishes the checkpoints.
@@ -78,7 +80,7 @@ class Services:
             transparency=TransparencyLog(ledger.store),
             checkpoint_signer=checkpoint_signer,
             publisher=publisher,
-            metrics=Metrics.build(),
+            metrics=metrics,
             rate_limiter=RateLimiter(
                 config.database
                 if config.database and is_postgres_url(config.database)

@@ -64,6 +64,18 @@ def pay(env: GatewayEnv, url: str | None = None, calls: int = 1) -> None:
         assert answer.status_code == 200, answer.text
 
 
+def metric(scraped: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 if it is not there)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in scraped.splitlines():
+        if line.startswith(name + "{"):
+            found, value = line.rsplit(" ", 1)
+            have = ",".join(sorted(found[len(name) + 1 : -1].split(",")))
+            if have == wanted:
+                return float(value)
+    return 0.0
+
+
 def cosigned_by(note: bytes, log_name: str) -> set[str]:
     return {s.name for s in parse_note(note).signatures if s.name != log_name}
 
@@ -154,6 +166,10 @@ def test_a_witness_down_delays_only_its_own_cosignature(witnessed: Witnessed) ->
     assert NAMES[1] not in cosigned_by(note, parse_checkpoint(parse_note(note).text).origin)
     status = requests.get(env.ledger_url + "/checkpoint/status", timeout=5).json()
     assert status["cosignedBy"] == [NAMES[0]]
+    scraped = requests.get(env.url + "/metrics", timeout=5).text
+    assert f'inferpay_checkpoint_cosigned{{witness="{NAMES[0]}"}} 1.0' in scraped
+    assert f'inferpay_checkpoint_cosigned{{witness="{NAMES[1]}"}} 0.0' in scraped
+    assert metric(scraped, "inferpay_witness_pushes_total", witness=NAMES[1], outcome="unreachable") >= 1
     # Back where it was (same key, same state file): it catches up from the size it holds,
     # with a consistency proof from there, on the publisher's next ticks.
     witnessed.witnesses[1] = start_witness(witnessed.configs[1], port=down.port).__enter__()
@@ -214,6 +230,8 @@ def test_a_gateway_restored_from_an_old_backup_is_refused_by_witnesses_and_clien
             return "REFUSED" in restored.log_text() or "refused" in restored.log_text().lower()
 
         env.wait_for(refused, timeout=20, what="a witness refusal in the restored gateway's log")
+        scraped = requests.get(restored.url + "/metrics", timeout=5).text
+        assert metric(scraped, "inferpay_witness_pushes_total", witness=NAMES[0], outcome="refused") >= 1
         forked = requests.get(restored.url + "/ledger/checkpoint", timeout=5).content
         origin = parse_checkpoint(parse_note(forked).text).origin
         assert NAMES[0] not in cosigned_by(forked, origin)  # the live witness never cosigned the fork
