@@ -30,6 +30,7 @@ from gateway.server.error_handlers import status_for
 from gateway.server.explorer_data import CSV_HEADER, HOUR_MS, Reader, route_usage, utc_ms, utc_s
 from gateway.server.ledger_api import MAX_PAGE, api_key_summary, query_int
 from gateway.server.services import services
+from ledger.tlog.note import parse_note
 from ledger.amounts import INT64_MAX, format_amount
 from ledger.errors import InferpayError, InvalidInput
 from ledger.errors import NotFound as LedgerNotFound
@@ -139,6 +140,7 @@ def head() -> Any:
     waiting, _ = ledger.store.unsealed()
     return render_template(
         "explorer/head.html",
+        checkpoint=_checkpoint_facts(top.header.tree_size),
         chain=ledger.chain,
         head=top,
         supply=ledger.store.supply(),
@@ -149,6 +151,28 @@ def head() -> Any:
         older=start if start > 0 else None,
         newer=min(before + PAGE, top.header.height + 1) if before <= top.header.height else None,
     )
+
+
+def _checkpoint_facts(head_size: int) -> dict[str, Any] | None:
+    """The latest signed checkpoint as the head page shows it: its size, how far it is behind
+    the head, the log's key and which witnesses cosigned it (all public: /ledger/checkpoint)."""
+    svc = services()
+    if svc.checkpoint_signer is None:
+        return None
+    latest = svc.ledger.store.checkpoints.latest()
+    if latest is None:
+        return None
+    size, note = latest
+    names = {s.name for s in parse_note(note).signatures}
+    configured = [w.vkey.split("+", 1)[0] for w in svc.config.checkpoints.witnesses]
+    return {
+        "origin": svc.checkpoint_signer.name,
+        "vkey": svc.checkpoint_signer.vkey,
+        "size": size,
+        "behind": head_size - size,
+        "witnesses": [(name, name in names) for name in configured],
+        "others": sorted(names - set(configured) - {svc.checkpoint_signer.name}),
+    }
 
 
 @explorer.get("/blocks/<int:height>")

@@ -213,3 +213,14 @@ def test_a_paid_calls_answer_leads_to_its_offline_receipt_under_the_offered_key(
     entry = Transaction.from_dict(json.loads(proof.extra[len(LEAF_PREFIX) :]))
     assert transaction_id(entry) == answer["transaction"]  # the proven entry is this call's settle
     verify_tlog_proof(proof, proof.extra, NoteVerifier.from_vkey(vkey), None)
+
+
+def test_the_explorer_head_shows_the_checkpoint_and_a_transaction_links_its_receipt(env: GatewayEnv) -> None:
+    _, checkpoint = _published(env)
+    page = requests.get(env.url + "/explorer/", timeout=5).text
+    assert 'id="checkpoint"' in page and f"{checkpoint.size} entries (the whole sealed log)" in page
+    assert _vkey(env) in page and checkpoint.origin in page
+    tx_id = env.history(env.alice)[0].tx_id
+    page = requests.get(env.url + f"/explorer/tx/{tx_id}", timeout=5)
+    assert page.status_code == 200, page.status_code
+    assert f"/ledger/transactions/{tx_id}/tlog-proof" in page.text
