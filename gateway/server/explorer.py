@@ -30,10 +30,10 @@ from gateway.server.error_handlers import status_for
 from gateway.server.explorer_data import CSV_HEADER, HOUR_MS, Reader, route_usage, utc_ms, utc_s
 from gateway.server.ledger_api import MAX_PAGE, api_key_summary, query_int
 from gateway.server.services import services
-from ledger.tlog.note import parse_note
 from ledger.amounts import INT64_MAX, format_amount
 from ledger.errors import InferpayError, InvalidInput
 from ledger.errors import NotFound as LedgerNotFound
+from ledger.tlog.note import parse_note
 from ledger.types import parse_address, parse_bytes32
 
 log = logging.getLogger("inferpay.explorer")
