@@ -68,8 +68,15 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: floa
 
 @click.command()
 @click.option("--keep", is_flag=True, help="Keep the demo's home directory (and print where it is).")
-def demo(keep: bool) -> None:
-    """Run the whole product once: model server, gateway, paid calls, receipts, verify."""
+@click.option(
+    "--stay/--no-stay",
+    default=None,
+    help="Keep the gateway serving afterwards (explorer, ledger API) until Ctrl-C "
+    "(default: when run from a terminal).",
+)
+def demo(keep: bool, stay: bool | None) -> None:
+    """Run the whole product once: model server, gateway, paid calls, receipts, verify; then
+    print the explorer's URL (and, from a terminal, keep serving it until Ctrl-C)."""
     home = Path(tempfile.mkdtemp(prefix="inferpay-demo-"))
     env = {
         **os.environ,
@@ -80,7 +87,7 @@ def demo(keep: bool) -> None:
     }
     os.environ.update({k: env[k] for k in ("INFERPAY_HOME", "INFERPAY_SCRYPT_N", "HF_HUB_OFFLINE")})
     try:
-        _run(home, env)
+        _run(home, env, stay if stay is not None else sys.stdin.isatty() and sys.stdout.isatty())
     finally:
         if keep:
             click.echo(f"\nkept {home}")
@@ -88,7 +95,7 @@ def demo(keep: bool) -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _run(home: Path, env: dict[str, str]) -> None:
+def _run(home: Path, env: dict[str, str], stay: bool) -> None:
     import wallets
     from gateway.client import HttpxPaymentAuth, PaymentAuth, receipt_of, verify_receipt_inclusion
     from gateway.server.api_keys import register_key
@@ -235,3 +242,14 @@ price = "0.001"
             f"local:  {'valid' if report.ok else 'INVALID'}: {report.blocks} blocks, {report.transactions} transactions"
         )
         subprocess.run([*cli, "verify", "--node", base], env=env, check=True)
+
+        say("see it in the browser")
+        click.echo(f"explorer: {base}/explorer/  (the calls above, their receipts, proofs and balances)")
+        click.echo(f"ledger:   {base}/ledger/info   metrics: {base}/metrics")
+        if stay:
+            click.echo("serving until Ctrl-C ...")
+            try:
+                while gateway.poll() is None:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                click.echo("")

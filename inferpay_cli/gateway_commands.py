@@ -9,7 +9,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from inferpay_cli.output import emit_json, table
 from ledger.amounts import format_amount, parse_amount
 from ledger.errors import InvalidInput
 from ledger.types import Allowance
+
+if TYPE_CHECKING:
+    from gateway.server.config import GatewayConfig
 
 _DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -39,21 +42,47 @@ def parse_duration(text: str) -> int:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Gateway configuration (TOML).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the config and open what it names (home, ledger, payee, keys), print what was found, and exit.",
+)
+@json_option
 @pass_home
-def gateway_command(home: Home, config_path: Path) -> None:
-    """Serve the paid gateway described by --config (gunicorn, `workers` processes)."""
-    from gateway.server.config import load_config
-    from gateway.server.serve import serve_gateway
+def gateway_command(home: Home, config_path: Path, check: bool, as_json: bool) -> None:
+    """Serve the paid gateway described by --config (gunicorn, `workers` processes).
 
-    config = load_config(config_path, home=home.path)
-    if config.database is None and home.database:  # [gateway] database wins over --database
-        config = dataclasses.replace(config, database=home.database)
+    SIGHUP to the gateway's master process reloads the config file without dropping calls
+    (routes, prices, rate limits, witnesses); a bad new config is refused, logged with its
+    reason, and the running one kept. Host, port, workers and threads need a restart."""
+    from gateway.server.config import load_config
+    from gateway.server.serve import check_config, serve_gateway
+
+    def read() -> GatewayConfig:
+        config = load_config(config_path, home=home.path)
+        if config.database is None and home.database:  # [gateway] database wins over --database
+            config = dataclasses.replace(config, database=home.database)
+        return config
+
+    config = read()
+    if check:
+        found = check_config(config)
+        if as_json:
+            emit_json({"ok": True, **found})
+            return
+        click.echo(f"config ok: {config_path}")
+        click.echo(f"routes:      {', '.join(found['routes'])}")
+        click.echo(f"ledger:      {found['ledger']} (head at block {found['headHeight']})")
+        click.echo(f"pays to:     {found['payTo']}")
+        click.echo(f"checkpoints: {found['checkpointKey'] or 'no checkpoint key'}; {len(found['witnesses'])} witnesses")
+        click.echo(f"rate limits: {found['rateLimits']}")
+        return
     click.echo(
         f"inferpay gateway on http://{config.host}:{config.port} ({len(config.routes)} routes, "
         f"{config.workers} workers)",
         err=True,
     )
-    serve_gateway(config)
+    serve_gateway(config, read)
 
 
 @click.command("model-server")

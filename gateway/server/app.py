@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from gateway.server import error_handlers
+from gateway.server import access_log, error_handlers
 from gateway.server.config import GatewayConfig
 from gateway.server.metrics import CONTENT_TYPE, UNMATCHED, mark_worker_dead
 from gateway.server.services import EXTENSION, Services, services
@@ -53,6 +53,8 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
         svc = services()
         witnesses = tuple(w.vkey.split("+", 1)[0] for w in svc.config.checkpoints.witnesses)
         return Response(svc.metrics.exposition(svc.ledger, witnesses), mimetype=None, content_type=CONTENT_TYPE)
+
+    access_log.register(app, route_label)
 
     @app.after_request
     def count_request(response: Response) -> Response:

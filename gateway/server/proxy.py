@@ -31,7 +31,7 @@ import httpx
 from flask import Blueprint, Response, current_app, request, stream_with_context
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from gateway.server import api_keys
+from gateway.server import access_log, api_keys
 from gateway.server.config import Route
 from gateway.server.error_handlers import error_body, status_for
 from gateway.server.metrics import model_label
@@ -144,6 +144,7 @@ def paid_call(_subpath: str) -> Response:
         svc.metrics.payment(route.path, "refused", exc.code)
         raise
     paid = replace(paid, model=model_label(facts.body), started=started)
+    access_log.note(payer=paid.payer, holdId=paid.hold_id)
 
     # 3. Call the upstream; anything but a 2xx releases the hold.
     body, stream, client_wants_usage = _ask_for_usage(facts.body) if route.metered else (facts.body, False, False)
@@ -162,6 +163,7 @@ def paid_call(_subpath: str) -> Response:
         svc.metrics.payment(route.path, "voided", f"upstream_{upstream.status_code // 100}xx")
         return _failed_upstream(upstream)
     if stream and upstream.headers.get("content-type", "").startswith("text/event-stream"):
+        access_log.note(stream=True, upstreamMs=round(upstream_ms, 3))
         return _stream_and_settle(svc, route, paid, upstream, client_wants_usage)
 
     # 4. Settle what the call cost (flat, or metered from the upstream's usage) and sign a receipt.
@@ -173,6 +175,12 @@ def paid_call(_subpath: str) -> Response:
     _attach_receipt(response, receipt, paid.v1)
     overhead = (time.perf_counter() - started) * 1000 - upstream_ms
     response.headers[OVERHEAD_HEADER] = f"{overhead:.3f}"
+    access_log.note(
+        charged=str(receipt.charged),
+        txId=receipt.tx_id,
+        upstreamMs=round(upstream_ms, 3),
+        overheadMs=round(overhead, 3),
+    )
     return response
 
 
@@ -258,6 +266,7 @@ def _hold_for_key(svc: Services, route: Route, token: str) -> PaidHold:
     remaining = key.allowance.cap - key.allowance.spent
     amount = max(route.price, min(route.authorized_amount, remaining))
     owner = key.allowance.owner
+    access_log.note(keyPrefix=key.key_prefix)  # the prefix `inferpay key list` shows, never the key
     svc.rate_limiter.admit(route, payer=owner, api_key=key.allowance.allowance_id, amount=amount)  # before the hold
     hold = svc.ledger.charge(
         key.allowance.allowance_id, amount, expires_at_s=svc.ledger.now_s() + svc.config.hold_seconds

@@ -25,6 +25,7 @@ def gunicorn_application(
     accesslog: bool = True,
     on_worker_exit: Callable[[Any], None] | None = None,
     on_child_exit: Callable[[int], None] | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> BaseApplication:
     """The gunicorn application, configured and not yet running: ``.run()`` serves ``load()``
     (called once in each worker) until gunicorn is stopped.
@@ -32,7 +33,9 @@ def gunicorn_application(
     ``on_worker_exit(app)`` runs in each worker process as it exits (gunicorn's ``worker_exit``
     hook, after its last request), with the app that worker loaded; not after a SIGKILL, where
     the kernel reclaims what the process held. ``on_child_exit(pid)`` runs in the master once a
-    worker has gone, however it went (gunicorn's ``child_exit``)."""
+    worker has gone, however it went (gunicorn's ``child_exit``). ``on_reload()`` runs in the
+    master on SIGHUP, before gunicorn starts new workers (which call ``load()`` again) and lets
+    the old ones finish their requests and exit (gunicorn's ``on_reload``)."""
     from gunicorn.app.base import BaseApplication
 
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -69,6 +72,12 @@ def gunicorn_application(
             on_child_exit(worker.pid)
 
         options["child_exit"] = child_exit
+    if on_reload is not None:
+
+        def reload(server: Any) -> None:
+            on_reload()
+
+        options["on_reload"] = reload
 
     class Application(BaseApplication):
         def load_config(self) -> None:
