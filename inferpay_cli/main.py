@@ -75,6 +75,9 @@ def _register() -> None:
     from inferpay_cli.facilitator_commands import facilitator_command
 
     cli.add_command(facilitator_command)
+    from inferpay_cli.mirror_commands import mirror_command
+
+    cli.add_command(mirror_command)
 
 
 _register()

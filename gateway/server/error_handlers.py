@@ -60,6 +60,7 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     le.InvalidProof: 422,  # tlog-witness: a consistency proof that does not verify is 422
     le.OldSizeMismatch: 409,  # tlog-witness: the old size is not the one held (body: that size)
     le.InconsistentCheckpoints: 409,
+    le.HistoryRewritten: 409,  # raised by a mirror, not a server; like two checkpoints, a conflict
     le.StorageUnavailable: 503,
     le.LedgerNotInitialized: 503,
     ms.ModelUnavailable: 503,  # the model extra or weights are missing: retry once it is installed

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from gateway.server.services import services
+from gateway.server.services import ledger_reads
 from ledger.amounts import INT64_MAX
 from ledger.errors import InvalidInput, MalformedRecord, NotFound
 from ledger.types import Authorization, parse_address, parse_signature
@@ -40,18 +40,18 @@ def _stored(stored: Any) -> dict[str, Any]:
 
 @ledger_api.get("/info")
 def info() -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     return {**ledger.chain.to_dict(), "supply": str(ledger.store.supply()), "head": ledger.head().to_dict()}
 
 
 @ledger_api.get("/head")
 def head() -> Any:
-    return services().ledger.head().to_dict()
+    return ledger_reads().ledger.head().to_dict()
 
 
 @ledger_api.get("/accounts/<address>")
 def account(address: str) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     found = ledger.balance(parse_address(address))
     holds = [
         {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at_s}
@@ -62,7 +62,7 @@ def account(address: str) -> Any:
 
 @ledger_api.get("/accounts/<address>/history")
 def history(address: str) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     limit = _int_arg("limit", 100, 1, MAX_PAGE)
     before = _int_arg("before", None, 1, INT64_MAX)
     assert limit is not None
@@ -76,7 +76,7 @@ def history(address: str) -> Any:
 
 @ledger_api.get("/transactions/<tx_id>")
 def transaction(tx_id: str) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     try:
         stored = ledger.transaction(tx_id)
     except MalformedRecord as exc:
@@ -87,7 +87,7 @@ def transaction(tx_id: str) -> Any:
 
 @ledger_api.get("/blocks")
 def blocks() -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     start = _int_arg("from", 0, 0, INT64_MAX)
     limit = _int_arg("limit", 100, 1, MAX_PAGE)
     assert start is not None and limit is not None
@@ -96,7 +96,7 @@ def blocks() -> Any:
 
 @ledger_api.get("/blocks/<int:height>")
 def block(height: int) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     found = ledger.store.block(height) if height <= INT64_MAX else None
     if found is None:
         raise NotFound(f"no block at height {height}")
@@ -109,7 +109,7 @@ def consistency() -> Any:
     new = _int_arg("new", None, 0, INT64_MAX)
     if old is None or new is None:
         raise InvalidInput("query parameters 'old' and 'new' (block heights) are required")
-    return services().ledger.consistency_proof(old, new)
+    return ledger_reads().ledger.consistency_proof(old, new)
 
 
 @ledger_api.post("/transfers")
@@ -121,5 +121,5 @@ def submit_transfer() -> Any:
     if not isinstance(body, dict) or set(body) != {"authorization", "signature"}:
         raise InvalidInput('expected a JSON object {"authorization": {...}, "signature": "0x..."}')
     auth = Authorization.from_dict(body["authorization"])
-    result = services().ledger.transfer(auth, parse_signature(body["signature"]))
+    result = ledger_reads().ledger.transfer(auth, parse_signature(body["signature"]))
     return result.to_dict(), 200 if result.duplicate else 201

@@ -1,0 +1,317 @@
+"""``inferpay mirror``: a real gateway process under paid load, and mirrors of it as real
+processes (``python -m inferpay_cli mirror``), each in a home of its own.
+
+A mirror ends at the gateway's checkpoint and head, its own ledger audits clean with the same
+supply and balances, it resumes after SIGKILL, it stops with evidence (exit 1, one line on
+stderr, a file in its home) when the source serves an edited entry or a checkpoint of another
+history, and ``--serve`` answers ``inferpay verify --node`` with the same head.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER
+from ledger.audit import audit
+from ledger.storage.sqlite import SQLiteStore
+from ledger.tlog.checkpoint import Checkpoint, parse_checkpoint
+from ledger.tlog.note import Note, NoteSigner, NoteVerifier, format_note, open_note
+from ledger.tlog.proof import parse_tlog_proof, verify_tlog_proof
+from tests.support.gateway import FLAT, GatewayEnv, start_gateway_env
+from tests.support.servers import ROOT, run_server_command, run_wsgi_in_process
+
+THREADS = 4
+CALLS_PER_THREAD = 30
+MIRROR_TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEnv]:
+    with start_gateway_env(Path(tmp_path_factory.mktemp("gw-mirror"))) as started:
+        pay(started, 6)
+        started.wait_quiet()
+        yield started
+
+
+def pay(env: GatewayEnv, calls: int, threads: int = 1) -> None:
+    """``calls`` paid calls on each of ``threads`` threads, all of which must succeed."""
+    failures: list[str] = []
+
+    def work() -> None:
+        session = requests.Session()
+        for _ in range(calls):
+            header, _ = env.payment(env.alice)
+            answer = session.post(env.route_url(FLAT), json={}, headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30)
+            if answer.status_code != 200:
+                failures.append(answer.text[:200])
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+
+
+def mirror_argv(url: str, home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "inferpay_cli", "mirror", url, "--home", str(home), *args]
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run_mirror(url: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mirror_argv(url, home, "--once", *args),
+        capture_output=True,
+        text=True,
+        timeout=MIRROR_TIMEOUT_S,
+        env=child_env(),
+        cwd=ROOT,
+    )
+
+
+def published(env: GatewayEnv) -> tuple[bytes, Checkpoint]:
+    """The gateway's checkpoint once the ledger is quiet and it covers the whole head."""
+    env.wait_quiet()
+    note = requests.get(env.ledger_url + "/checkpoint", timeout=10).content
+    checkpoint = parse_checkpoint(open_note(note, [NoteVerifier.from_vkey(vkey_of(env))]).text)
+    assert checkpoint.size == env.ledger.head().header.tree_size
+    return note, checkpoint
+
+
+def vkey_of(env: GatewayEnv) -> str:
+    vkey: str = json.loads(env.cli("info", "--json").stdout)["checkpointKey"]
+    return vkey
+
+
+def mirror_head_size(home: Path) -> int:
+    """The mirror's sealed log size, read with plain sqlite3 (read-only) while it runs."""
+    path = home / "ledger.db"
+    if not path.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT record FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        return 0  # created, not migrated yet
+    return 0 if row is None else int(json.loads(row[0])["header"]["treeSize"])
+
+
+def assert_same_ledger(env: GatewayEnv, home: Path) -> None:
+    """The mirror's own ledger: the gateway's head and checkpoint, and an audit that agrees."""
+    note, checkpoint = published(env)
+    store = SQLiteStore(home / "ledger.db")
+    try:
+        assert store.head().to_dict() == env.ledger.head().to_dict()
+        assert store.checkpoints.latest() == (checkpoint.size, note)
+        report = audit(store, workers=1)
+        assert report.ok, [str(p) for p in report.problems]
+        assert report.transactions == checkpoint.size
+        assert store.supply() == env.store.supply()
+        assert sorted(store.accounts(), key=str) == sorted(env.store.accounts(), key=str)
+        assert store.open_holds() == env.store.open_holds() == []
+    finally:
+        store.close()
+
+
+def stderr_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# ---- following ----
+
+
+def test_a_mirror_follows_a_gateway_under_paid_load(env: GatewayEnv, tmp_path: Path) -> None:
+    home = tmp_path / "mirror"
+    log = open(tmp_path / "mirror.log", "w+")  # noqa: SIM115 - closed below, read after the process ends
+    process = subprocess.Popen(
+        mirror_argv(env.url, home, "--interval", "0.1"), stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
+    )
+    try:
+        started = time.monotonic()
+        pay(env, CALLS_PER_THREAD, THREADS)
+        _, checkpoint = published(env)
+        assert checkpoint.size >= 2 * THREADS * CALLS_PER_THREAD  # a hold and a settle per call
+        env.wait_for(lambda: mirror_head_size(home) == checkpoint.size, timeout=60, what="the mirror to catch up")
+        elapsed_s = time.monotonic() - started
+        assert process.poll() is None, "the mirror stopped while following"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert "error" not in output, output
+    assert "pinned the source's checkpoint key" in output
+    assert_same_ledger(env, home)
+    print(f"followed {checkpoint.size} entries under load in {elapsed_s:.1f} s")
+    # The mirror's home, opened by the CLI as any ledger: it verifies.
+    verified = env.cli("--home", str(home), "verify", "--json")
+    assert json.loads(verified.stdout)["head"] == env.ledger.head().to_dict()
+
+
+def test_a_mirror_killed_mid_sync_resumes_and_finishes_consistent(env: GatewayEnv, tmp_path: Path) -> None:
+    _, checkpoint = published(env)
+    home = tmp_path / "mirror"
+    killed_at = 0
+    for attempt in range(5):  # the first replays may finish before the kill lands; then start over
+        if home.exists():
+            for path in sorted(home.iterdir()):
+                path.unlink()
+        process = subprocess.Popen(
+            mirror_argv(env.url, home, "--once"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=child_env(),
+            cwd=ROOT,
+        )
+        wanted = checkpoint.size // (3 + attempt)  # a point well inside the replay
+        while process.poll() is None and mirror_head_size(home) < wanted:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        killed_at = mirror_head_size(home)
+        if process.returncode == -signal.SIGKILL and 0 < killed_at < checkpoint.size:
+            break
+    assert 0 < killed_at < checkpoint.size, "never caught the mirror mid-sync"
+    resumed = run_mirror(env.url, home)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "pinned" not in resumed.stderr  # the key was pinned by the first run, and kept
+    assert_same_ledger(env, home)
+
+
+# ---- a source that rewrites history ----
+
+
+def test_an_edited_sealed_entry_stops_the_mirror_with_evidence(env: GatewayEnv, tmp_path: Path) -> None:
+    home = tmp_path / "mirror"
+    assert run_mirror(env.url, home).returncode == 0
+    pay(env, 3)
+    _, checkpoint = published(env)
+    seq = checkpoint.size - 1  # a sealed entry the mirror has not seen yet (index seq - 1)
+    with closing(sqlite3.connect(env.home / "ledger.db")) as conn, conn:
+        original = conn.execute("SELECT record FROM transactions WHERE seq = ?", [seq]).fetchone()[0]
+        record = json.loads(original)
+        record["acceptedAt"] = str(int(record["acceptedAt"]) + 1)
+        conn.execute("UPDATE transactions SET record = ? WHERE seq = ?", [json.dumps(record), seq])
+    try:
+        before = mirror_head_size(home)
+        refused = run_mirror(env.url, home)
+        assert refused.returncode == 1, refused.stderr
+        line = stderr_line(refused)
+        assert line.startswith("error: ") and line.endswith("[history_rewritten]"), line
+        assert f"entry {seq - 1} " in line and "evidence: " in line, line
+        evidence = json.loads(Path(line.split("evidence: ")[1].split(")")[0]).read_text())
+        assert evidence["kind"] == "inferpay-mirror-evidence" and evidence["vkey"] == vkey_of(env)
+        assert evidence["entries"][0]["index"] == seq - 1
+        assert base64.b64decode(evidence["entries"][0]["served"]).endswith(b"}")
+        assert evidence["checkpoint"].startswith(checkpoint.origin + "\n")
+        assert before <= mirror_head_size(home) <= seq - 1  # the bad entry was never attached
+    finally:
+        with closing(sqlite3.connect(env.home / "ledger.db")) as conn, conn:
+            conn.execute("UPDATE transactions SET record = ? WHERE seq = ?", [original, seq])
+    # Nothing of the refused block was kept: with the row restored, the same mirror carries on.
+    assert run_mirror(env.url, home).returncode == 0
+    assert_same_ledger(env, home)
+
+
+def test_a_checkpoint_of_another_history_is_refused_with_both_notes(env: GatewayEnv, tmp_path: Path) -> None:
+    forged_path = tmp_path / "forged.note"
+    with run_wsgi_in_process(
+        "tests.support.forging_proxy:create_forging_proxy", env.url, str(forged_path), threads=8
+    ) as proxy:
+        home = tmp_path / "mirror"
+        assert run_mirror(proxy.url, home).returncode == 0
+        note, checkpoint = published(env)
+        # The log's own key signs a tree of the same size with another root: a second history.
+        signer = NoteSigner.from_skey((env.home / "checkpoint.key").read_text().strip())
+        body = Checkpoint(checkpoint.origin, checkpoint.size, bytes(32)).body()
+        forged = format_note(Note(body, (signer.sign(body),)))
+        forged_path.write_bytes(forged)
+        refused = run_mirror(proxy.url, home)
+        assert refused.returncode == 1, refused.stderr
+        line = stderr_line(refused)
+        assert line.endswith("[inconsistent_checkpoints]") and "evidence: " in line, line
+        evidence = Path(line.split("evidence: ")[1].split(")")[0]).read_bytes()
+        assert note in evidence and forged in evidence
+        # Shown the true checkpoint again, the mirror is still refused nothing and still agrees.
+        forged_path.unlink()
+        assert run_mirror(proxy.url, home).returncode == 0
+        assert_same_ledger(env, home)
+
+
+def test_the_pinned_key_is_kept_and_another_is_refused(env: GatewayEnv, tmp_path: Path) -> None:
+    home = tmp_path / "mirror"
+    other = NoteSigner.generate(published(env)[1].origin).vkey
+    wrong_key = run_mirror(env.url, home, "--vkey", other)
+    assert wrong_key.returncode == 1 and stderr_line(wrong_key).endswith("[unverified_note]"), wrong_key.stderr
+    assert (home / "source.vkey").read_text().strip() == other  # pinned as asked: it stays refused
+    assert run_mirror(env.url, home).returncode == 1
+    fresh = tmp_path / "fresh"
+    assert run_mirror(env.url, fresh, "--vkey", vkey_of(env)).returncode == 0
+    swapped = run_mirror(env.url, fresh, "--vkey", other)
+    assert swapped.returncode == 1 and "follows the log of" in stderr_line(swapped), swapped.stderr
+    not_a_mirror = run_mirror(env.url, env.home)
+    assert not_a_mirror.returncode == 1 and "not a mirror" in stderr_line(not_a_mirror)
+
+
+# ---- serving ----
+
+
+def test_a_serving_mirror_verifies_with_the_same_head(env: GatewayEnv, tmp_path: Path) -> None:
+    home = tmp_path / "mirror"
+    argv = mirror_argv(env.url, home, "--interval", "0.1", "--serve", "127.0.0.1:{port}")
+    with run_server_command(argv, ready_path="/health", env=child_env()) as mirror:
+        pay(env, 3)
+        note, checkpoint = published(env)
+        ledger = mirror.url + "/ledger"
+
+        def caught_up() -> bool:
+            return requests.get(ledger + "/checkpoint", timeout=5).content == note
+
+        env.wait_for(caught_up, timeout=30, what="the mirror to serve the gateway's checkpoint")
+        verified = json.loads(env.cli("verify", "--node", mirror.url, "--json").stdout)
+        assert verified["ok"] and verified["head"] == env.ledger.head().to_dict()
+        status = requests.get(ledger + "/checkpoint/status", timeout=5).json()
+        assert (status["vkey"], status["checkpointSize"]) == (vkey_of(env), checkpoint.size)
+        tile = f"/tile/0/000.p/{checkpoint.size % 256}" if checkpoint.size % 256 else "/tile/0/000"
+        assert requests.get(ledger + tile, timeout=5).content == requests.get(env.ledger_url + tile, timeout=5).content
+        tx_id = env.history(env.alice)[0].tx_id
+        proof = parse_tlog_proof(requests.get(ledger + f"/transactions/{tx_id}/tlog-proof", timeout=5).content)
+        assert proof.extra is not None
+        verify_tlog_proof(proof, proof.extra, NoteVerifier.from_vkey(vkey_of(env)), None)
+        refused = requests.post(ledger + "/transfers", json={}, timeout=5)
+        assert refused.status_code == 405 and refused.json()["error"]["code"] == "method_not_allowed"
+        # Reads scale out: a mirror of the mirror, pinned to the log's key, gets the same ledger.
+        second = tmp_path / "second"
+        again = run_mirror(mirror.url, second, "--vkey", vkey_of(env), "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["head"] == env.ledger.head().to_dict()
+        assert_same_ledger(env, second)
+
+
+def test_mirror_once_reports_json(env: GatewayEnv, tmp_path: Path) -> None:
+    result = run_mirror(env.url, tmp_path / "mirror", "--json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    assert data["checkpointSize"] == data["replayed"] == published(env)[1].size
+    assert data["units"]["replayed"] == "entries"
