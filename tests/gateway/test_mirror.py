@@ -27,12 +27,14 @@ import pytest
 import requests
 
 from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER
+from ledger import open_store
 from ledger.audit import audit
 from ledger.storage.sqlite import SQLiteStore
 from ledger.tlog.checkpoint import Checkpoint, parse_checkpoint
 from ledger.tlog.note import Note, NoteSigner, NoteVerifier, format_note, open_note
 from ledger.tlog.proof import parse_tlog_proof, verify_tlog_proof
 from tests.support.gateway import FLAT, GatewayEnv, start_gateway_env
+from tests.support.ledger import drop_schema, new_postgres_url, postgres_unavailable
 from tests.support.servers import ROOT, run_server_command, run_wsgi_in_process
 
 THREADS = 4
@@ -199,6 +201,45 @@ def test_a_mirror_killed_mid_sync_resumes_and_finishes_consistent(env: GatewayEn
     assert_same_ledger(env, home)
 
 
+def test_a_mirror_stopped_between_applying_and_attaching_a_block_resumes(
+    env: GatewayEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The narrowest window, made on purpose in-process: a block's transactions are in the
+    mirror's store, unsealed, when it stops; the next pass takes them as applied."""
+    from gateway.client.ledger_api import LedgerApiClient
+    from gateway.mirror import Mirror, Source, follow
+
+    home = tmp_path / "mirror"
+    home.mkdir()
+    real_attach, attached = follow.attach_block, []
+
+    def dies_on_the_third(store: Any, block: Any, leaves: Any) -> None:
+        if len(attached) == 2:
+            raise KeyboardInterrupt  # as a process stopped right there would
+        attached.append(block)
+        real_attach(store, block, leaves)
+
+    monkeypatch.setattr(follow, "attach_block", dies_on_the_third)
+    with LedgerApiClient.for_node(env.url) as api:
+        store = SQLiteStore(home / "ledger.db")
+        try:
+            mirror = Mirror(home, store, Source(api), vkey_of(env))
+            with pytest.raises(KeyboardInterrupt):
+                mirror.sync_to(*mirror.observe())
+            assert store.unsealed()[0] > 0 and store.head().header.height == 2
+        finally:
+            store.close()
+        monkeypatch.setattr(follow, "attach_block", real_attach)
+        store = SQLiteStore(home / "ledger.db")
+        try:
+            mirror = Mirror(home, store, Source(api), vkey_of(env))
+            result = mirror.sync_to(*mirror.observe())
+            assert result.head.to_dict() == env.ledger.head().to_dict()
+        finally:
+            store.close()
+    assert_same_ledger(env, home)
+
+
 # ---- a source that rewrites history ----
 
 
@@ -230,6 +271,38 @@ def test_an_edited_sealed_entry_stops_the_mirror_with_evidence(env: GatewayEnv, 
         with closing(sqlite3.connect(env.home / "ledger.db")) as conn, conn:
             conn.execute("UPDATE transactions SET record = ? WHERE seq = ?", [original, seq])
     # Nothing of the refused block was kept: with the row restored, the same mirror carries on.
+    assert run_mirror(env.url, home).returncode == 0
+    assert_same_ledger(env, home)
+
+
+def test_an_entry_changed_after_it_was_mirrored_stops_the_mirror(env: GatewayEnv, tmp_path: Path) -> None:
+    """The start of a bundle the mirror holds comes again with the next entries: it must not
+    have changed (an edit the source's own consistency proofs would not show: they are
+    computed from leaf hashes, and the mirror has the original)."""
+    home = tmp_path / "mirror"
+    _, checkpoint = published(env)
+    if checkpoint.size % 256 == 0:
+        pay(env, 1)
+        _, checkpoint = published(env)
+    assert run_mirror(env.url, home).returncode == 0
+    seq = checkpoint.size  # the last entry the mirror holds (index seq - 1), in a partial bundle
+    with closing(sqlite3.connect(env.home / "ledger.db")) as conn, conn:
+        original = conn.execute("SELECT record FROM transactions WHERE seq = ?", [seq]).fetchone()[0]
+        record = json.loads(original)
+        record["acceptedAt"] = str(int(record["acceptedAt"]) + 1)
+        conn.execute("UPDATE transactions SET record = ? WHERE seq = ?", [json.dumps(record), seq])
+    try:
+        pay(env, 1)
+        published(env)
+        refused = run_mirror(env.url, home)
+        assert refused.returncode == 1, refused.stderr
+        line = stderr_line(refused)
+        assert f"entry {seq - 1} changed since it was mirrored" in line and line.endswith("[history_rewritten]")
+        evidence = json.loads(Path(line.split("evidence: ")[1].split(")")[0]).read_text())
+        assert evidence["entries"][0]["expectedFrom"] == "mirror"
+    finally:
+        with closing(sqlite3.connect(env.home / "ledger.db")) as conn, conn:
+            conn.execute("UPDATE transactions SET record = ? WHERE seq = ?", [original, seq])
     assert run_mirror(env.url, home).returncode == 0
     assert_same_ledger(env, home)
 
@@ -307,6 +380,25 @@ def test_a_serving_mirror_verifies_with_the_same_head(env: GatewayEnv, tmp_path:
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["head"] == env.ledger.head().to_dict()
         assert_same_ledger(env, second)
+
+
+def test_a_mirror_keeps_its_copy_in_postgresql(env: GatewayEnv, tmp_path: Path) -> None:
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
+    url = new_postgres_url()
+    try:
+        argv = [sys.executable, "-m", "inferpay_cli", "--database", url, *mirror_argv(env.url, tmp_path / "m")[3:]]
+        result = subprocess.run([*argv, "--once"], capture_output=True, text=True, env=child_env(), cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        store = open_store(url)
+        try:
+            assert store.head().to_dict() == env.ledger.head().to_dict()
+            report = audit(store, workers=1)
+            assert report.ok and report.transactions == published(env)[1].size, report.problems
+        finally:
+            store.close()
+    finally:
+        drop_schema(url)
 
 
 def test_mirror_once_reports_json(env: GatewayEnv, tmp_path: Path) -> None:
