@@ -90,7 +90,7 @@ def mirror_command(
         stack.callback(store.close)
         vkey, learned = pinned_vkey(data_home.path, store, source, vkey)
         if learned:
-            click.echo(f"pinned the source's checkpoint key {vkey} (trust on first use; --vkey pins another)", err=True)
+            click.echo(f"trusting the source's checkpoint key on first use: {vkey} (--vkey for another)", err=True)
         mirror = Mirror(data_home.path, store, source, vkey)
         serving = False
         while True:

@@ -85,9 +85,10 @@ def locked_home(directory: Path) -> Iterator[None]:
 
 
 def pinned_vkey(directory: Path, store: LedgerStore, source: Source, given: str | None) -> tuple[str, bool]:
-    """The source's checkpoint key: ``given`` (``--vkey``) or, the first time only, the one the
-    source names (trust on first use), kept in the home and pinned from then on. Returns it and
-    whether it was just learned from the source."""
+    """The source's checkpoint key: the one pinned in the home, else ``given`` (``--vkey``),
+    else, the first time only, the one the source names (trust on first use). It is pinned by
+    the first checkpoint it verifies (``Mirror.observe``). Returns it and whether it came from
+    the source."""
     path = directory / VKEY_FILE
     if path.exists():
         pinned = path.read_text().strip()
@@ -99,9 +100,6 @@ def pinned_vkey(directory: Path, store: LedgerStore, source: Source, given: str 
         raise InvalidInput(f"{directory} holds a ledger that is not a mirror (no {VKEY_FILE}): use an empty home")
     vkey = given if given is not None else source.vkey()
     NoteVerifier.from_vkey(vkey)  # MalformedKey unless it is one
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(vkey + "\n")
-    os.replace(temporary, path)
     return vkey, given is None
 
 
@@ -119,10 +117,20 @@ class Mirror:
         consistent with every one seen before (else ``InconsistentCheckpoints``, evidence kept)."""
         note = self.source.checkpoint()
         shown = self.tracker.observe(note, self.source.consistency)
+        self._pin()
         latest, latest_note = self.tracker.latest, self.tracker.latest_note
         assert latest is not None and latest_note is not None
         # The same checkpoint may come back with more witness cosignatures: keep the fresher note.
         return latest, note if shown.size == latest.size else latest_note
+
+    def _pin(self) -> None:
+        """Keep the key once a checkpoint verified under it, before anything is replayed (a home
+        with a ledger and no pinned key is not a mirror's)."""
+        path = self.directory / VKEY_FILE
+        if not path.exists():
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(self.verifier.vkey + "\n")
+            os.replace(temporary, path)
 
     def size(self) -> int:
         with contextlib.suppress(LedgerNotInitialized):
