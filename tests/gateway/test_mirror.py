@@ -307,29 +307,57 @@ def test_an_entry_changed_after_it_was_mirrored_stops_the_mirror(env: GatewayEnv
     assert_same_ledger(env, home)
 
 
-def test_a_checkpoint_of_another_history_is_refused_with_both_notes(env: GatewayEnv, tmp_path: Path) -> None:
-    forged_path = tmp_path / "forged.note"
-    with run_wsgi_in_process(
-        "tests.support.forging_proxy:create_forging_proxy", env.url, str(forged_path), threads=8
-    ) as proxy:
-        home = tmp_path / "mirror"
-        assert run_mirror(proxy.url, home).returncode == 0
-        note, checkpoint = published(env)
-        # The log's own key signs a tree of the same size with another root: a second history.
-        signer = NoteSigner.from_skey((env.home / "checkpoint.key").read_text().strip())
-        body = Checkpoint(checkpoint.origin, checkpoint.size, bytes(32)).body()
-        forged = format_note(Note(body, (signer.sign(body),)))
-        forged_path.write_bytes(forged)
-        refused = run_mirror(proxy.url, home)
-        assert refused.returncode == 1, refused.stderr
-        line = stderr_line(refused)
-        assert line.endswith("[inconsistent_checkpoints]") and "evidence: " in line, line
-        evidence = Path(line.split("evidence: ")[1].split(")")[0]).read_bytes()
-        assert note in evidence and forged in evidence
-        # Shown the true checkpoint again, the mirror is still refused nothing and still agrees.
-        forged_path.unlink()
-        assert run_mirror(proxy.url, home).returncode == 0
-        assert_same_ledger(env, home)
+@pytest.fixture
+def proxy(env: GatewayEnv, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A dishonest front for the gateway (tests.support.forging_proxy) and its switches."""
+    switches = tmp_path / "lies"
+    switches.mkdir()
+    with run_wsgi_in_process("tests.support.forging_proxy:create_forging_proxy", env.url, str(switches)) as server:
+        yield server.url, switches
+
+
+def test_a_checkpoint_of_another_history_is_refused_with_both_notes(
+    env: GatewayEnv, tmp_path: Path, proxy: tuple[str, Path]
+) -> None:
+    url, lies = proxy
+    home = tmp_path / "mirror"
+    assert run_mirror(url, home).returncode == 0
+    note, checkpoint = published(env)
+    # The log's own key signs a tree of the same size with another root: a second history.
+    signer = NoteSigner.from_skey((env.home / "checkpoint.key").read_text().strip())
+    body = Checkpoint(checkpoint.origin, checkpoint.size, bytes(32)).body()
+    forged = format_note(Note(body, (signer.sign(body),)))
+    (lies / "checkpoint").write_bytes(forged)
+    refused = run_mirror(url, home)
+    assert refused.returncode == 1, refused.stderr
+    line = stderr_line(refused)
+    assert line.endswith("[inconsistent_checkpoints]") and "evidence: " in line, line
+    evidence = Path(line.split("evidence: ")[1].split(")")[0]).read_bytes()
+    assert note in evidence and forged in evidence
+    # Shown the true checkpoint again, the mirror carries on and still agrees.
+    (lies / "checkpoint").unlink()
+    assert run_mirror(url, home).returncode == 0
+    assert_same_ledger(env, home)
+
+
+def test_blocks_that_do_not_link_stop_the_mirror(env: GatewayEnv, tmp_path: Path, proxy: tuple[str, Path]) -> None:
+    url, lies = proxy
+    home = tmp_path / "mirror"
+    assert run_mirror(url, home).returncode == 0
+    pay(env, 2)
+    published(env)
+    (lies / "relink").write_text("on")
+    refused = run_mirror(url, home)
+    assert refused.returncode == 1, refused.stderr
+    line = stderr_line(refused)
+    assert "does not follow block" in line and line.endswith("[history_rewritten]"), line
+    evidence = json.loads(Path(line.split("evidence: ")[1].split(")")[0]).read_text())
+    previous, block = evidence["blocks"]
+    assert block["header"]["height"] == previous["header"]["height"] + 1
+    assert block["header"]["prevHash"] != previous["hash"]
+    (lies / "relink").unlink()
+    assert run_mirror(url, home).returncode == 0
+    assert_same_ledger(env, home)
 
 
 def test_the_pinned_key_is_kept_and_another_is_refused(env: GatewayEnv, tmp_path: Path) -> None:
