@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -26,20 +24,30 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER
 from ledger import open_store
 from ledger.audit import audit
 from ledger.storage.sqlite import SQLiteStore
-from ledger.tlog.checkpoint import Checkpoint, parse_checkpoint
-from ledger.tlog.note import Note, NoteSigner, NoteVerifier, format_note, open_note
+from ledger.tlog.checkpoint import Checkpoint
+from ledger.tlog.note import Note, NoteSigner, NoteVerifier, format_note
 from ledger.tlog.proof import parse_tlog_proof, verify_tlog_proof
-from tests.support.gateway import FLAT, GatewayEnv, start_gateway_env
+from tests.support.gateway import GatewayEnv, start_gateway_env
 from tests.support.ledger import drop_schema, new_postgres_url, postgres_unavailable
+from tests.support.mirror import (
+    assert_same_ledger,
+    child_env,
+    mirror_argv,
+    mirror_checkpoint_size,
+    mirror_head_size,
+    pay,
+    published,
+    run_mirror,
+    stderr_line,
+    vkey_of,
+)
 from tests.support.servers import ROOT, run_server_command, run_wsgi_in_process
 
 THREADS = 4
 CALLS_PER_THREAD = 30
-MIRROR_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -48,95 +56,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEnv]:
         pay(started, 6)
         started.wait_quiet()
         yield started
-
-
-def pay(env: GatewayEnv, calls: int, threads: int = 1) -> None:
-    """``calls`` paid calls on each of ``threads`` threads, all of which must succeed."""
-    failures: list[str] = []
-
-    def work() -> None:
-        session = requests.Session()
-        for _ in range(calls):
-            header, _ = env.payment(env.alice)
-            answer = session.post(env.route_url(FLAT), json={}, headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30)
-            if answer.status_code != 200:
-                failures.append(answer.text[:200])
-
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert failures == []
-
-
-def mirror_argv(url: str, home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "inferpay_cli", "mirror", url, "--home", str(home), *args]
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def run_mirror(url: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        mirror_argv(url, home, "--once", *args),
-        capture_output=True,
-        text=True,
-        timeout=MIRROR_TIMEOUT_S,
-        env=child_env(),
-        cwd=ROOT,
-    )
-
-
-def published(env: GatewayEnv) -> tuple[bytes, Checkpoint]:
-    """The gateway's checkpoint once the ledger is quiet and it covers the whole head."""
-    env.wait_quiet()
-    note = requests.get(env.ledger_url + "/checkpoint", timeout=10).content
-    checkpoint = parse_checkpoint(open_note(note, [NoteVerifier.from_vkey(vkey_of(env))]).text)
-    assert checkpoint.size == env.ledger.head().header.tree_size
-    return note, checkpoint
-
-
-def vkey_of(env: GatewayEnv) -> str:
-    vkey: str = json.loads(env.cli("info", "--json").stdout)["checkpointKey"]
-    return vkey
-
-
-def mirror_head_size(home: Path) -> int:
-    """The mirror's sealed log size, read with plain sqlite3 (read-only) while it runs."""
-    path = home / "ledger.db"
-    if not path.exists():
-        return 0
-    try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
-            row = conn.execute("SELECT record FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
-    except sqlite3.OperationalError:
-        return 0  # created, not migrated yet
-    return 0 if row is None else int(json.loads(row[0])["header"]["treeSize"])
-
-
-def assert_same_ledger(env: GatewayEnv, home: Path) -> None:
-    """The mirror's own ledger: the gateway's head and checkpoint, and an audit that agrees."""
-    note, checkpoint = published(env)
-    store = SQLiteStore(home / "ledger.db")
-    try:
-        assert store.head().to_dict() == env.ledger.head().to_dict()
-        assert store.checkpoints.latest() == (checkpoint.size, note)
-        report = audit(store, workers=1)
-        assert report.ok, [str(p) for p in report.problems]
-        assert report.transactions == checkpoint.size
-        assert store.supply() == env.store.supply()
-        assert sorted(store.accounts(), key=str) == sorted(env.store.accounts(), key=str)
-        assert store.open_holds() == env.store.open_holds() == []
-    finally:
-        store.close()
-
-
-def stderr_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # ---- following ----
@@ -153,7 +72,11 @@ def test_a_mirror_follows_a_gateway_under_paid_load(env: GatewayEnv, tmp_path: P
         pay(env, CALLS_PER_THREAD, THREADS)
         _, checkpoint = published(env)
         assert checkpoint.size >= 2 * THREADS * CALLS_PER_THREAD  # a hold and a settle per call
-        env.wait_for(lambda: mirror_head_size(home) == checkpoint.size, timeout=60, what="the mirror to catch up")
+        env.wait_for(
+            lambda: mirror_checkpoint_size(home) == checkpoint.size,
+            timeout=60,
+            what="the mirror to verify the gateway's checkpoint",
+        )
         elapsed_s = time.monotonic() - started
         assert process.poll() is None, "the mirror stopped while following"
     finally:
