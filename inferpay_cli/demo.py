@@ -71,8 +71,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: floa
 @click.option(
     "--stay/--no-stay",
     default=None,
-    help="Keep the gateway serving afterwards (explorer, ledger API) until Ctrl-C "
-    "(default: when run from a terminal).",
+    help="Keep the gateway serving afterwards (explorer, ledger API) until Ctrl-C (default: when run from a terminal).",
 )
 def demo(keep: bool, stay: bool | None) -> None:
     """Run the whole product once: model server, gateway, paid calls, receipts, verify; then

@@ -78,6 +78,9 @@ def _register() -> None:
     from inferpay_cli.witness_commands import witness_group
 
     cli.add_command(witness_group)
+    from inferpay_cli.mirror_commands import mirror_command
+
+    cli.add_command(mirror_command)
 
 
 _register()

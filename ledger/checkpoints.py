@@ -12,6 +12,7 @@ them is the store's job and pushing them to witnesses the gateway's.
 
 from __future__ import annotations
 
+from ledger.errors import NotFound
 from ledger.storage.base import LedgerStore
 from ledger.tlog.checkpoint import Checkpoint, parse_checkpoint
 from ledger.tlog.note import Note, NoteSignature, NoteSigner, format_note, parse_note
@@ -48,21 +49,27 @@ def with_cosignatures(note_bytes: bytes, cosignatures: list[NoteSignature]) -> b
     return format_note(Note(note.text, kept + tuple(cosignatures)))
 
 
-def current_checkpoint(store: LedgerStore, signer: NoteSigner) -> bytes:
+def current_checkpoint(store: LedgerStore, signer: NoteSigner | None) -> bytes:
     """The checkpoint of the sealed head: the stored note (with the cosignatures gathered so
-    far) when it is the head's, else the head's, freshly signed and without cosignatures."""
+    far) when it is the head's, else the head's, freshly signed and without cosignatures.
+    Without the key (a mirror, which only stores the notes its source signed) there is no
+    checkpoint of a head that has none stored: ``NotFound``."""
     head = store.head()
     stored = store.checkpoints.at(head.header.tree_size)
-    return stored if stored is not None else sign_checkpoint(head, signer)
+    if stored is not None:
+        return stored
+    if signer is None:
+        raise NotFound(f"no checkpoint of the {head.header.tree_size}-entry head is stored here yet")
+    return sign_checkpoint(head, signer)
 
 
-def latest_checkpoint(store: LedgerStore, signer: NoteSigner) -> bytes:
+def latest_checkpoint(store: LedgerStore, signer: NoteSigner | None) -> bytes:
     """The newest published checkpoint (with its cosignatures), or the head's before the first."""
     stored = store.checkpoints.latest()
     return stored[1] if stored is not None else current_checkpoint(store, signer)
 
 
-def tlog_proof(log: TransparencyLog, signer: NoteSigner, tx_id: str) -> TlogProof:
+def tlog_proof(log: TransparencyLog, signer: NoteSigner | None, tx_id: str) -> TlogProof:
     """A c2sp.org/tlog-proof for a sealed transaction: against the newest published checkpoint
     if it covers the entry (it carries the witnesses' cosignatures), else against the head's.
     The entry itself rides in ``extra``, so the proof is checked offline with nothing else."""

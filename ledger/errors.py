@@ -63,7 +63,8 @@
     │   ├── QuorumNotMet                    quorum_not_met        (too few witnesses cosigned; names the missing)
     │   ├── InvalidProof                    invalid_proof         (an inclusion or consistency proof does not verify)
     │   ├── OldSizeMismatch                 old_size_mismatch     (witness: old size is not the size it holds)
-    │   └── InconsistentCheckpoints         inconsistent_checkpoints  (two checkpoints no log may sign both of)
+    │   ├── InconsistentCheckpoints         inconsistent_checkpoints  (two checkpoints no log may sign both of)
+    │   └── HistoryRewritten                history_rewritten     (a source serves what its log never signed)
     ├── WalletError                         wallet_error
     │   ├── WrongPassword                   wrong_password
     │   ├── WalletExists                    wallet_exists
@@ -271,6 +272,14 @@ class InconsistentCheckpoints(TlogError):
     code = "inconsistent_checkpoints"
 
 
+class HistoryRewritten(TlogError):
+    """A log's source served an entry, tile or block that contradicts what the log signed (its
+    checkpoint, or a sealer-signed block). Details: ``evidence`` (the file kept), and ``index``
+    (the entry) or ``height`` (the block) where known."""
+
+    code = "history_rewritten"
+
+
 class WalletError(InferpayError):
     code = "wallet_error"
 
@@ -386,6 +395,7 @@ LEDGER_ERRORS = ErrorRegistry(
         InvalidProof,
         OldSizeMismatch,
         InconsistentCheckpoints,
+        HistoryRewritten,
         WalletError,
         WrongPassword,
         WalletExists,

@@ -19,8 +19,8 @@ import threading
 from collections import OrderedDict
 
 from ledger import merkle
-from ledger.encoding import leaf_bytes
-from ledger.errors import NotFound
+from ledger.encoding import LEAF_PREFIX, leaf_bytes
+from ledger.errors import MalformedRecord, NotFound
 from ledger.storage.base import LedgerStore
 from ledger.types import Transaction
 
@@ -33,6 +33,21 @@ _CHUNKS_KEPT = 64  # leaf hashes of this many complete 256-leaf chunks are kept 
 def entry_bytes(record: str) -> bytes:
     """A stored record as the log entry whose leaf hash the tree commits to."""
     return leaf_bytes(Transaction.from_dict(json.loads(record)))
+
+
+def transaction_of_entry(entry: bytes) -> Transaction:
+    """The transaction a log entry records; ``MalformedRecord`` unless the entry is exactly its
+    canonical bytes (so one transaction has one entry, and one entry one transaction)."""
+    if not isinstance(entry, bytes) or not entry.startswith(LEAF_PREFIX):
+        raise MalformedRecord("a log entry starts with the transaction leaf prefix")
+    try:
+        data = json.loads(entry[len(LEAF_PREFIX) :].decode("utf-8"))
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise MalformedRecord("a log entry is the prefix and a JSON record") from exc
+    tx = Transaction.from_dict(data)
+    if leaf_bytes(tx) != entry:
+        raise MalformedRecord("a log entry is not the canonical encoding of its transaction")
+    return tx
 
 
 class TransparencyLog:

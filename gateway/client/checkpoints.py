@@ -7,7 +7,8 @@ consistent with the newest one seen: a larger tree must extend it (an RFC 6962 c
 proof, fetched through ``consistency(old_size, new_size)``), the same size must have the same
 root, a smaller tree must be a prefix of it. An inconsistent pair is refused with
 ``InconsistentCheckpoints`` and kept as evidence: both notes, signed by the same key, that no
-honest log can have signed both of (a file in ``directory``, when one is given). The newest
+honest log can have signed both of (a file in ``directory``, when one is given, named in the
+error's ``evidence``). The newest
 checkpoint per origin is kept in ``directory`` too, so the memory survives restarts.
 
 Sans-IO apart from its own directory: the caller supplies the consistency proofs (from the
@@ -51,6 +52,11 @@ class CheckpointTracker:
     def latest(self) -> Checkpoint | None:
         return self._latest[0] if self._latest is not None else None
 
+    @property
+    def latest_note(self) -> bytes | None:
+        """The signed note of ``latest``, as the log served it."""
+        return self._latest[1] if self._latest is not None else None
+
     def _opened(self, note: bytes) -> Checkpoint:
         checkpoint = parse_checkpoint(open_note(note, [self.log]).text)
         if checkpoint.origin != self.log.name:
@@ -79,13 +85,14 @@ class CheckpointTracker:
                 proof = consistency(small.size, large.size) if small.size else []
                 consistent = verify_consistency(small.size, large.size, small.root_hash, large.root_hash, proof)
             if not consistent:
-                self._save_evidence(known_note, note)
+                evidence = self._save_evidence(known_note, note)
                 raise InconsistentCheckpoints(
                     f"{checkpoint.origin}: the checkpoint of {checkpoint.size} entries is not consistent with "
                     f"the one of {known.size} entries seen before: the log showed two histories",
                     origin=checkpoint.origin,
                     old_note=known_note.decode(),
                     new_note=note.decode(),
+                    **({"evidence": str(evidence)} if evidence is not None else {}),
                 )
             if checkpoint.size > known.size:
                 self._remember(checkpoint, note)
@@ -114,9 +121,9 @@ class CheckpointTracker:
         if self.directory is not None:
             _write_atomically(self._state_path(), note)
 
-    def _save_evidence(self, old_note: bytes, new_note: bytes) -> None:
+    def _save_evidence(self, old_note: bytes, new_note: bytes) -> Path | None:
         if self.directory is None:
-            return
+            return None
         name = f"evidence-{_slug(self.log.name)}-{time.time_ns()}.txt"
         text = (
             b"# Two checkpoints signed by the same log key that cannot both be true\n"
@@ -125,6 +132,7 @@ class CheckpointTracker:
             b"-----BEGIN SECOND CHECKPOINT-----\n" + new_note + b"-----END SECOND CHECKPOINT-----\n"
         )
         _write_atomically(self.directory / name, text)
+        return self.directory / name
 
 
 def _slug(origin: str) -> str:

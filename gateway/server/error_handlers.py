@@ -63,6 +63,7 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     le.InconsistentCheckpoints: 409,
     le.WitnessConfigError: 500,  # the witness's own config: raised at start-up, like ConfigError
     le.WitnessUnavailable: 502,  # a witness the gateway pushes to is down: a bad gateway upstream
+    le.HistoryRewritten: 409,  # raised by a mirror, not a server; like two checkpoints, a conflict
     le.StorageUnavailable: 503,
     le.LedgerNotInitialized: 503,
     ms.ModelUnavailable: 503,  # the model extra or weights are missing: retry once it is installed

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from gateway.server.services import services
+from gateway.server.services import ledger_reads
 from ledger import ApiKeyRow
 from ledger.amounts import INT64_MAX
 from ledger.errors import InvalidInput, MalformedRecord, NotFound
@@ -41,18 +41,18 @@ def _stored(stored: Any) -> dict[str, Any]:
 
 @ledger_api.get("/info")
 def info() -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     return {**ledger.chain.to_dict(), "supply": str(ledger.store.supply()), "head": ledger.head().to_dict()}
 
 
 @ledger_api.get("/head")
 def head() -> Any:
-    return services().ledger.head().to_dict()
+    return ledger_reads().ledger.head().to_dict()
 
 
 @ledger_api.get("/accounts/<address>")
 def account(address: str) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     found = ledger.balance(parse_address(address))
     holds = [
         {"holdId": h.hold_id, "payee": h.payee, "amount": str(h.amount), "expiresAt": h.expires_at_s}
@@ -63,7 +63,7 @@ def account(address: str) -> Any:
 
 @ledger_api.get("/accounts/<address>/history")
 def history(address: str) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     limit = query_int("limit", 100, 1, MAX_PAGE)
     before = query_int("before", None, 1, INT64_MAX)
     assert limit is not None
@@ -82,10 +82,10 @@ def account_api_keys(address: str) -> Any:
     what ``inferpay key list`` shows) and whether the operator revoked it. Never the key, its hash
     or its label (free text the operator chose)."""
     owner = parse_address(address)
-    now_s = services().ledger.now_s()
+    now_s = ledger_reads().ledger.now_s()
     return {
         "address": owner,
-        "apiKeys": [api_key_summary(row, now_s) for row in services().ledger.store.api_keys.of_owner(owner)],
+        "apiKeys": [api_key_summary(row, now_s) for row in ledger_reads().ledger.store.api_keys.of_owner(owner)],
     }
 
 
@@ -113,7 +113,7 @@ def api_key_summary(row: ApiKeyRow, now_s: int) -> dict[str, Any]:
 
 @ledger_api.get("/transactions/<tx_id>")
 def transaction(tx_id: str) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     try:
         stored = ledger.transaction(tx_id)
     except MalformedRecord as exc:
@@ -124,7 +124,7 @@ def transaction(tx_id: str) -> Any:
 
 @ledger_api.get("/blocks")
 def blocks() -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     start = query_int("from", 0, 0, INT64_MAX)
     limit = query_int("limit", 100, 1, MAX_PAGE)
     assert start is not None and limit is not None
@@ -133,7 +133,7 @@ def blocks() -> Any:
 
 @ledger_api.get("/blocks/<int:height>")
 def block(height: int) -> Any:
-    ledger = services().ledger
+    ledger = ledger_reads().ledger
     found = ledger.store.block(height) if height <= INT64_MAX else None
     if found is None:
         raise NotFound(f"no block at height {height}")
@@ -146,7 +146,7 @@ def consistency() -> Any:
     new = query_int("new", None, 0, INT64_MAX)
     if old is None or new is None:
         raise InvalidInput("query parameters 'old' and 'new' (block heights) are required")
-    return services().ledger.consistency_proof(old, new)
+    return ledger_reads().ledger.consistency_proof(old, new)
 
 
 @ledger_api.post("/transfers")
@@ -158,5 +158,5 @@ def submit_transfer() -> Any:
     if not isinstance(body, dict) or set(body) != {"authorization", "signature"}:
         raise InvalidInput('expected a JSON object {"authorization": {...}, "signature": "0x..."}')
     auth = Authorization.from_dict(body["authorization"])
-    result = services().ledger.transfer(auth, parse_signature(body["signature"]))
+    result = ledger_reads().ledger.transfer(auth, parse_signature(body["signature"]))
     return result.to_dict(), 200 if result.duplicate else 201

@@ -6,6 +6,7 @@ app by ``create_app`` and kept on ``app.extensions``; there is no module-level s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from flask import current_app
 
@@ -25,6 +26,23 @@ from ledger.transparency import TransparencyLog
 from ledger.types import Address
 
 EXTENSION = "inferpay"
+
+
+class LedgerReads(Protocol):
+    """What the read-only blueprints (the ledger API, the tlog API) use: a gateway's
+    ``Services`` is one; so is a mirror's, which has the log's vkey but never its key."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def transparency(self) -> TransparencyLog: ...
+
+    @property
+    def checkpoint_signer(self) -> NoteSigner | None: ...
+
+    @property
+    def checkpoint_vkey(self) -> str | None: ...
 
 
 @dataclass
@@ -90,6 +108,10 @@ class Services:
             ),
         )
 
+    @property
+    def checkpoint_vkey(self) -> str | None:
+        return self.checkpoint_signer.vkey if self.checkpoint_signer is not None else None
+
     def close(self) -> None:
         """Stop the auto-sealer (releasing its lock file), close the upstream pool and the store."""
         if self.auto_sealer is not None:
@@ -103,4 +125,10 @@ class Services:
 
 def services() -> Services:
     found: Services = current_app.extensions[EXTENSION]
+    return found
+
+
+def ledger_reads() -> LedgerReads:
+    """The app's services as the read-only blueprints see them (a gateway's or a mirror's)."""
+    found: LedgerReads = current_app.extensions[EXTENSION]
     return found

@@ -23,12 +23,12 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from gateway.server.services import Services, services
+from gateway.server.services import LedgerReads, ledger_reads
 from ledger.amounts import INT64_MAX
 from ledger.checkpoints import latest_checkpoint, tlog_proof
 from ledger.errors import InvalidInput, MalformedRecord, MalformedTilePath, NotFound
 from ledger.tlog.checkpoint import parse_checkpoint
-from ledger.tlog.note import NoteSigner, parse_note
+from ledger.tlog.note import parse_note
 from ledger.tlog.proof import format_tlog_proof
 from ledger.tlog.tiles import encode_entry_bundle, parse_tile_path
 from ledger.transparency import TILE_WIDTH
@@ -39,37 +39,39 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 PARTIAL = "public, max-age=2"
 
 
-def _signer(found: Services) -> NoteSigner:
-    if found.checkpoint_signer is None:
+def _vkey(found: LedgerReads) -> str:
+    """The log's vkey: a gateway's own key, or the one a mirror pinned for its source."""
+    if found.checkpoint_vkey is None:
         raise NotFound("this ledger has no checkpoint key yet: its operator runs `inferpay checkpoint-key`")
-    return found.checkpoint_signer
+    return found.checkpoint_vkey
 
 
-def _latest_note(found: Services) -> bytes:
-    return latest_checkpoint(found.ledger.store, _signer(found))
+def _latest_note(found: LedgerReads) -> bytes:
+    _vkey(found)
+    return latest_checkpoint(found.ledger.store, found.checkpoint_signer)
 
 
 @tlog_api.get("/checkpoint")
 def checkpoint() -> Any:
-    found = services()
-    _signer(found)
+    found = ledger_reads()
     return Response(_latest_note(found), mimetype="text/plain", headers={"Cache-Control": "no-cache"})
 
 
 @tlog_api.get("/checkpoint/status")
 def checkpoint_status() -> Any:
-    found = services()
-    signer = _signer(found)
+    found = ledger_reads()
+    vkey = _vkey(found)
     note = parse_note(_latest_note(found))
     body = parse_checkpoint(note.text)
     head = found.ledger.head().header
     return {
         "origin": body.origin,
-        "vkey": signer.vkey,
+        "vkey": vkey,
         "checkpointSize": body.size,
         "headSize": head.tree_size,
         "headHeight": head.height,
-        "cosignedBy": sorted({s.name for s in note.signatures if s.name != signer.name}),
+        # The log's own key is named by its origin (sign_checkpoint); every other line is a witness's.
+        "cosignedBy": sorted({s.name for s in note.signatures if s.name != body.origin}),
         "units": {"checkpointSize": "entries", "headSize": "entries"},
     }
 
@@ -77,7 +79,7 @@ def checkpoint_status() -> Any:
 @tlog_api.get("/checkpoint/consistency")
 def checkpoint_consistency() -> Any:
     """RFC 6962 consistency proof between two tree sizes (of checkpoints), hashes in base64."""
-    found = services()
+    found = ledger_reads()
     old, new = _size_arg("old"), _size_arg("new")
     if old > new:
         raise InvalidInput("'old' must not be larger than 'new'")
@@ -96,8 +98,8 @@ def _size_arg(name: str) -> int:
 
 @tlog_api.get("/tile/<path:rest>")
 def tile(rest: str) -> Any:
-    found = services()
-    _signer(found)
+    found = ledger_reads()
+    _vkey(found)
     try:
         where = parse_tile_path("tile/" + rest)
     except MalformedTilePath as exc:
@@ -114,9 +116,10 @@ def tile(rest: str) -> Any:
 
 @tlog_api.get("/transactions/<tx_id>/tlog-proof")
 def transaction_tlog_proof(tx_id: str) -> Any:
-    found = services()
+    found = ledger_reads()
+    _vkey(found)
     try:
-        proof = tlog_proof(found.transparency, _signer(found), tx_id)
+        proof = tlog_proof(found.transparency, found.checkpoint_signer, tx_id)
     except MalformedRecord as exc:
         raise InvalidInput(exc.message) from exc
     return Response(format_tlog_proof(proof), mimetype="text/plain", headers={"Cache-Control": "no-cache"})

@@ -13,13 +13,14 @@ keys, one JSON object per line, in chain order (a block's transactions, then the
     {"type": "end", "transactions": N, "blocks": B, "apiKeys": K, "head": "0x.."}
 
 Import never copies balances, nonces, holds or allowances: it replays each transaction through
-the target store's own ``append``, which rebuilds them by the same rules as when the transaction
-was first accepted (and refuses what those rules refuse), after checking that the record hashes
-to its id and leaf, is properly signed, and gets its original seq. Blocks are then re-attached
-through the store's own ``seal``, with the dumped block (its signature cannot be remade without
-the sealer key, and need not be) only after checking that it links to the previous block and
-covers exactly the replayed leaves. So a dump that was edited fails to import, and an imported
-ledger passes ``verify`` with the same head as the original.
+the target store's own ``append`` (``ledger.replay``, which mirrors share), rebuilding them by
+the same rules as when the transaction was first accepted (and refusing what those rules
+refuse), after checking that the record hashes to its id and leaf, is properly signed, and gets
+its original seq. Blocks are then re-attached through the store's own ``seal``, with the dumped
+block (its signature cannot be remade without the sealer key, and need not be) only after
+checking that it links to the previous block and covers exactly the replayed leaves. So a dump
+that was edited fails to import, and an imported ledger passes ``verify`` with the same head as
+the original.
 
 Stop writers (the gateway) before exporting: the dump is the ledger as of its head. Import needs
 an empty target; a failed import leaves a partial ledger there, to be deleted before retrying.
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ledger.blocks import chain_commitment, frontier_append, frontier_root
+from ledger.blocks import chain_commitment, frontier_append
 from ledger.encoding import leaf_hash, transaction_id
 from ledger.errors import (
     IdempotencyConflict,
@@ -42,9 +43,9 @@ from ledger.errors import (
     MalformedRecord,
     StorageUnavailable,
 )
+from ledger.replay import Replayable, apply_transactions, attach_block, checked
 from ledger.storage.base import ApiKeyRow, LedgerStore, RawTx
 from ledger.types import ChainInfo, SignedBlock, Transaction
-from ledger.validation import check_transaction
 
 FORMAT = "inferpay-ledger-dump"
 VERSION = 1
@@ -226,7 +227,7 @@ class _Importer:
         self.chain: ChainInfo | None = None
         self.previous: SignedBlock | None = None
         self.leaves: list[bytes] = []  # replayed since the last block
-        self.waiting: list[tuple[tuple[Transaction, str, bytes], object]] = []  # checked, not yet applied
+        self.waiting: list[tuple[Replayable, object]] = []  # checked, not yet applied
         self.transactions = 0
         self.blocks = 0
         self.keys: list[dict[str, Any]] = []
@@ -253,11 +254,9 @@ class _Importer:
         if self.chain is None or self.previous is None:
             raise MalformedRecord("a transaction before the genesis block")
         tx = Transaction.from_dict(data.get("record"))
-        tx_id, leaf = transaction_id(tx), leaf_hash(tx)
-        if tx_id != data.get("txId") or _hex(leaf) != data.get("leafHash"):
+        if transaction_id(tx) != data.get("txId") or _hex(leaf_hash(tx)) != data.get("leafHash"):
             raise MalformedRecord(f"transaction #{data.get('seq')}: the record does not hash to its id and leaf")
-        check_transaction(self.chain, tx, tx.accepted_at_ms // 1000)  # signature, window, amounts
-        self.waiting.append(((tx, tx_id, leaf), data.get("seq")))
+        self.waiting.append((checked(self.chain, tx), data.get("seq")))  # signature, window, amounts
         if len(self.waiting) >= BATCH:
             self.flush()
 
@@ -266,21 +265,11 @@ class _Importer:
         commit per batch where the store can (a million-row import is not a million fsyncs)."""
         if not self.waiting:
             return
-        items = [item for item, _ in self.waiting]
-        outcomes = self.store.append_many(items)
-        for ((_, tx_id, leaf), dumped_seq), outcome in zip(self.waiting, outcomes, strict=True):
-            if isinstance(outcome, InferpayError):
-                raise outcome
-            stored, created = outcome
-            if not created or stored.seq != dumped_seq:
-                raise MalformedRecord(
-                    f"transaction {tx_id} replays as #{stored.seq}, dumped as #{dumped_seq}"
-                    + ("" if created else " (a duplicate)")
-                )
-            self.leaves.append(leaf)
-        self.transactions += len(items)
+        apply_transactions(self.store, [item for item, _ in self.waiting], [seq for _, seq in self.waiting])
+        self.leaves.extend(leaf for (_, _, leaf), _ in self.waiting)
+        self.transactions += len(self.waiting)
         if self.progress:
-            self.progress(len(items))
+            self.progress(len(self.waiting))
         self.waiting = []
 
     def block(self, block: SignedBlock, frontier: object) -> None:
@@ -300,31 +289,12 @@ class _Importer:
         self.blocks += 1
 
     def seal(self, block: SignedBlock, frontier: list[str]) -> None:
-        height = block.header.height
         if not self.leaves or block.header.tx_count != len(self.leaves):
             raise MalformedRecord(
-                f"block {height} holds {block.header.tx_count} transactions, the dump gives {len(self.leaves)}"
+                f"block {block.header.height} holds {block.header.tx_count} transactions, "
+                f"the dump gives {len(self.leaves)}"
             )
-
-        def dumped_block(
-            previous: SignedBlock, leaves: list[bytes], before: list[str]
-        ) -> tuple[SignedBlock, list[str]]:
-            if previous.block_hash != block.header.prev_hash or height != previous.header.height + 1:
-                raise MalformedRecord(f"block {height} does not follow block {previous.header.height}")
-            if leaves != self.leaves:
-                raise MalformedRecord(f"block {height} would seal other transactions than the dump gives")
-            # Regrow the log tree from the stored frontier: the dumped one must be what comes out.
-            grown, size = [bytes.fromhex(h[2:]) for h in before], previous.header.tree_size
-            for leaf in leaves:
-                frontier_append(grown, size, leaf)
-                size += 1
-            if [_hex(h) for h in grown] != frontier or _hex(frontier_root(grown)) != block.header.tree_root:
-                raise MalformedRecord(f"block {height}: the log tree does not match its transactions")
-            return block, frontier
-
-        sealed = self.store.seal(dumped_block, len(self.leaves))
-        if sealed is None or sealed.block_hash != block.block_hash:
-            raise StorageUnavailable(f"block {height} could not be sealed: is another process sealing the target?")
+        attach_block(self.store, block, self.leaves, frontier)  # the dumped frontier must come out
 
     def finish(self) -> TransferResult:
         self.flush()
