@@ -58,7 +58,7 @@ def assert_no_response_was_a_500(env: GatewayEnv) -> None:
     """After the module's tests (whichever ran, in whatever order), from the gateway's access log:
     no request answered 5xx but the 502s of failing upstreams, and no traceback logged."""
     log = env.gateway.log_text()
-    statuses = [int(s) for s in re.findall(r'"[A-Z]+ [^"]*" (\d{3}) ', log)]
+    statuses = [int(s) for s in re.findall(r'\{"event":"access",[^\n]*?"status":(\d{3})', log)]
     assert statuses, "no request in the access log: has its format changed?"  # at least the readiness probe
     assert [s for s in statuses if s >= 500 and s != 502] == [], "a response of this module was a 5xx"
     assert "Traceback" not in log
