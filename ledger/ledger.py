@@ -20,7 +20,14 @@ from ledger.amounts import INT64_MAX
 from ledger.blocks import Signer, genesis_block, inclusion_proof_dict, next_block
 from ledger.clock import MsClock, ms_to_s, system_now_ms
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
-from ledger.errors import InferpayError, InvalidInput, LedgerNotInitialized, NotFound, RegistrationNotInForce
+from ledger.errors import (
+    FeeNotInForce,
+    InferpayError,
+    InvalidInput,
+    LedgerNotInitialized,
+    NotFound,
+    RegistrationNotInForce,
+)
 from ledger.group_commit import GroupCommitter
 from ledger.keccak import keccak
 from ledger.pool import split_amounts
@@ -299,22 +306,30 @@ class Ledger:
         record = self.store.provider(provider)
         if record is None:
             raise RegistrationNotInForce(f"{provider} has no registration", provider=provider)
-        fee = self.store.pool_fee()
-        amount, provider_amount, fee_units = split_amounts(record.registration, fee, input_tokens, output_tokens)
-        split = SplitSettlement(
-            hold_id=parse_bytes32(hold_id, "holdId"),
-            amount=amount,
-            provider=provider,
-            registration_id=registration_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            usage_capped=bool(usage_capped),
-            provider_amount=provider_amount,
-            fee=fee_units,
-            fee_id=fee.fee_id,
-        )
-        PoolBook(registrations={provider: _in_force(record)}, fee=fee).check_split(split)  # the clear error, early
-        return self._sign_and_submit("split_settle", split)
+        for attempt in range(3):
+            fee = self.store.pool_fee()
+            amount, provider_amount, fee_units = split_amounts(record.registration, fee, input_tokens, output_tokens)
+            split = SplitSettlement(
+                hold_id=parse_bytes32(hold_id, "holdId"),
+                amount=amount,
+                provider=provider,
+                registration_id=registration_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                usage_capped=bool(usage_capped),
+                provider_amount=provider_amount,
+                fee=fee_units,
+                fee_id=fee.fee_id,
+            )
+            PoolBook(registrations={provider: _in_force(record)}, fee=fee).check_split(split)  # the clear error, early
+            try:
+                return self._sign_and_submit("split_settle", split)
+            except FeeNotInForce:
+                # A new pool fee was recorded between reading it and writing: it is the one in
+                # force at this split's place in the log, so the split is priced by it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def providers(self) -> list[ProviderRecord]:
         """Every provider that ever registered, with its registration in force (withdrawn ones

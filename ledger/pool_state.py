@@ -89,6 +89,9 @@ class PoolBook:
     settles: MutableMapping[TxId, SettleCredits] = field(default_factory=_settle_book)
     earnings: dict[Address, Earnings] = field(default_factory=dict)
     operator_fees: int = 0
+    fees_by_payee: dict[Address, int] = field(default_factory=dict)
+    # (settle id, payee) -> (credited, refunded so far), for the settles someone refunded (few).
+    refunds: dict[tuple[TxId, Address], tuple[int, int]] = field(default_factory=dict)
     version: int = 0  # changes with every registration, approval and fee (``Ledger.pool_version``)
 
     # ---- configuration entries ----
@@ -187,15 +190,18 @@ class PoolBook:
                 credited[address] = credited.get(address, 0) + amount
         self.settles[settle_id] = SettleCredits(payer, credited)
 
-    def record_split(self, split: SplitSettlement) -> None:
+    def record_split(self, split: SplitSettlement, payee: Address) -> None:
         earnings = self.earnings.setdefault(split.provider, Earnings())
         earnings.calls += 1
         earnings.earned += split.provider_amount
         self.operator_fees += split.fee
+        if split.fee:
+            self.fees_by_payee[payee] = self.fees_by_payee.get(payee, 0) + split.fee
 
     def record_refund(self, refund: Refund, credits: SettleCredits) -> None:
         refunded = {**credits.refunded, refund.from_: credits.refunded.get(refund.from_, 0) + refund.value}
         self.settles[refund.settle_id] = replace(credits, refunded=refunded)
+        self.refunds[(refund.settle_id, refund.from_)] = (credits.credited[refund.from_], refunded[refund.from_])
         self.earnings.setdefault(refund.from_, Earnings()).refunded += refund.value
 
     def record_redeem(self, address: Address, value: int) -> None:

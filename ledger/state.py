@@ -198,7 +198,7 @@ class LedgerState:
             self._credit(split.provider, split.provider_amount)
         if split.fee:
             self._credit(hold.payee, split.fee)
-        self.pool.record_split(split)
+        self.pool.record_split(split, hold.payee)
         if tx_id is not None:
             self.pool.record_settle(
                 tx_id, hold.payer, [(split.provider, split.provider_amount), (hold.payee, split.fee)]

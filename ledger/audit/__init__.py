@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ledger import merkle
 from ledger.audit.disk_set import DiskMap, DiskSet
+from ledger.audit.pool_compare import compare_pool
 from ledger.audit.precheck import Precheck, prechecked, second_opinion
 from ledger.blocks import chain_commitment, check_block_signature, frontier_append, frontier_root
 from ledger.errors import InferpayError
@@ -367,6 +368,7 @@ def _compare_index_and_allowances(store: LedgerStore, auditor: _Auditor) -> None
 def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
     _compare_nonces(store, auditor)
     _compare_index_and_allowances(store, auditor)
+    compare_pool(store, auditor.state.pool, lambda code, message: auditor.problem(code, message))
     state = auditor.state
     stored_addresses = set()
     for account in store.accounts():

@@ -242,6 +242,22 @@ class LedgerStore(ABC):
     def pool_version(self) -> int:
         """A number that changes whenever a registration, approval or pool fee is accepted."""
 
+    # The pool's derived tables, whole, for the auditor to compare with history (small tables:
+    # one row per provider, per fee payee, per (settle, payee) that refunded).
+
+    @abstractmethod
+    def provider_approvals(self) -> dict[Address, bool]: ...
+
+    @abstractmethod
+    def all_provider_earnings(self) -> dict[Address, ProviderEarnings]: ...
+
+    @abstractmethod
+    def operator_fees_by_payee(self) -> dict[Address, int]: ...
+
+    @abstractmethod
+    def refunds_by_settle(self) -> dict[tuple[TxId, Address], tuple[int, int]]:
+        """(settle id, payee) -> (what the settle credited it, what it refunded of that)."""
+
     @abstractmethod
     def get(self, tx_id: TxId) -> StoredTx | None: ...
 

@@ -146,6 +146,20 @@ class SqlLedgerStore(LedgerStore):
         row = self._row("SELECT version FROM pool_state WHERE id = 1")
         return int(row[0]) if row else 0
 
+    def provider_approvals(self) -> dict[Address, bool]:
+        return {str(a): bool(ok) for a, ok in self._rows("SELECT address, approved FROM provider_approvals")}
+
+    def all_provider_earnings(self) -> dict[Address, ProviderEarnings]:
+        rows = self._rows("SELECT address, calls, earned, refunded, redeemed FROM pool_earnings")
+        return {str(r[0]): earnings(r[1:]) for r in rows}
+
+    def operator_fees_by_payee(self) -> dict[Address, int]:
+        return {str(p): int(f) for p, f in self._rows("SELECT payee, fees FROM pool_operator_fees")}
+
+    def refunds_by_settle(self) -> dict[tuple[TxId, Address], tuple[int, int]]:
+        rows = self._rows("SELECT settle_id, address, credited, refunded FROM refunds_by_settle")
+        return {(str(s), str(a)): (int(c), int(r)) for s, a, c, r in rows}
+
     def get(self, tx_id: TxId) -> StoredTx | None:
         row = self._row(f"SELECT {TX_COLUMNS} FROM transactions WHERE tx_id = ?", [tx_id])
         return stored_tx(row) if row else None

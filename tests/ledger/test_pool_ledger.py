@@ -355,6 +355,42 @@ def test_split_settles_share_the_group_commit_path(lf: LedgerFixture) -> None:
     assert_audit_ok(lf)
 
 
+def test_splits_racing_a_fee_change_are_each_priced_by_the_fee_in_force_at_their_place(lf: LedgerFixture) -> None:
+    """Threads split-settle while the operator changes the fee (on PostgreSQL, truly at once):
+    none fails, and the auditor, re-pricing each split by the fee in force at its position in
+    the log, finds nothing wrong."""
+    payer, operator, provider = funded(lf, "payer"), lf.party("payto"), lf.party("provider")
+    registered, _ = register(lf, provider)
+    holds = [hold(lf, payer, operator, 3000).tx_id for _ in range(12)]
+    errors: list[BaseException] = []
+
+    def settle(hold_id: str) -> None:
+        try:
+            lf.ledger.settle_split(
+                hold_id,
+                provider=provider.address,
+                registration_id=registered.tx_id,
+                input_tokens=100,
+                output_tokens=50,
+                usage_capped=False,
+            )
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def change_fees() -> None:
+        for bps in (100, 200, 300):
+            lf.ledger.set_pool_fee(bps, 1)
+
+    threads = [threading.Thread(target=settle, args=(h,)) for h in holds] + [threading.Thread(target=change_fees)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert lf.ledger.provider_earnings(provider.address).calls == 12
+    assert_audit_ok(lf)
+
+
 # ---- refunds ----
 
 
