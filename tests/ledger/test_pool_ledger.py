@@ -186,6 +186,7 @@ def test_settle_split_pays_the_provider_its_price_and_the_operator_its_fee(lf: L
     )
     assert result.kind == "split_settle"
     split = lf.ledger.transaction(result.tx_id).tx.message
+    assert result.split == split  # handed back, for the receipt (both payees, both amounts)
     # 1000 per call + ceil(100*10/1000)=1 + ceil(50*30/1000)=2; fee 7 + ceil(1003*250/10000)=26
     assert (split.provider_amount, split.fee, split.amount, split.fee_id, split.usage_capped) == (
         1003,
