@@ -36,6 +36,7 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     gw.InvalidApiKey: 401,
     le.AllowanceExpired: 401,
     le.AllowanceRevoked: 401,
+    le.NotAPayee: 403,  # a refund of a settle that paid the signer nothing: not theirs to refund
     le.LedgerConflict: 409,
     le.NotFound: 404,
     ms.ModelNotFound: 404,  # as OpenAI answers an unknown model
