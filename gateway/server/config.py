@@ -184,10 +184,10 @@ def _route(data: object, index: int) -> Route:
     where = f"routes[{index}]"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table")
-    if unknown := set(data) - _ROUTE_KEYS:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     if data.get("pool", False) is not False:
         return _pool_route(data, where)
+    if unknown := set(data) - _ROUTE_KEYS:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     free = data.get("free", False)
     if not isinstance(free, bool):
         raise ConfigError(f"{where}.free: expected true or false, got {free!r}")
