@@ -7,6 +7,7 @@ is a JSON error with its stable code and changes nothing; the client SDK
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +219,41 @@ def test_an_operator_signed_mint_over_http(env: GatewayEnv) -> None:
     response = post(env, "/mints", signed(env, "mint", forged, customer))
     assert (response.status_code, error_code(response)) == (402, "invalid_signature")
     assert env.quiet_dump() == before
+
+
+def test_the_cli_joins_and_reads_the_pool_over_node(env: GatewayEnv) -> None:
+    """A provider that is not the operator joins with `--node`: its wallet signs here, the
+    gateway's ledger API records it; reads, redeems and refunds go the same way."""
+    env.new_wallet("provider-cli")
+    result = env.cli(
+        "provider",
+        "register",
+        "provider-cli",
+        "--endpoint",
+        "http://127.0.0.1:8102/v1",
+        "--model",
+        "tiny-chat",
+        "--price-per-call",
+        "0.0002",
+        "--node",
+        env.url,
+        "--json",
+    )
+    assert json.loads(result.stdout)["kind"] == "provider_registration"
+    listed = json.loads(env.cli("provider", "list", "--node", env.url, "--json").stdout)
+    mine = next(p for p in listed if p["address"] == env.wallets["provider-cli"].address)
+    assert mine["registration"]["pricePerCall"] == "200"
+    env.cli("provider", "update", "provider-cli", "--price-per-call", "0.0003", "--node", env.url)
+    shown = json.loads(env.cli("provider", "show", "provider-cli", "--node", env.url, "--json").stdout)
+    assert shown["registration"]["pricePerCall"] == "300"
+    earnings = json.loads(env.cli("provider", "earnings", "provider-cli", "--node", env.url, "--json").stdout)
+    assert earnings["calls"] == "0"
+    assert json.loads(env.cli("pool-fee", "--node", env.url, "--json").stdout)["feeBps"] == "0"
+    settle_id = paid_call(env)
+    env.cli("refund", "operator", settle_id, "0.0001", "--node", env.url)
+    refused = env.cli("refund", "bob", settle_id, "0.0001", "--node", env.url, ok=False)
+    assert refused.exit_code == 1 and refused.stderr.strip().endswith("[not_a_payee]")
+    env.cli("redeem", "alice", "0.5", "--reference", "payout-cli", "--node", env.url)
+    env.cli("provider", "withdraw", "provider-cli", "--node", env.url)
+    env.wait_quiet()
+    assert env.ledger.provider(env.wallets["provider-cli"].address).registration.status == "withdrawn"
