@@ -10,6 +10,7 @@ approvals and fee, recorded with the operator's sealer key (the gateway's own ho
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,11 @@ class PoolProviders:
 
     def routable(self) -> set[str]:
         return {p["address"] for p in self.pool_info()["providers"] if p["routable"]}
+
+    def routable_everywhere(self, predicate: Callable[[set[str]], bool], reads: int = 12) -> bool:
+        """``predicate`` holds for ``reads`` answers of GET /pool in a row: each worker keeps its
+        own breakers, and one answer comes from one worker."""
+        return all(predicate(self.routable()) for _ in range(reads))
 
 
 def chat(words: int = 5, **extra: Any) -> dict[str, Any]:
