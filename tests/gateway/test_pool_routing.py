@@ -273,6 +273,11 @@ def test_the_pool_figures_are_in_metrics_and_the_pool_json(pool: Any) -> None:
     assert f'inferpay_pool_provider_calls_total{{outcome="served",provider="{addr(env, CHEAP)}"}}' in metrics
     snapshot = json.loads((env.home / "pool-health.json").read_text())
     assert {p["address"] for p in snapshot["providers"]} == set(by_address)
+    info = json.loads(env.cli("info", "--json").stdout)["pool"]  # inferpay info on the gateway's host
+    assert {p["address"] for p in info["providers"]} == set(by_address)
+    assert {p["address"]: p["circuit"] for p in info["health"]["providers"]}[addr(env, CHEAP)] == "closed"
+    text = env.cli("info").stdout
+    assert f"  {addr(env, DOWN)}  active; circuit " in text and "pool:          3 providers; fee 1000 bps" in text
 
 
 def test_a_withdrawn_provider_stops_receiving_calls_within_one_health_interval(pool: Any) -> None:

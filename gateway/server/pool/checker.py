@@ -114,6 +114,15 @@ class HealthChecker:
         self._client.close()
 
 
+def read_snapshot(home: Path) -> dict[str, Any] | None:
+    """The figures a gateway's worker last wrote to ``<home>/pool-health.json`` (None if none)."""
+    try:
+        data: dict[str, Any] = json.loads((home / SNAPSHOT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
 def provider_figures(directory: ProviderDirectory, board: HealthBoard) -> list[dict[str, Any]]:
     """Every provider in force (withdrawn ones too) with this worker's figures: what GET /pool
     answers and ``inferpay info`` shows."""
