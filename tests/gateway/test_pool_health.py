@@ -3,6 +3,8 @@ breaker's times are passed in)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.server.pool.directory import PoolView
@@ -140,3 +142,38 @@ def test_bounds_come_from_the_body_and_max_tokens() -> None:
     assert Bounds(10, 5).cap((30, 2)) == (10, 2, True)
     assert Bounds(10, 5).cap((3, 2)) == (3, 2, False)
     assert Bounds(10, 5).cap(None) == (0, 0, False)
+
+
+def test_the_provider_object_is_removed_before_forwarding_and_streams_ask_for_usage() -> None:
+    from gateway.server.config import parse_config
+    from gateway.server.pool.call import parse_pool_request
+
+    route = parse_config({"routes": [{"path": "/v1/chat/completions", "pool": True, "max_output_tokens": 50}]}).routes[
+        0
+    ]
+    body = b'{"model": "m", "stream": true, "provider": {"sort": "latency"}, "messages": []}'
+    asked = parse_pool_request(body, route)
+    assert asked.prefs.sort == "latency" and asked.stream and not asked.client_wants_usage
+    assert asked.bounds == Bounds(len(body), 50)
+    forwarded = json.loads(asked.forward)
+    assert "provider" not in forwarded and forwarded["stream_options"] == {"include_usage": True}
+    for bad in (b"", b"[]", b'{"messages": []}', b'{"model": 3}'):
+        with pytest.raises(InvalidInput):
+            parse_pool_request(bad, route)
+
+
+def test_a_provider_at_its_registered_capacity_takes_no_more_calls_from_this_worker() -> None:
+    full = PoolView(1, (record(A, 100), record(B, 300)), FEE, "listed")
+    capped = PoolView(1, tuple(p if p.address != A else _with_capacity(p, 1) for p in full.providers), FEE, "listed")
+    health = board()
+    assert order(ProviderPreferences(), capped, health) == [A, B]
+    health.begin(A)
+    assert order(ProviderPreferences(), capped, health) == [B]
+    health.end(A)
+    assert order(ProviderPreferences(), capped, health) == [A, B]
+
+
+def _with_capacity(p: ProviderRecord, capacity: int) -> ProviderRecord:
+    from dataclasses import replace
+
+    return replace(p, registration=replace(p.registration, capacity=capacity))

@@ -208,6 +208,14 @@ def test_a_failing_provider_fails_over_under_one_hold_or_returns_its_failure_wit
         assert served.headers["X-Inferpay-Provider"] == addr(env, DEAR)
         env.wait_quiet()
         assert env.available(env.alice) == balance - int(decode_header(served.headers["PAYMENT-RESPONSE"])["charged"])
+
+        # A stream fails over too, before its first byte: the client sees one stream, from dear.
+        count = len(splits(env))
+        streamed = paid(env, chat(2, stream=True, provider={"order": [addr(env, CHEAP)]}), stream=True)
+        assert streamed.status_code == 200 and streamed.headers["X-Inferpay-Provider"] == addr(env, DEAR)
+        assert "inferpay-receipt" in streamed.content.decode()
+        env.wait_quiet()
+        assert len(splits(env)) == count + 1 and splits(env)[-1][1].provider == addr(env, DEAR)
     finally:
         set_mode(servers[CHEAP], "ok")
     env.wait_for(

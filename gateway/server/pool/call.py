@@ -136,7 +136,10 @@ def pool_call(svc: Services, route: Route, started: float) -> Response:
     for index, candidate in enumerate(chosen):
         if index:
             svc.metrics.pool_failover(route.path)
+        pool.board.begin(candidate.address)  # ended when its answer is read, or its stream ends
         outcome = _try(svc, pool, route, candidate, asked)
+        if not isinstance(outcome, _Served) or outcome.events is None:
+            pool.board.end(candidate.address)
         if isinstance(outcome, str):
             attempts.append({"provider": candidate.address, "error": outcome})
             pool.board.failed(candidate.address, outcome, probe=False)
@@ -403,6 +406,9 @@ def _stream_and_settle(
         "provider": candidate.address,
     }
     response = Response(stream_with_context(events()), status=served.status, headers=served.headers)
+    # When the server closes the answer (also if the client left before its first chunk, when
+    # the generator's own ``finally`` never runs): the call no longer counts against capacity.
+    response.call_on_close(lambda: pool.board.end(candidate.address))
     response.headers[V1_PAYMENT_RESPONSE_HEADER if paid.v1 else PAYMENT_RESPONSE_HEADER] = encode_header(pending)
     response.headers[PROVIDER_HEADER] = candidate.address
     response.headers["X-Accel-Buffering"] = "no"

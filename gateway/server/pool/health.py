@@ -71,6 +71,25 @@ class HealthBoard:
         self.health_interval_ms = health_interval_ms
         self._lock = threading.Lock()
         self._health: dict[str, ProviderHealth] = {}
+        self._in_flight: dict[str, int] = {}  # this worker's calls to each provider now
+
+    # ---- capacity: a registration's ``capacity`` (0: unstated) bounds this worker's calls ----
+
+    def has_room(self, address: Address, capacity: int) -> bool:
+        with self._lock:
+            return capacity == 0 or self._in_flight.get(address.lower(), 0) < capacity
+
+    def begin(self, address: Address) -> None:
+        with self._lock:
+            self._in_flight[address.lower()] = self._in_flight.get(address.lower(), 0) + 1
+
+    def end(self, address: Address) -> None:
+        with self._lock:
+            left = self._in_flight.get(address.lower(), 0) - 1
+            if left > 0:
+                self._in_flight[address.lower()] = left
+            else:
+                self._in_flight.pop(address.lower(), None)
 
     def _get(self, address: Address) -> ProviderHealth:
         key = address.lower()

@@ -3,7 +3,8 @@
 Bounds (what the request allows, so what it may cost): input tokens at most the body's size in
 bytes (a token is at least one byte of the request as sent), output tokens at most the
 request's ``max_tokens`` / ``max_completion_tokens``, else the route's ``max_output_tokens``.
-Candidates: routable providers serving the request's ``model``, with a closed circuit, after
+Candidates: routable providers serving the request's ``model``, with a closed circuit and room
+under their registered ``capacity`` (counted per worker: W workers may send W x capacity), after
 ``only`` / ``ignore``; each priced at the bounds by ``ledger.pool.max_call_price``; those above
 ``max_price`` dropped; sorted by ``sort`` (price by default), the ``order`` list first; only the
 first when ``allow_fallbacks`` is false. The hold is the dearest remaining candidate's price, so
@@ -79,9 +80,16 @@ def candidates(
     ignored = {a.lower() for a in prefs.ignore}
     serving = [p for p in serving if p.address.lower() not in ignored]
     healthy = [p for p in serving if health.routable(p.address)]
-    if not healthy:
-        why = "none serves it" if not serving else f"{len(serving)} serve it, but every circuit is open"
+    roomy = [p for p in healthy if health.has_room(p.address, p.registration.capacity)]
+    if not roomy:
+        if not serving:
+            why = "none serves it"
+        elif not healthy:
+            why = f"{len(serving)} serve it, but every circuit is open"
+        else:
+            why = f"{len(healthy)} serve it, each at the capacity it registered"
         raise NoProviderAvailable(f"no provider can take a call for model {model!r} now: {why}", model=model)
+    healthy = roomy
     priced = [
         Candidate(p, max_call_price(p.registration, view.fee, bounds.input_tokens, bounds.output_tokens))
         for p in healthy
