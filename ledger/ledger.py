@@ -8,6 +8,7 @@ enforces the money rules in the database. It signs only with the sealer key it w
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class TxResult:
     kind: str
     duplicate: bool  # True when this exact transaction was already in the ledger
     block_height: int | None
+    # ``settle_split`` only: the split it recorded (both payees, both amounts, for the receipt),
+    # so the caller need not read it back. Not part of ``to_dict``.
+    split: SplitSettlement | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -323,7 +327,7 @@ class Ledger:
             )
             PoolBook(registrations={provider: _in_force(record)}, fee=fee).check_split(split)  # the clear error, early
             try:
-                return self._sign_and_submit("split_settle", split)
+                return dataclasses.replace(self._sign_and_submit("split_settle", split), split=split)
             except FeeNotInForce:
                 # A new pool fee was recorded between reading it and writing: it is the one in
                 # force at this split's place in the log, so the split is priced by it.

@@ -5,8 +5,9 @@ order (first one first), because whoever audits wants the whole picture. It trus
 reads: it re-parses every stored record, recomputes every id, leaf hash, Merkle root, block
 hash and log root, re-verifies every signature (and with ``independent=True`` again with a
 second, pure-Python ECDSA implementation), re-applies every transaction to a fresh state, and
-compares the result with the balances and supply the database claims. Memory stays flat: rows
-are streamed, and used nonces live in a scratch file on disk.
+compares the result with the balances and supply the database claims (and the compute pool's
+tables: ``ledger.audit.pool_compare``). Memory stays flat: rows are streamed, and used nonces and
+what each settle credited (for the refunds that may name it) live in scratch files on disk.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_hash.auto import keccak
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.crypto import recover_address
 from ledger.encoding import signing_digest, struct_hash, transaction_id, typed_data
@@ -150,3 +151,29 @@ def test_wire_forms_are_camel_case_with_decimal_strings_and_json_booleans() -> N
 def test_a_transaction_kind_must_carry_its_own_pool_record() -> None:
     with pytest.raises(MalformedRecord):
         Transaction("redeem", EXAMPLES["Refund"], A, "0x" + "11" * 65)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@given(data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_pool_parsers_refuse_any_malformed_input_with_a_ledger_error(name: str, data: st.DataObject) -> None:
+    """Whatever JSON arrives (each field replaced by anything, or the whole object), a parser
+    either returns the record or raises the error tree's ``InvalidInput``: never a TypeError."""
+    cls = type(EXAMPLES[name])
+    good = EXAMPLES[name].to_dict()
+    if data.draw(st.booleans()):
+        candidate: Any = {**good, **data.draw(st.dictionaries(st.sampled_from(sorted(good)), _json_values, max_size=3))}
+    else:
+        candidate = data.draw(_json_values)
+    try:
+        parsed = cls.from_dict(candidate)
+    except InvalidInput:
+        return
+    assert cls.from_dict(parsed.to_dict()) == parsed

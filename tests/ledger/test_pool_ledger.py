@@ -34,7 +34,7 @@ from ledger.errors import (
 )
 from ledger.ledger import Ledger
 from ledger.storage import open_store
-from ledger.types import NO_FEE_ID, PoolFee, ProviderApproval, ProviderEarnings, Redeem
+from ledger.types import NO_FEE_ID, Allowance, PoolFee, ProviderApproval, ProviderEarnings, Redeem
 from tests.support.ledger import UNIT, LedgerFixture, Party, dump
 from tests.support.pool import hold, new_nonce, redeem, refund, register, registration, sealer_tx, signed, split_of
 
@@ -186,6 +186,7 @@ def test_settle_split_pays_the_provider_its_price_and_the_operator_its_fee(lf: L
     )
     assert result.kind == "split_settle"
     split = lf.ledger.transaction(result.tx_id).tx.message
+    assert result.split == split  # handed back, for the receipt (both payees, both amounts)
     # 1000 per call + ceil(100*10/1000)=1 + ceil(50*30/1000)=2; fee 7 + ceil(1003*250/10000)=26
     assert (split.provider_amount, split.fee, split.amount, split.fee_id, split.usage_capped) == (
         1003,
@@ -388,6 +389,26 @@ def test_splits_racing_a_fee_change_are_each_priced_by_the_fee_in_force_at_their
         thread.join()
     assert errors == []
     assert lf.ledger.provider_earnings(provider.address).calls == 12
+    assert_audit_ok(lf)
+
+
+def test_a_split_of_an_api_key_charge_gives_the_rest_back_to_the_allowance(lf: LedgerFixture) -> None:
+    payer, operator, provider = funded(lf, "payer"), lf.party("payto"), lf.party("provider")
+    registered, _ = register(lf, provider)
+    allowance = Allowance(payer.address, operator.address, 10_000, lf.clock.now_s() + 3600, new_nonce())
+    granted = lf.ledger.submit(signed(lf, "allowance", allowance, payer.key))
+    charged = lf.ledger.charge(granted.tx_id, 5000, expires_at_s=lf.clock.now_s() + 60)
+    assert lf.ledger.store.allowance(granted.tx_id).spent == 5000
+    lf.ledger.settle_split(
+        charged.tx_id,
+        provider=provider.address,
+        registration_id=registered.tx_id,
+        input_tokens=100,
+        output_tokens=50,
+        usage_capped=False,
+    )
+    assert lf.ledger.store.allowance(granted.tx_id).spent == 1003  # only what was captured stays spent
+    assert available(lf, provider) == 1003
     assert_audit_ok(lf)
 
 
