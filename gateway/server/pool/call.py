@@ -260,8 +260,10 @@ def _settle(
         svc.ledger.void(paid.hold_id)
         svc.metrics.payment(route.path, "voided", refused.code)
         return None
-    stored = svc.ledger.store.get(settled.tx_id)
-    split = stored.tx.message if stored is not None else None
+    split: object = settled.split  # what the ledger recorded (it prices the split, never the gateway)
+    if split is None:  # a retry of an already recorded split: read it back
+        stored = svc.ledger.store.get(settled.tx_id)
+        split = stored.tx.message if stored is not None else None
     assert isinstance(split, SplitSettlement)
     elapsed = time.perf_counter() - paid.started
     svc.metrics.settled(route.path, svc.pay_to, paid.model, split.amount, (inputs, outputs), elapsed)
