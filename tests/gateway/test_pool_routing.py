@@ -271,6 +271,8 @@ def test_an_api_key_and_a_stream_are_paid_by_one_split_each(pool: Any) -> None:
 def test_the_pool_figures_are_in_metrics_and_the_pool_json(pool: Any) -> None:
     env, providers, _ = pool
     info = providers.pool_info()
+    document = requests.get(env.url + "/openapi.json", timeout=10).json()
+    assert "/pool" in document["paths"] and POOL_CHAT in document["paths"]
     by_address = {p["address"]: p for p in info["providers"]}
     assert by_address[addr(env, DOWN)]["circuit"] in ("open", "half_open")
     assert by_address[addr(env, DOWN)]["routable"] is False
