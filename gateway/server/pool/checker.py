@@ -7,7 +7,8 @@ threads: ``GET {endpoint}/models`` with ``connect_timeout_ms`` to connect and ``
 for the whole answer, one in flight per provider, so a hung provider costs one thread for one
 timeout and never delays a paid call. Each worker probes for itself (its breaker is its own, and
 also fed by its real calls); ``snapshot_path``, when set, receives the worker's view as JSON
-after each round, written atomically, for ``inferpay info`` on the same host.
+once per health interval, written atomically (the last worker to write wins), for
+``inferpay info`` on the same host.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class HealthChecker:
         self._pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="inferpay-pool-probe")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._written_ms = -(10**12)  # the snapshot file: rewritten once per health interval
 
     @property
     def tick_s(self) -> float:
@@ -73,7 +75,8 @@ class HealthChecker:
         for record in view.routable():
             if self.board.take_probe(record.address, now):
                 self._pool.submit(self.probe, record)
-        if self.snapshot_path is not None:
+        if self.snapshot_path is not None and now - self._written_ms >= self.config.health_interval_ms:
+            self._written_ms = now
             self._write_snapshot()
 
     def probe(self, record: ProviderRecord) -> None:
