@@ -36,7 +36,7 @@ from tests.support.pool_gateway import (
 )
 from tests.support.servers import ServerHandle, free_port, run_wsgi_in_process
 
-CHEAP, DEAR, DOWN = "cheap", "dear", "down"
+CHEAP, DEAR, DOWN, UNLISTED = "cheap", "dear", "down", "unlisted"
 FEE_BPS, FLAT_FEE = 1000, 5  # 10 % of the provider's price, rounded up, plus 5 base units
 
 
@@ -55,7 +55,9 @@ def pool(
         providers.set_fee(FEE_BPS, FLAT_FEE)
         providers.register(CHEAP, cheap.url + "/v1", per_call=100, per_1k_in=10, per_1k_out=20)
         providers.register(DEAR, dear.url + "/v1", per_call=300, per_1k_in=30, per_1k_out=60)
-        providers.register(DOWN, f"http://127.0.0.1:{free_port()}/v1", per_call=50)  # cheapest, and down
+        providers.register(DOWN, f"http://127.0.0.1:{free_port()}/v1", per_call=50)  # cheap, and down
+        # The cheapest of all, live, but never approved: under accept = "listed" it gets no call.
+        providers.register(UNLISTED, cheap.url + "/v1", per_call=1, approve=False)
         env.wait_for(
             lambda: providers.routable_everywhere(
                 lambda r: r == {env.wallets[CHEAP].address, env.wallets[DEAR].address}
@@ -276,6 +278,7 @@ def test_the_pool_figures_are_in_metrics_and_the_pool_json(pool: Any) -> None:
     by_address = {p["address"]: p for p in info["providers"]}
     assert by_address[addr(env, DOWN)]["circuit"] in ("open", "half_open")
     assert by_address[addr(env, DOWN)]["routable"] is False
+    assert by_address[addr(env, UNLISTED)]["approved"] is False and by_address[addr(env, UNLISTED)]["routable"] is False
     assert info["fee"]["feeBps"] == str(FEE_BPS)
     metrics = requests.get(env.url + "/metrics", timeout=10).text
     assert f'inferpay_pool_provider_routable{{provider="{addr(env, DOWN)}"}} 0.0' in metrics
@@ -287,7 +290,8 @@ def test_the_pool_figures_are_in_metrics_and_the_pool_json(pool: Any) -> None:
     assert {p["address"] for p in info["providers"]} == set(by_address)
     assert {p["address"]: p["circuit"] for p in info["health"]["providers"]}[addr(env, CHEAP)] == "closed"
     text = env.cli("info").stdout
-    assert f"  {addr(env, DOWN)}  active; circuit " in text and "pool:          3 providers; fee 1000 bps" in text
+    assert f"  {addr(env, DOWN)}  active; circuit " in text and "pool:          4 providers; fee 1000 bps" in text
+    assert f"  {addr(env, UNLISTED)}  active, not approved; " in text
 
 
 def test_a_withdrawn_provider_stops_receiving_calls_within_one_health_interval(pool: Any) -> None:
@@ -358,7 +362,8 @@ def test_the_books_balance_earnings_fees_supply_and_verify(pool: Any, tmp_path: 
     env, providers, _ = pool
     env.wait_quiet()
     every = [s for _, s in splits(env)]
-    for name in (CHEAP, DEAR, DOWN):
+    assert env.ledger.provider_earnings(addr(env, UNLISTED)).calls == 0
+    for name in (CHEAP, DEAR, DOWN, UNLISTED):
         mine = [s for s in every if s.provider == addr(env, name)]
         earnings = env.ledger.provider_earnings(addr(env, name))
         assert earnings.earned == sum(s.provider_amount for s in mine)
