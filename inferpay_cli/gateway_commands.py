@@ -257,6 +257,12 @@ def call(
                 f"(signed by {receipt.sealer}, verified)",
                 err=True,
             )
+            if receipt.provider:  # a pool call: who got what
+                click.echo(
+                    f"split:   provider {receipt.provider} {format_amount(receipt.provider_amount)}, "
+                    f"operator {receipt.pay_to} {format_amount(receipt.fee)}",
+                    err=True,
+                )
     if not response.ok:
         sys.exit(1)
 

@@ -251,6 +251,12 @@ def test_usage_above_the_bounds_is_capped_and_flagged_and_garbage_usage_pays_the
     assert len(flagged) == 1 and flagged[0].output_tokens == 7
 
 
+def test_inferpay_call_prints_the_split(pool: Any) -> None:
+    env, _, _ = pool
+    result = env.cli("call", env.route_url(POOL_CHAT), "--wallet", "alice", "--data", json.dumps(chat(2)))
+    assert f"split:   provider {addr(env, CHEAP)} " in result.stderr and f"operator {env.operator} " in result.stderr
+
+
 def test_an_api_key_and_a_stream_are_paid_by_one_split_each(pool: Any) -> None:
     env, _, _ = pool
     key = env.create_key("alice", "1")["apiKey"]
