@@ -402,5 +402,7 @@ def test_the_books_balance_earnings_fees_supply_and_verify(pool: Any, tmp_path: 
     )
     connection.commit()
     connection.close()
-    tampered = env.cli("--home", str(copy), "verify", ok=False)
+    tampered = env.cli("--home", str(copy), "verify", "--json", ok=False)
     assert tampered.exit_code != 0
+    problems = json.loads(tampered.stdout)["problems"]
+    assert problems and any(tx_id in json.dumps(problem) for problem in problems), problems
