@@ -300,6 +300,36 @@ def test_the_pool_figures_are_in_metrics_and_the_pool_json(pool: Any) -> None:
     assert f"  {addr(env, UNLISTED)}  active, not approved; " in text
 
 
+def test_a_registration_replaced_mid_call_voids_the_call_and_charges_nothing(pool: Any) -> None:
+    env, providers, servers = pool
+    env.wait_quiet()
+    balance, count = env.available(env.alice), len(splits(env))
+    answers: list[requests.Response] = []
+
+    def slow_call() -> None:
+        answers.append(
+            requests.post(
+                env.route_url(POOL_CHAT),
+                json=chat(2, provider={"only": [addr(env, CHEAP)]}),
+                headers={"X-Test-Delay-Ms": "1500"},  # the fake provider's own delay, forwarded to it
+                auth=PaymentAuth(env.alice, verify_receipts=False),
+                timeout=30,
+            )
+        )
+
+    thread = threading.Thread(target=slow_call)
+    thread.start()
+    env.wait_for(lambda: bool(env.store.open_holds()), what="the slow call's hold")
+    # The provider re-registers (same prices, a new registration) while its call runs: the
+    # split the gateway asks for names a registration no longer in force, so the ledger refuses
+    # it and the gateway voids the hold. The provider is not paid for that call, the payer not charged.
+    providers.register(CHEAP, servers[CHEAP].url + "/v1", per_call=100, per_1k_in=10, per_1k_out=20, approve=False)
+    thread.join(timeout=30)
+    assert answers and answers[0].status_code == 200 and "PAYMENT-RESPONSE" not in answers[0].headers
+    env.wait_quiet()
+    assert env.available(env.alice) == balance and len(splits(env)) == count
+
+
 def test_a_withdrawn_provider_stops_receiving_calls_within_one_health_interval(pool: Any) -> None:
     env, providers, servers = pool
     providers.register(DEAR, servers[DEAR].url + "/v1", per_call=300, per_1k_in=30, per_1k_out=60, status="withdrawn")

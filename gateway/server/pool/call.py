@@ -257,8 +257,11 @@ def _settle(
         )
     except InferpayError as refused:
         log.error("split settle of hold %s refused (%s): voiding it", paid.hold_id, refused.code)
-        svc.ledger.void(paid.hold_id)
-        svc.metrics.payment(route.path, "voided", refused.code)
+        try:
+            svc.ledger.void(paid.hold_id)
+            svc.metrics.payment(route.path, "voided", refused.code)
+        except InferpayError:  # resolved meanwhile, or storage down: it expires by itself if still open
+            log.exception("could not void hold %s after a refused split settle", paid.hold_id)
         return None
     split: object = settled.split  # what the ledger recorded (it prices the split, never the gateway)
     if split is None:  # a retry of an already recorded split: read it back
