@@ -23,7 +23,7 @@ from pathlib import Path
 from reliability.profiles import PROFILES, Profile
 from reliability.report import Report
 
-PHASES = ("bank", "crash", "clock", "facilitator", "attacks", "fuzz", "tamper", "bank-pg")
+PHASES = ("bank", "crash", "clock", "facilitator", "attacks", "fuzz", "tamper", "bank-pg", "providers")
 
 
 def main(argv: list[str] | None = None) -> int:

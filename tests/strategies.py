@@ -232,3 +232,22 @@ query_values: st.SearchStrategy[str] = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
 )
 """What a client may put in a query parameter: anything, with the usual suspects for integer parsing."""
+
+
+@st.composite
+def provider_preferences(draw: st.DrawFn) -> dict[str, object]:
+    """A well-formed OpenRouter-style ``provider`` object, as a request body carries it
+    (``gateway.server.pool.preferences``): any subset of its keys, addresses unique per list."""
+    from gateway.server.pool.preferences import SORTS
+
+    unique = st.lists(addresses, max_size=5, unique_by=lambda a: a.lower())
+    fields: dict[str, st.SearchStrategy[object]] = {
+        "order": unique,
+        "sort": st.sampled_from(SORTS),
+        "max_price": st.one_of(st.integers(0, MAX_AMOUNT), st.integers(0, MAX_AMOUNT).map(str)),
+        "allow_fallbacks": st.booleans(),
+        "only": unique,
+        "ignore": unique,
+    }
+    chosen = draw(st.sets(st.sampled_from(sorted(fields))))
+    return {key: draw(fields[key]) for key in sorted(chosen)}
