@@ -1,11 +1,12 @@
 """LiteLLM's proxy as a peer: started here on 127.0.0.1, with a master key, in front of the
 benchmark's upstream (``bench.upstream``) declared as an OpenAI-compatible model.
 
-LiteLLM lives in a virtualenv of its own (``LITELLM_VENV``, default /work/litellm-venv, made
-by ``make bench-peers-install``): its pins (fastapi, pydantic, openai, httpx...) must never
-mix with inferpay's. It is configured as its docs tell an operator to: ``model_list`` with one
-``openai/<name>`` model whose ``api_base`` is the upstream, ``general_settings.master_key``,
-served by its own CLI (uvicorn) with as many worker processes as the gateway has.
+LiteLLM lives in a virtualenv of its own (``$LITELLM_VENV``, default bench/out/litellm-venv,
+made by ``make bench-peers-install``, which ``make bench`` runs first): its pins (fastapi,
+pydantic, openai, httpx...) must never mix with inferpay's. It is configured as its docs tell
+an operator to: ``model_list`` with one ``openai/<name>`` model whose ``api_base`` is the
+upstream, ``general_settings.master_key``, served by its own CLI (uvicorn) with as many worker
+processes as the gateway has.
 
 Per-key budgets need LiteLLM's database layer (Prisma over PostgreSQL). ``budgets_probe``
 starts it with ``DATABASE_URL`` and reports whether it came up, and if not, the line of its log
@@ -25,7 +26,7 @@ from typing import Any
 
 from bench.servers import Server, free_port
 
-LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", "/work/litellm-venv"))
+LITELLM_VENV = Path(os.environ.get("LITELLM_VENV") or Path(__file__).resolve().parent / "out" / "litellm-venv")
 MASTER_KEY = "sk-bench-master-key"
 MODEL = "bench"  # the model name clients ask for; the same name the gateway's metered route sees
 # Its quiet, offline settings: no telemetry, the bundled model-cost map instead of a fetch.
