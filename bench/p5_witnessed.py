@@ -1,10 +1,12 @@
 """P1 with two real witnesses: does publishing checkpoints take anything from the paid path?
 
-Two paid gateways side by side on one upstream, each on a ledger of its own, the same routes
-and settings: *plain* (P1's: no checkpoint key, so no checkpoints) and *witnessed* (a
-checkpoint key, ``[checkpoints] interval_ms`` small, and two ``inferpay witness`` servers in
+Paid gateways side by side on one upstream, each on a ledger of its own, the same routes and
+settings: *plain* (P1's: no checkpoint key, so no checkpoints) and *witnessed* (a checkpoint
+key, ``[checkpoints] interval_ms`` small, 200 ms, and two ``inferpay witness`` servers in
 ``[[checkpoints.witnesses]]``), loaded in turn on the flat route, round after round.
 ``witnessed_vs_plain_paid_throughput`` is witnessed req/s ÷ plain req/s (median of the rounds).
+A third gateway, the same two witnesses at the default interval (2,000 ms), shows how the cost
+follows the checkpoint rate (``witnessed_default_interval_vs_plain``, no target).
 
 So that the figure proves the witnesses were at work, the witnessed gateway's own counters
 (``inferpay_witness_pushes_total`` by witness and outcome, from ``/metrics``) are read before
@@ -34,6 +36,7 @@ from ledger.storage.sqlite import SQLiteStore
 
 PAYERS = 16
 INTERVAL_MS = 200  # a checkpoint at most every 200 ms: many pushes in every measured round
+DEFAULT_INTERVAL_MS = 2000  # the gateway's default [checkpoints].interval_ms
 WITNESS_NAMES = ("bench.witness/one", "bench.witness/two")
 FLAT = {"flat": ROUTES["flat"]}
 
@@ -47,8 +50,8 @@ def _cli(*args: str) -> str:
     return done.stdout.strip()
 
 
-def start_witness(out: Path, name: str, index: int, origin: str, log_vkey: str) -> tuple[Server, str]:
-    """``inferpay witness`` (init, vkey, serve) for the one log; returns it and its vkey."""
+def start_witness(out: Path, name: str, index: int, logs: list[tuple[str, str]]) -> tuple[Server, str]:
+    """``inferpay witness`` (init, vkey, serve) for ``logs`` ((origin, vkey) each); returns it and its vkey."""
     directory = out / f"witness{index}"
     directory.mkdir(parents=True)
     config = directory / "witness.toml"
@@ -62,11 +65,8 @@ def start_witness(out: Path, name: str, index: int, origin: str, log_vkey: str) 
                 'listen = "127.0.0.1:0"',
                 "workers = 1",
                 "threads = 8",
-                "",
-                "[[witness.logs]]",
-                f'origin = "{origin}"',
-                f'vkey = "{log_vkey}"',
             ]
+            + [f'\n[[witness.logs]]\norigin = "{origin}"\nvkey = "{vkey}"' for origin, vkey in logs]
         )
         + "\n"
     )
@@ -116,17 +116,19 @@ def run(out: Path, settings: sidebyside.Settings, log: Any = print) -> dict[str,
     out.mkdir(parents=True)
     plain_home, plain_fixture, _, _ = _home(out / "plain-home", checkpoint_key=False)
     wit_home, wit_fixture, origin, log_vkey = _home(out / "witnessed-home", checkpoint_key=True)
-    assert origin is not None and log_vkey is not None
+    slow_home, slow_fixture, slow_origin, slow_vkey = _home(out / "witnessed-default-home", checkpoint_key=True)
+    assert origin is not None and log_vkey is not None and slow_origin is not None and slow_vkey is not None
     servers: dict[str, Server] = {}
     try:
         upstream = servers["upstream"] = start_upstream(out)
-        extra = f"\n[checkpoints]\ninterval_ms = {INTERVAL_MS}\n"
-        vkeys = []
+        witnesses = ""
         for index, name in enumerate(WITNESS_NAMES):
-            witness, vkey = start_witness(out, name, index, origin, log_vkey)
+            # Each witness follows both witnessed logs (each its own origin and key).
+            witness, vkey = start_witness(out, name, index, [(origin, log_vkey), (slow_origin, slow_vkey)])
             servers[f"witness{index}"] = witness
-            vkeys.append(vkey)
-            extra += f'\n[[checkpoints.witnesses]]\nurl = "{witness.url}"\nvkey = "{vkey}"\n'
+            witnesses += f'\n[[checkpoints.witnesses]]\nurl = "{witness.url}"\nvkey = "{vkey}"\n'
+        extra = f"\n[checkpoints]\ninterval_ms = {INTERVAL_MS}\n" + witnesses
+        slow_extra = f"\n[checkpoints]\ninterval_ms = {DEFAULT_INTERVAL_MS}\n" + witnesses
         plain = servers["plain"] = start_gateway(
             out,
             plain_home.path,
@@ -139,8 +141,20 @@ def run(out: Path, settings: sidebyside.Settings, log: Any = print) -> dict[str,
             gateway_config(wit_fixture.operator.address, WORKERS, THREADS, upstream.url, routes=FLAT, extra=extra),
             name="witnessed",
         )
+        slow = servers["witnessed_default_interval"] = start_gateway(
+            out,
+            slow_home.path,
+            gateway_config(
+                slow_fixture.operator.address, WORKERS, THREADS, upstream.url, routes=FLAT, extra=slow_extra
+            ),
+            name="witnessed-default-interval",
+        )
         path, _, body = ROUTES["flat"]
-        stores = {"plain": SQLiteStore(plain_home.ledger_path), "witnessed": SQLiteStore(wit_home.ledger_path)}
+        stores = {
+            "plain": SQLiteStore(plain_home.ledger_path),
+            "witnessed": SQLiteStore(wit_home.ledger_path),
+            "witnessed_default_interval": SQLiteStore(slow_home.ledger_path),
+        }
 
         def supplier(gateway: Server, fixture: Any) -> Any:
             terms = offered_terms(gateway, path)
@@ -165,11 +179,18 @@ def run(out: Path, settings: sidebyside.Settings, log: Any = print) -> dict[str,
                 cycle=False,
                 after=lambda: _wait_quiet(stores["witnessed"]),
             ),
+            sidebyside.Target(
+                "witnessed_default_interval",
+                slow,
+                supplier(slow, slow_fixture),
+                cycle=False,
+                after=lambda: _wait_quiet(stores["witnessed_default_interval"]),
+            ),
         ]
-        pushes_before = witness_pushes(witnessed)
+        pushes_before, slow_before = witness_pushes(witnessed), witness_pushes(slow)
         status_before = checkpoint_status(witnessed)
         raw = sidebyside.run_rounds(targets, servers, settings, log, "witnessed")
-        pushes_after = witness_pushes(witnessed)
+        pushes_after, slow_after = witness_pushes(witnessed), witness_pushes(slow)
         # The last checkpoint covers the head a tick or two after the load ends.
         deadline = time.monotonic() + 15
         while True:
@@ -190,6 +211,9 @@ def run(out: Path, settings: sidebyside.Settings, log: Any = print) -> dict[str,
         k: pushes_after.get(k, 0) - pushes_before.get(k, 0) for k in sorted(set(pushes_after) | set(pushes_before))
     }
     cosigned = {name: during.get(f"{name} cosigned", 0) for name in WITNESS_NAMES}
+    slow_cosigned = {
+        name: slow_after.get(f"{name} cosigned", 0) - slow_before.get(f"{name} cosigned", 0) for name in WITNESS_NAMES
+    }
     return {
         "settings": settings.__dict__,
         "interval_ms": INTERVAL_MS,
@@ -198,6 +222,11 @@ def run(out: Path, settings: sidebyside.Settings, log: Any = print) -> dict[str,
         "rounds": {name: [{k: v for k, v in r.items() if k != "_latencies"} for r in rs] for name, rs in raw.items()},
         "witnessed_vs_plain_paid_throughput": ratio["median"],
         "per_round": ratio["per_round"],
+        "witnessed_default_interval_vs_plain": sidebyside.ratio_of_rounds(raw, "witnessed_default_interval", "plain")[
+            "median"
+        ],
+        "default_interval_ms": DEFAULT_INTERVAL_MS,
+        "checkpoints_cosigned_during_rounds_default_interval": slow_cosigned,
         "witness_pushes_during_rounds": during,
         "checkpoints_cosigned_during_rounds": cosigned,
         "checkpoint_before": {k: status_before.get(k) for k in ("checkpointSize", "headSize", "cosignedBy")},

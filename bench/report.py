@@ -117,7 +117,9 @@ def add_witnessed_key(keys: dict[str, Any], witnessed: dict[str, Any]) -> None:
         "witnessed_vs_plain_paid_throughput",
         f"rounds: {_rounds(witnessed['per_round'])}; checkpoints cosigned during the rounds: "
         + ", ".join(f"{name} {n}" for name, n in cosigned.items())
-        + f" (interval_ms {witnessed['interval_ms']})",
+        + f" (interval_ms {witnessed['interval_ms']}); at the default interval_ms"
+        f" {witnessed.get('default_interval_ms', 2000)}:"
+        f" {witnessed.get('witnessed_default_interval_vs_plain', 0.0):.3f}",
     )
 
 
@@ -355,7 +357,7 @@ def _scenario_rows(scenarios: dict[str, Any], single: dict[str, Any], labels: di
         s, one = scenarios[name], single.get(name, {})
         lines.append(
             f"| {label} | {_fmt(s['throughput_rps'], 1)} | {_fmt(s['p50_ms'], 2)} | {_fmt(s['p99_ms'], 2)} |"
-            f" {s['errors']} | {_fmt(one.get('p50_ms', 0.0), 3)} |"
+            f" {s['errors']} | {_fmt(one['p50_ms'], 3) if one else '—'} |"
         )
     return lines
 
@@ -397,12 +399,21 @@ def _peers_markdown(report: dict[str, Any]) -> list[str]:
         lines += [
             "## Witnessed checkpoints",
             "",
-            f"Two paid gateways (own ledgers), one plain, one with a checkpoint key, interval_ms {w['interval_ms']}"
-            f" and two `inferpay witness` servers; flat route, {w['settings']['connections']} clients, rounds in"
+            f"Paid gateways on ledgers of their own: one plain, one with a checkpoint key, interval_ms {w['interval_ms']}"
+            f" (and a third at the default interval) with two `inferpay witness` servers; flat route,"
+            f" {w['settings']['connections']} clients, rounds in"
             f" turn. Ratio per round: {_rounds(w['per_round'])}.",
             "",
         ]
-        lines += _scenario_rows(w["scenarios"], {}, {"plain": "paid, no checkpoints", "witnessed": "paid, 2 witnesses"})
+        lines += _scenario_rows(
+            w["scenarios"],
+            {},
+            {
+                "plain": "paid, no checkpoints",
+                "witnessed": f"paid, 2 witnesses, interval_ms {w['interval_ms']}",
+                "witnessed_default_interval": f"paid, 2 witnesses, interval_ms {w.get('default_interval_ms')}",
+            },
+        )
         after = w["checkpoint_after"]
         lines += [
             "",

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     postgresql = None
     if database is not None and any(p in PG_PHASES for p in phases):
         postgresql = _postgres_phases(phases, database, quick, result)
-    result["keys"] = keys
+    result["keys"] = dict(keys)  # carry_over may add earlier runs' keys there; the log below shows this run's
     result["sources_at_end"] = measured_sources()
     result["seconds"] = round(time.perf_counter() - started, 1)
     stem = OUT / "report-quick" if quick else REPORTS / "report"

@@ -82,12 +82,14 @@ def calibrate(target: Target, servers: dict[str, Server], connections: int, log:
 def run_rounds(
     targets: Sequence[Target], servers: dict[str, Server], settings: Settings, log: Any, label: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """``settings.rounds`` rounds of every target with ``settings.connections`` clients."""
+    """``settings.rounds`` rounds of every target with ``settings.connections`` clients. Every
+    other round runs the targets in reverse order, so that none always runs first (on a warmer
+    or a quieter machine)."""
     raw: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     for target in targets:
         calibrate(target, servers, settings.connections, log)
     for round_no in range(settings.rounds):
-        for target in targets:
+        for target in targets if round_no % 2 == 0 else list(reversed(targets)):
             time.sleep(0.5)
             result = _one(
                 target, servers, connections=settings.connections, duration=settings.duration, warmup=settings.warmup
