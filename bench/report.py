@@ -399,7 +399,8 @@ def _peers_markdown(report: dict[str, Any]) -> list[str]:
         lines += [
             "## Witnessed checkpoints",
             "",
-            f"Paid gateways on ledgers of their own: one plain, one with a checkpoint key, interval_ms {w['interval_ms']}"
+            "Paid gateways on ledgers of their own: one plain, one with a checkpoint key, interval_ms"
+            f" {w['interval_ms']}"
             f" (and a third at the default interval) with two `inferpay witness` servers; flat route,"
             f" {w['settings']['connections']} clients, rounds in"
             f" turn. Ratio per round: {_rounds(w['per_round'])}.",
