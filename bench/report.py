@@ -139,6 +139,7 @@ def carry_over(existing: dict[str, Any], result: dict[str, Any], phases: list[st
     for phase in phases:
         if phase not in existing:
             continue
+        result.setdefault("carried_over", []).append(phase)
         result[phase] = existing[phase]
         result.setdefault("measured_at", {})[phase] = existing.get("measured_at", {}).get(
             phase, existing.get("started_at", "?")
@@ -202,11 +203,12 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         lines += ["", f"![chart]({png_name})", ""]
     else:
         lines += ["No SQLite phase has been run into this report yet; the PostgreSQL section follows.", ""]
-    measured_at = report.get("measured_at", {})
-    if len(set(measured_at.values())) > 1:
+    carried = report.get("carried_over", [])
+    if carried:
+        measured_at = report.get("measured_at", {})
         lines += [
-            "Phases measured at different times (a run of some phases keeps the others' figures): "
-            + ", ".join(f"{p} {t}" for p, t in measured_at.items())
+            "Kept from an earlier run (this run did not measure them): "
+            + ", ".join(f"{p} (measured {measured_at.get(p, '?')})" for p in carried)
             + ".",
             "",
         ]
