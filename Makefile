@@ -70,6 +70,15 @@ bench: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
 bench-quick: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
 	$(PY) -m bench.run --quick
 
+# Only the phases beside peers (LiteLLM, the x402 middleware), with witnesses, and the real model;
+# the report keeps the other phases' figures from the run before.
+.PHONY: bench-peers bench-peers-quick
+bench-peers: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
+	$(PY) -m bench.run --only peers,witnessed,model
+
+bench-peers-quick: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
+	$(PY) -m bench.run --quick --only peers,witnessed,model
+
 bench-profile: $(VENV)/.bench-installed
 	$(PY) -m bench.profile all
 
