@@ -187,7 +187,7 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
     ]
     if report.get("keys"):
         lines += [
-            "Every key is a ratio of two things measured in this run; the absolute numbers follow.",
+            "Every key is a ratio of two things measured side by side in one run; the absolute numbers follow.",
             "",
             "| key | value | target | pass |",
             "|---|---:|---:|:---:|",
