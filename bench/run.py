@@ -2,7 +2,8 @@
 benchmark, one command.
 
 A full run writes ``docs/performance/report.json``, ``report.md`` and ``report.png``; a quick
-run (small sizes, short durations, under two minutes once its small chains are cached) writes
+run (small sizes, short durations: about two minutes for p1–p4 once its small chains are
+cached, four more for peers, witnessed and model) writes
 ``bench/out/report-quick.*`` so it never replaces the full report. Scratch files (ledgers,
 server logs, cached chains) go to ``bench/out/``. Used by ``make bench`` / ``make bench-quick``,
 never by the test suite.
@@ -43,7 +44,7 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (≈ 6 min)")
     parser.add_argument(
         "--only",
         default=None,
@@ -80,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     if any(p in PG_PHASES for p in phases) and not ns.database:
         parser.error("p1pg and p2pg need --database postgresql://...")
+    if "peers" in phases:
+        from bench import litellm_peer
+
+        try:
+            litellm_peer.binary()  # missing: say so now, not after the phases before it have run
+        except RuntimeError as exc:
+            parser.error(str(exc))
     database = None
     if ns.database:
         from bench import pg
