@@ -69,6 +69,20 @@ def request_facts() -> RequestFacts:
     return RequestFacts(request.method, target, request.get_data(cache=True), request.base_url)
 
 
+def payment_credentials() -> tuple[str | None, bool, str | None]:
+    """What pays for this request: an x402 payment header (and whether it is the v1 one), else
+    an inferpay API key from ``Authorization: Bearer``. A signed payment wins over a bearer token,
+    and only inferpay keys are keys: SDKs such as openai always send their api_key, even when an
+    x402 auth pays for the call."""
+    header = request.headers.get(PAYMENT_SIGNATURE_HEADER)
+    v1 = header is None and V1_PAYMENT_HEADER in request.headers
+    header = header if header is not None else request.headers.get(V1_PAYMENT_HEADER)
+    token = api_keys.bearer_token(request.headers.get("Authorization")) if header is None else None
+    if token is not None and not api_keys.looks_like_key(token):
+        token = None
+    return header, v1, token
+
+
 def ledger_url() -> str:
     return request.host_url.rstrip("/") + "/ledger"
 
@@ -124,14 +138,7 @@ def paid_call(_subpath: str) -> Response:
 
         return pool_call(svc, route, started)
     facts = request_facts()
-    header = request.headers.get(PAYMENT_SIGNATURE_HEADER)
-    v1 = header is None and V1_PAYMENT_HEADER in request.headers
-    header = header if header is not None else request.headers.get(V1_PAYMENT_HEADER)
-    # A signed payment wins over a bearer token, and only inferpay keys are keys: SDKs such as
-    # openai always send their api_key, even when an x402 auth pays for the call.
-    token = api_keys.bearer_token(request.headers.get("Authorization")) if header is None else None
-    if token is not None and not api_keys.looks_like_key(token):
-        token = None
+    header, v1, token = payment_credentials()
     if token is None and header is None:
         svc.metrics.payment(route.path, "required")
         return payment_required(svc, route)

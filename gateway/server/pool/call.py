@@ -41,6 +41,7 @@ from gateway.server.proxy import (
     RECEIPT_COMMENT,
     PaidHold,
     _hold_for_payment,
+    payment_credentials,
     payment_required,
     payment_response,
     request_facts,
@@ -51,8 +52,6 @@ from gateway.wire.errors import UpstreamError
 from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import (
     PAYMENT_RESPONSE_HEADER,
-    PAYMENT_SIGNATURE_HEADER,
-    V1_PAYMENT_HEADER,
     V1_PAYMENT_RESPONSE_HEADER,
     encode_header,
     network_id,
@@ -107,12 +106,7 @@ def pool_call(svc: Services, route: Route, started: float) -> Response:
     priced = replace(route, max_amount=hold_for(chosen))  # this request's terms: the hold its candidates need
 
     # 2. Verify the payment (or API key) against those terms and hold them.
-    header = request.headers.get(PAYMENT_SIGNATURE_HEADER)
-    v1 = header is None and V1_PAYMENT_HEADER in request.headers
-    header = header if header is not None else request.headers.get(V1_PAYMENT_HEADER)
-    token = api_keys.bearer_token(request.headers.get("Authorization")) if header is None else None
-    if token is not None and not api_keys.looks_like_key(token):
-        token = None
+    header, v1, token = payment_credentials()
     if token is None and header is None:
         svc.metrics.payment(route.path, "required")
         return payment_required(svc, priced)
