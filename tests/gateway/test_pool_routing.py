@@ -300,10 +300,8 @@ def test_the_pool_figures_are_in_metrics_and_the_pool_json(pool: Any) -> None:
     assert f"  {addr(env, UNLISTED)}  active, not approved; " in text
 
 
-def test_a_registration_replaced_mid_call_voids_the_call_and_charges_nothing(pool: Any) -> None:
-    env, providers, servers = pool
-    env.wait_quiet()
-    balance, count = env.available(env.alice), len(splits(env))
+def _call_while_reregistering(env: GatewayEnv, providers: PoolProviders, url: str, per_call: int) -> requests.Response:
+    """A slow call to CHEAP during which CHEAP signs a newer registration at ``per_call``."""
     answers: list[requests.Response] = []
 
     def slow_call() -> None:
@@ -320,14 +318,41 @@ def test_a_registration_replaced_mid_call_voids_the_call_and_charges_nothing(poo
     thread = threading.Thread(target=slow_call)
     thread.start()
     env.wait_for(lambda: bool(env.store.open_holds()), what="the slow call's hold")
-    # The provider re-registers (same prices, a new registration) while its call runs: the
-    # split the gateway asks for names a registration no longer in force, so the ledger refuses
-    # it and the gateway voids the hold. The provider is not paid for that call, the payer not charged.
-    providers.register(CHEAP, servers[CHEAP].url + "/v1", per_call=100, per_1k_in=10, per_1k_out=20, approve=False)
+    providers.register(CHEAP, url, per_call=per_call, per_1k_in=10, per_1k_out=20, approve=False)
     thread.join(timeout=30)
-    assert answers and answers[0].status_code == 200 and "PAYMENT-RESPONSE" not in answers[0].headers
+    assert answers and answers[0].status_code == 200
     env.wait_quiet()
-    assert env.available(env.alice) == balance and len(splits(env)) == count
+    return answers[0]
+
+
+def test_a_provider_that_re_registers_mid_call_is_paid_under_its_registration_in_force(pool: Any) -> None:
+    env, providers, servers = pool
+    env.wait_quiet()
+    count = len(splits(env))
+    # Same prices, a new registration: the ledger prices a split only by the registration in
+    # force, so the gateway settles under the new one, within the hold the payer authorized.
+    answer = _call_while_reregistering(env, providers, servers[CHEAP].url + "/v1", per_call=100)
+    split = decode_header(answer.headers["PAYMENT-RESPONSE"])["split"]
+    assert split["registrationId"] == providers.registrations[CHEAP]
+    recorded = splits(env)
+    assert len(recorded) == count + 1
+    _, last = recorded[-1]
+    assert last.registration_id == providers.registrations[CHEAP]  # the newest registration
+    assert last.provider == addr(env, CHEAP) and int(split["providerAmount"]) == last.provider_amount
+
+
+def test_newer_prices_above_the_hold_void_the_call_and_charge_nothing(pool: Any) -> None:
+    env, providers, servers = pool
+    env.wait_quiet()
+    balance, count = env.available(env.alice), len(splits(env))
+    try:
+        # The provider raises its price far above what the payer authorized while its call runs:
+        # the split under the registration in force would exceed the hold, so the call is voided.
+        answer = _call_while_reregistering(env, providers, servers[CHEAP].url + "/v1", per_call=10**9)
+        assert "PAYMENT-RESPONSE" not in answer.headers
+        assert env.available(env.alice) == balance and len(splits(env)) == count
+    finally:
+        providers.register(CHEAP, servers[CHEAP].url + "/v1", per_call=100, per_1k_in=10, per_1k_out=20, approve=False)
 
 
 def test_a_withdrawn_provider_stops_receiving_calls_within_one_health_interval(pool: Any) -> None:

@@ -56,7 +56,8 @@ from gateway.wire.x402 import (
     encode_header,
     network_id,
 )
-from ledger.errors import AuthorizationError, InferpayError, InsufficientFunds, InvalidInput
+from ledger.errors import AuthorizationError, InferpayError, InsufficientFunds, InvalidInput, RegistrationNotInForce
+from ledger.ledger import TxResult
 from ledger.types import SplitSettlement
 
 log = logging.getLogger("inferpay.pool")
@@ -232,23 +233,39 @@ def _settle(
     route: Route,
     paid: PaidHold,
     candidate: Candidate,
-    bounds: Bounds,
+    asked: PoolRequest,
     usage: tuple[int, int] | None,
     method: str,
-) -> Receipt | None:
+) -> tuple[Receipt, SplitSettlement] | None:
     """The one split settle of this call, and its signed receipt; None if the ledger refused it
-    (the provider's registration changed or was withdrawn mid-call: the hold is voided, the
-    payer charged nothing, the refusal logged)."""
-    inputs, outputs, capped = bounds.cap(usage)
-    try:
-        settled = svc.ledger.settle_split(
+    (the provider withdrew mid-call, or its newer prices exceed the hold: the hold is voided, the
+    payer charged nothing, the refusal logged).
+
+    A provider that re-registered while its call ran is paid under the registration now in
+    force, the only one the ledger prices a split by, if that still serves the model and the
+    call's price under it fits the hold the payer authorized (the ledger refuses a split above
+    its hold)."""
+    inputs, outputs, capped = asked.bounds.cap(usage)
+
+    def settle(registration_id: str) -> TxResult:
+        return svc.ledger.settle_split(
             paid.hold_id,
             provider=candidate.address,
-            registration_id=candidate.record.registration_id,
+            registration_id=registration_id,
             input_tokens=inputs,
             output_tokens=outputs,
             usage_capped=capped,
         )
+
+    try:
+        try:
+            settled = settle(candidate.record.registration_id)
+        except RegistrationNotInForce:
+            now = svc.ledger.provider(candidate.address)
+            if now.registration.status != "active" or asked.model not in now.registration.models:
+                raise
+            log.warning("provider %s re-registered mid-call: settling under %s", candidate.address, now.registration_id)
+            settled = settle(now.registration_id)
     except InferpayError as refused:
         log.error("split settle of hold %s refused (%s): voiding it", paid.hold_id, refused.code)
         try:
@@ -282,12 +299,12 @@ def _settle(
         provider_amount=split.provider_amount,
         fee=split.fee,
     ).signed(svc.sealer)
-    return receipt
+    return receipt, split
 
 
-def split_response(receipt: Receipt, split_usage: tuple[int, int, bool], registration_id: str) -> dict[str, Any]:
-    """PAYMENT-RESPONSE for a pool call: the usual fields and ``split``, naming both payees."""
-    inputs, outputs, capped = split_usage
+def split_response(receipt: Receipt, split: SplitSettlement) -> dict[str, Any]:
+    """PAYMENT-RESPONSE for a pool call: the usual fields and ``split``, naming both payees and
+    what the ledger recorded (the registration it priced by, the usage after capping)."""
     return {
         **payment_response(receipt),
         "split": {
@@ -295,10 +312,10 @@ def split_response(receipt: Receipt, split_usage: tuple[int, int, bool], registr
             "providerAmount": str(receipt.provider_amount),
             "operator": receipt.pay_to,
             "fee": str(receipt.fee),
-            "registrationId": registration_id,
-            "inputTokens": inputs,
-            "outputTokens": outputs,
-            "usageCapped": capped,
+            "registrationId": split.registration_id,
+            "inputTokens": split.input_tokens,
+            "outputTokens": split.output_tokens,
+            "usageCapped": split.usage_capped,
         },
     }
 
@@ -318,11 +335,12 @@ def _answer(
     pool.board.succeeded(candidate.address, served.upstream_ms, usage[1] if usage else None, probe=False)
     svc.metrics.pool_call(candidate.address, "served")
     svc.metrics.upstream(route.path, paid.model, served.upstream_ms / 1000)
-    receipt = _settle(svc, pool, route, paid, candidate, asked.bounds, usage, request.method)
+    settled = _settle(svc, pool, route, paid, candidate, asked, usage, request.method)
     response = Response(served.content, status=served.status, headers=served.headers)
     response.headers[PROVIDER_HEADER] = candidate.address
-    if receipt is not None:
-        answer = split_response(receipt, asked.bounds.cap(usage), candidate.record.registration_id)
+    if settled is not None:
+        receipt, split = settled
+        answer = split_response(receipt, split)
         response.headers[V1_PAYMENT_RESPONSE_HEADER if paid.v1 else PAYMENT_RESPONSE_HEADER] = encode_header(answer)
         response.headers["Access-Control-Expose-Headers"] = (
             "PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X-Inferpay-Overhead-Ms, X-Inferpay-Provider"
@@ -348,10 +366,10 @@ def _stream_and_settle(
     events_in, first = served.events, served.first
 
     def receipt_comment(usage: tuple[int, int] | None) -> bytes:
-        receipt = _settle(svc, pool, route, paid, candidate, asked.bounds, usage, method)
-        if receipt is None:
+        settled = _settle(svc, pool, route, paid, candidate, asked, usage, method)
+        if settled is None:
             return b": inferpay-receipt-refused\n\n"
-        answer = split_response(receipt, asked.bounds.cap(usage), candidate.record.registration_id)
+        answer = split_response(*settled)
         return RECEIPT_COMMENT + encode_header(answer).encode() + b"\n\n"
 
     def all_events() -> Iterator[tuple[bytes, tuple[int, int] | None, bool, bool]]:
@@ -391,7 +409,7 @@ def _stream_and_settle(
             served.response.close()
             if not settled:  # the client went away mid-stream: the per-call price only
                 try:
-                    _settle(svc, pool, route, paid, candidate, asked.bounds, None, method)
+                    _settle(svc, pool, route, paid, candidate, asked, None, method)
                 except InferpayError:
                     log.exception("could not settle hold %s after a client disconnect", paid.hold_id)
 
