@@ -50,6 +50,7 @@ def run_load_phase(
     seed: int,
     at_half_time: Callable[[], None] | None = None,
     monitor_class: type[Monitor] = Monitor,
+    nemesis_class: type[Nemesis] = Nemesis,
 ) -> tuple[dict[str, Any], list[Finding], Workload]:
     env = dep.env
     names = [f"{name}{i}" for i in range(settings.wallets)]
@@ -69,7 +70,7 @@ def run_load_phase(
         mint_amount=settings.mint_amount,
     )
     monitor = monitor_class(dep, [env.wallets[n].address for n in names])
-    nemesis = Nemesis(dep, plan, settings.duration, seed)
+    nemesis = nemesis_class(dep, plan, settings.duration, seed)
     stop = threading.Event()
     timer = threading.Timer(settings.duration / 2, at_half_time) if at_half_time else None
     monitor.start()

@@ -100,6 +100,30 @@ class Run:
         for finding in findings[:10]:
             print(f"   ! {finding.check}: {finding.message}", flush=True)
 
+    def pg_faults(self) -> None:
+        """Two gateways on a PostgreSQL cluster of the suite's own, killed and cut off (``reliability.pgfaults``)."""
+        from reliability.pgcluster import unavailable
+        from reliability.pgfaults import run_pg_faults
+
+        if reason := unavailable():
+            print(f"   skipped: {reason}", flush=True)
+            self.report.data.setdefault("skipped", {})["pg-faults"] = reason
+            return
+        figures, findings = run_pg_faults(
+            self.root, self.clock_control, self.profile.pg_faults, self.profile.pg_faults_plan, self.seed
+        )
+        self.report.phase("pg-faults", figures, findings)
+        ops, pg = figures["operations"], figures["postgresql"]
+        print(
+            f"   {ops['total']} operations ({ops['perSecond']}/s), {ops['acknowledged']} acknowledged, "
+            f"{figures['reconcile']['lostAcknowledged']} lost, {figures['faults']['injected']} faults "
+            f"{figures['faults']['byKind']}, slowest call {pg['answers']['slowestCallSeconds']} s, "
+            f"heads equal: {pg['heads']['equal']}, verify ok: {figures['audit']['ok']}, {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
     # ---- the others ----
 
     def facilitator(self) -> None:
