@@ -124,6 +124,32 @@ class Run:
         for finding in findings[:10]:
             print(f"   ! {finding.check}: {finding.message}", flush=True)
 
+    def disk_full(self) -> None:
+        """The gateway's ledger and the witness's store on a disk that fills up (``reliability.diskfull``)."""
+        from reliability.diskfull import run_gateway_disk_full, run_witness_disk_full, unavailable
+
+        if reason := unavailable():
+            print(f"   skipped: {reason}", flush=True)
+            self.report.data.setdefault("skipped", {})["disk-full"] = reason
+            return
+        p = self.profile
+        figures, findings = run_gateway_disk_full(self.root, self.clock_control, p.disk_full, p.disk_fills, self.seed)
+        witness, witness_findings = run_witness_disk_full(self.root, p.disk_witness_checkpoints)
+        figures["witness"] = witness
+        figures["findings"] += len(witness_findings)
+        self.report.phase("disk-full", figures, findings + witness_findings)
+        ops, disk = figures["operations"], figures["disk"]
+        print(
+            f"   gateway: {ops['total']} operations, {ops['acknowledged']} acknowledged, "
+            f"{figures['reconcile']['lostAcknowledged']} lost, {figures['faults']['injected']} disk-full faults, "
+            f"while full {disk['refusalCodesWhileFull']}, integrity {disk['integrityCheck']}, "
+            f"verify ok: {figures['audit']['ok']}; witness: {witness['outcomes']}, integrity "
+            f"{witness['integrityCheck']}; {len(findings) + len(witness_findings)} findings",
+            flush=True,
+        )
+        for finding in (findings + witness_findings)[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
     # ---- the others ----
 
     def facilitator(self) -> None:

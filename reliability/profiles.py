@@ -27,6 +27,9 @@ class Profile:
     bank_pg: LoadSettings = LoadSettings(duration=20, clients=12)  # two gateways on one PostgreSQL ledger
     facilitator: FacilitatorSettings = FacilitatorSettings(duration=12, clients=6)  # x402 through /facilitator
     pg_faults: LoadSettings = LoadSettings(duration=30, clients=10)  # PostgreSQL killed and cut off
+    disk_full: LoadSettings = LoadSettings(duration=20, clients=8)  # the gateway's disk fills up
+    disk_fills: int = 2
+    disk_witness_checkpoints: int = 30
     pg_faults_plan: PgPlan = field(
         default_factory=lambda: PgPlan(gateway_kills=1, postgres_kills=1, drops=1, resets=1, stalls=1)
     )
@@ -63,6 +66,9 @@ PROFILES = {
         bank_pg=LoadSettings(duration=150, clients=24, wallets=6),
         facilitator=FacilitatorSettings(duration=120, clients=16, wallets=6, initial_funds="0.1"),
         pg_faults=LoadSettings(duration=150, clients=24, wallets=6),
+        disk_full=LoadSettings(duration=90, clients=16, wallets=6),
+        disk_fills=8,
+        disk_witness_checkpoints=150,
         pg_faults_plan=PgPlan(gateway_kills=4, postgres_kills=5, drops=4, resets=4, stalls=4),
     ),
 }

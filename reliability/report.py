@@ -54,7 +54,7 @@ class Report:
         known = [(p, f) for p, f in self.findings if classify(f) is not None]
         seen = {classify(f) for _, f in known}
         phases = self.data["phases"]
-        load = [phases[p] for p in ("bank", "crash", "clock", "bank-pg") if p in phases]
+        load = [phases[p] for p in ("bank", "crash", "clock", "bank-pg", "pg-faults", "disk-full") if p in phases]
         return {
             "ok": not new,
             "newFindings": len(new),
