@@ -25,7 +25,19 @@ from pathlib import Path
 from reliability.profiles import PROFILES, Profile
 from reliability.report import Report
 
-PHASES = ("bank", "crash", "clock", "facilitator", "attacks", "fuzz", "tamper", "bank-pg", "pg-faults", "disk-full")
+PHASES = (
+    "bank",
+    "crash",
+    "clock",
+    "facilitator",
+    "attacks",
+    "tlog",
+    "fuzz",
+    "tamper",
+    "bank-pg",
+    "pg-faults",
+    "disk-full",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

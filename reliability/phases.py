@@ -150,6 +150,23 @@ class Run:
         for finding in (findings + witness_findings)[:10]:
             print(f"   ! {finding.check}: {finding.message}", flush=True)
 
+    def tlog(self) -> None:
+        """A mirror shown a lying source, a witness killed mid-update (``reliability.tlog_attacks``)."""
+        from reliability.tlog_attacks import run_tlog
+
+        figures, findings = run_tlog(self.dep, self.profile.tlog_rounds, self.profile.tlog_witness_kills)
+        self.report.phase("tlog", figures, findings)
+        mirror, witness = figures["mirror"], figures["witness"]
+        print(
+            f"   mirror: {mirror.get('liesTold')} lies told, {mirror.get('detected')} detected, "
+            f"{mirror.get('accepted')} accepted, {mirror.get('notExercised')} not exercised; witness: "
+            f"{witness.get('kills')} SIGKILLs, {witness.get('cosignatures')} cosignatures, "
+            f"{witness.get('sizesWithTwoRoots')} split; {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
     # ---- the others ----
 
     def facilitator(self) -> None:
