@@ -74,6 +74,10 @@ class Report:
             "inputsFuzzed": phases.get("fuzz", {}).get("inputs", 0),
             "tamperCasesDetected": phases.get("tamper", {}).get("detected", 0),
             "tamperCases": phases.get("tamper", {}).get("cases", 0),
+            "mirrorLiesTold": phases.get("tlog", {}).get("mirror", {}).get("liesTold", 0),
+            "mirrorLiesDetected": phases.get("tlog", {}).get("mirror", {}).get("detected", 0),
+            "witnessKills": phases.get("tlog", {}).get("witness", {}).get("kills", 0),
+            "witnessSizesWithTwoRoots": phases.get("tlog", {}).get("witness", {}).get("sizesWithTwoRoots", 0),
         }
 
     def write(self, path: Path | None = None) -> Path:

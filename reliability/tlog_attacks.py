@@ -41,6 +41,7 @@ from ledger.storage.sqlite import SQLiteStore
 from ledger.tlog.checkpoint import Checkpoint
 from ledger.tlog.cosignature import CosignatureVerifier
 from ledger.tlog.note import Note, NoteSigner, format_note
+from ledger.tlog.tiles import TILE_WIDTH
 from reliability.checks import Finding
 from reliability.deploy import Deployment
 from tests.support.mirror import pay, published, run_mirror
@@ -138,6 +139,9 @@ def run_lying_source(dep: Deployment, rounds: int) -> tuple[dict[str, Any], list
     env = dep.env
     if "alice" not in env.wallets:  # tests.support.mirror.pay pays as alice
         env.new_wallet("alice", "100")
+    size = env.ledger.head().header.tree_size
+    if size < 2 * TILE_WIDTH:  # a log with a level-1 tile, so the upper-tile lie has something to alter
+        pay(env, (2 * TILE_WIDTH - size) // 8 + 1, threads=4)
     log_key = NoteSigner.from_skey((dep.home / "checkpoint.key").read_text().strip())
     liar = LyingLedger(dep.url, log_key)
     home = dep.root / "tlog-mirror"
