@@ -147,13 +147,22 @@ class PgCluster:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the postmaster and every backend: no shutdown, no checkpoint."""
+        """SIGKILL the postmaster and every backend at once: no shutdown, no checkpoint.
+
+        Each backend is a session of its own (PostgreSQL's children call ``setsid``, so the
+        postmaster can signal their groups): killing the postmaster's group alone would leave
+        them running, and committing, until they notice their parent is gone."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.kill(self.process.pid, signal.SIGSTOP)  # it forks no backend while they are listed
+        everyone = [self.process.pid, *_children(self.process.pid)]
+        for pid in everyone:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+        _wait_dead(everyone)
         self.process = None
         self.kills += 1
 
@@ -182,3 +191,30 @@ class PgCluster:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _stat(pid: str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after "pid (comm) ": state, ppid, pgrp, ..."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(entry)) is not None and int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+def _wait_dead(pids: list[int], timeout: float = 10.0) -> None:
+    """Until none of ``pids`` is alive (a zombie counts as dead: nobody may reap it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [_stat(str(pid)) for pid in pids]
+        if all(fields is None or fields[0] in ("Z", "X") for fields in states):
+            return
+        time.sleep(0.01)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from ledger.types import HoldResolution, Transaction
 from reliability.bank import LoadSettings, run_load_phase
 from reliability.checks import Finding
@@ -106,6 +108,7 @@ class PgNemesis(Nemesis):
         faults += [("proxy_stall", None)] * plan.stalls + [("kill_gateway", None)] * plan.gateway_kills
         self.rng.shuffle(faults)
         self.faults = faults
+        self.probes: Counter[str] = Counter()  # answers to requests made while the server was dead
 
     def _inject(self, kind: str, arg: Any, at: float) -> None:
         dep = self.pg_dep
@@ -121,7 +124,9 @@ class PgNemesis(Nemesis):
             try:
                 if kind == "kill_postgres":
                     dep.cluster.kill()
-                    time.sleep(away)
+                    probe_started = time.monotonic()
+                    self._probe(dep)
+                    time.sleep(max(0.0, away - (time.monotonic() - probe_started)))
                     dep.cluster.start()
                 elif kind == "proxy_drop":
                     dep.proxy.drop(away)
@@ -137,10 +142,36 @@ class PgNemesis(Nemesis):
         event["startedAt"], event["endedAt"] = started, time.monotonic()  # monotonic, for the windows
         self.events.append(event)
 
+    def _probe(self, dep: FaultyPgDeployment) -> None:
+        """Each gateway asked for an account while the server is dead: 503 storage_unavailable,
+        and the answer names no database (host, port, user, schema: the operator's to know)."""
+        address = dep.env.wallets["operator"].address
+        for url in dep.gateway_urls():
+            try:
+                answer = requests.get(f"{url}/ledger/accounts/{address}", timeout=HANG_SECONDS)
+            except requests.RequestException as exc:
+                self.probes[f"no answer: {type(exc).__name__}"] += 1
+                continue
+            code = (
+                answer.json().get("error", {}).get("code")
+                if answer.headers.get("Content-Type", "").startswith("application/json")
+                else None
+            )
+            self.probes[f"{answer.status_code} {code}"] += 1
+            if "postgresql://" in answer.text or str(dep.proxy.port) in answer.text:
+                self.probes["namedTheDatabase"] += 1
+
     def figures(self) -> dict[str, Any]:
         by_kind = Counter(e["fault"] for e in self.events)
         events = [{k: v for k, v in e.items() if k not in ("startedAt", "endedAt")} for e in self.events]
-        return {"injected": len(self.events), "byKind": dict(by_kind), "errors": self.errors, "events": events}
+        probes = dict(self.probes)
+        return {
+            "injected": len(self.events),
+            "byKind": dict(by_kind),
+            "errors": self.errors,
+            "events": events,
+            "probesWhileDatabaseDead": probes,
+        }
 
 
 def run_pg_faults(
@@ -181,6 +212,11 @@ def run_pg_faults(
         findings += resolution_findings
         during, answer_findings = _answers(workload.ops, nemesis[0].events if nemesis else [])
         findings += answer_findings
+        probes = figures["faults"]["probesWhileDatabaseDead"]
+        if probes.get("namedTheDatabase"):
+            findings.append(Finding("storage_errors_name_no_database", f"503 answers named the database: {probes}"))
+        if any(not key.startswith("503 storage_unavailable") and key != "namedTheDatabase" for key in probes):
+            findings.append(Finding("storage_unavailable_when_database_gone", f"answers while it was dead: {probes}"))
         tracebacks = dep.gateway_logs().count("Traceback")
     finally:
         dep.stop()

@@ -9,7 +9,10 @@
   load balancer that forgot the connection would; new ones go through;
 - ``stall(seconds)``: nothing is forwarded either way for ``seconds``, on open connections and on
   new ones (accepted, not yet connected onwards), then everything flows again: a network that
-  stops delivering and comes back.
+  stops delivering and comes back;
+- ``lose_reply_to(marker)``: the next message from a client that contains ``marker`` (say
+  ``b"COMMIT"``) reaches the server, and its reply never comes back: the connection is reset
+  once the server has had time to act on it (a commit acknowledged by the server, lost on the way).
 
 The proxy's own kernel still acknowledges what the clients send while it stalls, so a stall
 here is a slow network, not a black hole in which TCP itself gives up (see docs/reliability.md).
@@ -41,6 +44,8 @@ class FaultyProxy:
         self._flowing.set()
         self._dropped_until = 0.0
         self._closed = False
+        self._marker: bytes | None = None
+        self.replies_lost = 0
         self.connections = 0  # accepted in all
         self.cut = 0  # connections closed or reset by a fault
         self._acceptor = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
@@ -61,6 +66,9 @@ class FaultyProxy:
             time.sleep(seconds)
         finally:
             self._flowing.set()
+
+    def lose_reply_to(self, marker: bytes) -> None:
+        self._marker = marker
 
     def close(self) -> None:
         self._closed = True
@@ -94,10 +102,16 @@ class FaultyProxy:
         pair = (client, upstream)
         with self._lock:
             self._pairs.add(pair)
-        threading.Thread(target=self._pump, args=(client, upstream, pair), daemon=True).start()
+        threading.Thread(target=self._pump, args=(client, upstream, pair, True), daemon=True).start()
         self._pump(upstream, client, pair)
 
-    def _pump(self, source: socket.socket, sink: socket.socket, pair: tuple[socket.socket, socket.socket]) -> None:
+    def _pump(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        pair: tuple[socket.socket, socket.socket],
+        from_client: bool = False,
+    ) -> None:
         try:
             while not self._closed:
                 readable, _, _ = select.select([source], [], [], 0.5)
@@ -107,6 +121,16 @@ class FaultyProxy:
                 if not data:
                     break
                 self._flowing.wait()  # a stall holds what was read until the network returns
+                marker = self._marker
+                if from_client and marker is not None and marker in data:
+                    self._marker = None
+                    with self._lock:
+                        self._pairs.discard(pair)  # nothing more goes back to the client
+                    self.replies_lost += 1
+                    sink.sendall(data)
+                    time.sleep(0.3)  # the server commits and answers; the answer is thrown away
+                    self._abort(pair)
+                    return
                 sink.sendall(data)
         except (OSError, ValueError):  # a fault closed the socket under select (fd -1)
             pass
@@ -120,6 +144,12 @@ class FaultyProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
+                sock.close()
+
+    def _abort(self, pair: tuple[socket.socket, socket.socket]) -> None:
+        for sock in pair:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
 
     def _close_all(self, *, rst: bool, count: bool = True) -> None:

@@ -104,3 +104,25 @@ def test_a_killed_server_loses_nothing_acknowledged(led: Ledgered, cluster: PgCl
     cluster.start()
     acknowledged.append(led.mint())
     assert set(acknowledged) <= led.minted()
+
+
+def test_a_commit_whose_acknowledgement_is_lost_is_applied_once_and_acknowledged(
+    led: Ledgered, proxy: FaultyProxy
+) -> None:
+    """The server commits, the connection breaks before its answer arrives (the pg-faults phase:
+    PostgreSQL SIGKILLed just after a settle's commit; the caller was told 503 and charged).
+    The store tries the same transaction again: it finds it, and answers it as applied."""
+    led.mint()
+    before = len(led.minted())
+    proxy.lose_reply_to(b"COMMIT")
+    minted = led.mint()
+    assert proxy.replies_lost == 1
+    stored = [raw.tx_id for raw in led.store.iter_raw_transactions()]
+    assert stored.count(minted) == 1 and len(stored) == before + 1
+
+
+def test_a_read_cut_off_mid_answer_is_asked_again(led: Ledgered, proxy: FaultyProxy) -> None:
+    led.mint(7)
+    proxy.lose_reply_to(b"available")  # the balance query
+    assert led.ledger.balance(led.operator.address).available == 7
+    assert proxy.replies_lost == 1
