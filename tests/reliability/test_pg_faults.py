@@ -4,8 +4,10 @@ nothing acknowledged is lost, and the same store works again once the database i
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,40 @@ def test_a_read_cut_off_mid_answer_is_asked_again(led: Ledgered, proxy: FaultyPr
     proxy.lose_reply_to(b"available")  # the balance query
     assert led.ledger.balance(led.operator.address).available == 7
     assert proxy.replies_lost == 1
+
+
+def test_a_gateway_worker_started_while_the_database_is_down_waits_for_it(tmp_path: Path) -> None:
+    """pg-faults saw a gateway vanish for good: a gunicorn worker (re)started while PostgreSQL
+    was down failed to build its app, and gunicorn stops the whole server on a worker that fails
+    to boot. The worker must wait for the database instead, and the gateway serve once it is back."""
+    import os
+    import signal
+    import time
+
+    import requests
+
+    from reliability.clock import ClockControl
+    from reliability.pg import PgDeployment
+    from reliability.pgcluster import _children
+
+    with PgCluster() as own:
+        dep = PgDeployment(tmp_path, ClockControl(tmp_path), f"{own.url}?schema=ledger", gateways=1)
+        try:
+            dep.create({})
+            master = dep.servers["gateway"].process.pid  # type: ignore[union-attr]
+            own.kill()
+            os.kill(_children(master)[0], signal.SIGKILL)  # gunicorn starts another worker, now
+            time.sleep(3)  # the new worker's boot, against a dead database
+            assert dep.up("gateway"), dep.gateway_log()[-2000:]
+            own.start()
+            address = dep.env.wallets["operator"].address
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{dep.url}/ledger/accounts/{address}", timeout=5).status_code == 200:
+                        break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the gateway did not serve once the database was back")
+        finally:
+            dep.stop()
