@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from reliability.tcpproxy import FaultyProxy
 POOL_TIMEOUT = 3  # seconds a gateway waits for a pooled connection (the URL's pool_timeout)
 CONNECT_TIMEOUT = 3  # seconds libpq waits to connect (the URL's connect_timeout)
 MAX_OUTAGE = 2.0  # the longest a fault keeps the database away, seconds
+PROBE_SECONDS = POOL_TIMEOUT  # a probe's answer while the server is dead comes after the pool's wait
 HANG_SECONDS = POOL_TIMEOUT + CONNECT_TIMEOUT + MAX_OUTAGE + 2 + 5  # + the upstream timeout + margin
 
 
@@ -146,11 +148,22 @@ class PgNemesis(Nemesis):
         """Each gateway asked for an account while the server is dead: 503 storage_unavailable,
         and the answer names no database (host, port, user, schema: the operator's to know)."""
         address = dep.env.wallets["operator"].address
-        for url in dep.gateway_urls():
+        answers: dict[str, Any] = {}
+
+        def ask(url: str) -> None:
             try:
-                answer = requests.get(f"{url}/ledger/accounts/{address}", timeout=HANG_SECONDS)
+                answers[url] = requests.get(f"{url}/ledger/accounts/{address}", timeout=PROBE_SECONDS + 2)
             except requests.RequestException as exc:
-                self.probes[f"no answer: {type(exc).__name__}"] += 1
+                answers[url] = exc
+
+        askers = [threading.Thread(target=ask, args=(url,)) for url in dep.gateway_urls()]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+        for answer in answers.values():
+            if isinstance(answer, Exception):
+                self.probes[f"no answer: {type(answer).__name__}"] += 1
                 continue
             code = (
                 answer.json().get("error", {}).get("code")
