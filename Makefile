@@ -51,11 +51,33 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed
+# LiteLLM's proxy, the peers phase's peer, in a venv of its own (its pins must not mix with ours),
+# under bench/out/ (ignored by git) unless LITELLM_VENV says elsewhere.
+# prisma: for the probe of its per-key budgets (bench/litellm_peer.py).
+LITELLM_VENV ?= bench/out/litellm-venv
+export LITELLM_VENV
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install -q 'litellm[proxy]==1.108.7' 'prisma==0.15.0'
+	touch $@
+
+.PHONY: bench-peers-install
+bench-peers-install: $(LITELLM_VENV)/.installed
+
+bench: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
 	$(PY) -m bench.run
 
-bench-quick: $(VENV)/.bench-installed
+bench-quick: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
 	$(PY) -m bench.run --quick
+
+# Only the phases beside peers (LiteLLM, the x402 middleware), with witnesses, and the real model;
+# the report keeps the other phases' figures from the run before.
+.PHONY: bench-peers bench-peers-quick
+bench-peers: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
+	$(PY) -m bench.run --only peers,witnessed,model
+
+bench-peers-quick: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
+	$(PY) -m bench.run --quick --only peers,witnessed,model
 
 bench-profile: $(VENV)/.bench-installed
 	$(PY) -m bench.profile all

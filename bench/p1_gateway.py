@@ -53,10 +53,19 @@ PAID_TERMS = {
 
 
 def gateway_config(
-    pay_to: str, workers: int, threads: int, upstream: str, *, free: bool = False, database: str | None = None
+    pay_to: str,
+    workers: int,
+    threads: int,
+    upstream: str,
+    *,
+    free: bool = False,
+    database: str | None = None,
+    routes: dict[str, tuple[str, str, bytes]] | None = None,
+    extra: str = "",
 ) -> str:
     """The TOML of a benchmark gateway (``@PORT@`` left for ``bench.servers.start_gateway``):
-    the same routes and settings for the paid gateway and, with ``free``, for its pass-through."""
+    the same routes and settings for the paid gateway and, with ``free``, for its pass-through.
+    ``routes``: a subset of ``ROUTES`` (default: all); ``extra``: more TOML tables appended."""
     lines = [
         "[gateway]",
         'host = "127.0.0.1"',
@@ -68,10 +77,10 @@ def gateway_config(
     ]
     if database is not None:
         lines.append(f'database = "{database}"')
-    for name, (path, upstream_path, _) in ROUTES.items():
+    for name, (path, upstream_path, _) in (routes or ROUTES).items():
         terms = "free = true" if free else PAID_TERMS[name]
         lines += ["", "[[routes]]", f'path = "{path}"', f'upstream = "{upstream}{upstream_path}"', terms]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
 @dataclass
@@ -341,6 +350,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             {
                 "paid_vs_passthrough_throughput": _ratio(pd["throughput_rps"], ps["throughput_rps"]),
                 "passthrough_vs_direct_throughput": _ratio(ps["throughput_rps"], dr["throughput_rps"]),
+                "paid_vs_direct_throughput": _ratio(pd["throughput_rps"], dr["throughput_rps"]),
                 "added_latency_p50_ms": round(pd["latency"]["p50_ms"] - ps["latency"]["p50_ms"], 3),
                 "added_latency_p99_ms": round(pd["latency"]["p99_ms"] - ps["latency"]["p99_ms"], 3),
             }
@@ -356,6 +366,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             "per_round": rounds,
             "paid_vs_passthrough_throughput": median_of("paid_vs_passthrough_throughput"),
             "passthrough_vs_direct_throughput": median_of("passthrough_vs_direct_throughput"),
+            "paid_vs_direct_throughput": median_of("paid_vs_direct_throughput"),
             "added_latency_p50_ms": median_of("added_latency_p50_ms"),
             "added_latency_p99_ms": median_of("added_latency_p99_ms"),
             "pooled_paid_vs_passthrough_throughput": _ratio(paid["throughput_rps"], passthrough["throughput_rps"]),
@@ -376,6 +387,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
         "routes": routes,
         "ledger_audit_after_run": audit_ok,
         "paid_vs_passthrough_throughput": min(r["paid_vs_passthrough_throughput"] for r in routes.values()),
+        "paid_vs_direct_throughput": min(r["paid_vs_direct_throughput"] for r in routes.values()),
         "added_latency_p50_ms": max(r["added_latency_p50_ms"] for r in routes.values()),
         "added_latency_p99_ms": max(r["added_latency_p99_ms"] for r in routes.values()),
     }

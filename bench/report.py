@@ -22,6 +22,49 @@ TARGETS: dict[str, tuple[float | None, str, str]] = {
     "verify_vs_limit": (0.8, "ge", "audit tx/s (larger chain) ÷ 2 × single-core recovery/s"),
     "verify_memory_ratio_100k_vs_10k": (1.2, "le", "audit peak RSS, larger chain ÷ smaller chain"),
     "balance_latency_ratio_1m_vs_1k": (1.2, "le", "balance lookup p50, long ledger ÷ short ledger"),
+    "paid_vs_direct_throughput": (
+        None,
+        "ge",
+        "paid req/s ÷ upstream called directly, 16 clients: median of rounds, worse route",
+    ),
+    "paid_vs_litellm_throughput": (
+        1.0,
+        "ge",
+        "paid gateway req/s ÷ LiteLLM proxy (unpaid, master key) req/s, embeddings route, 16 clients: median of rounds",
+    ),
+    "added_latency_vs_litellm_ms": (0.0, "le", "paid gateway p50 − LiteLLM proxy p50, one client, embeddings route"),
+    "gateway_vs_x402_middleware_throughput": (
+        1.0,
+        "ge",
+        "paid gateway req/s ÷ official x402 Flask middleware + inferpay facilitator req/s, flat route, 16 clients",
+    ),
+    "witnessed_vs_plain_paid_throughput": (
+        0.97,
+        "ge",
+        "paid req/s with two witnesses cosigning checkpoints ÷ without, flat route, 16 clients: median of rounds",
+    ),
+    "paid_vs_passthrough_throughput_model": (
+        0.97,
+        "ge",
+        "paid ÷ pass-through req/s with the real embedding model as upstream, 16 clients: median of rounds",
+    ),
+}
+
+# Which phase measures each key: a run that skips a phase keeps that phase's keys from before.
+PHASE_OF_KEY = {
+    "paid_vs_passthrough_throughput": "p1",
+    "added_latency_p50_ms": "p1",
+    "added_latency_p99_ms": "p1",
+    "paid_vs_direct_throughput": "p1",
+    "ingest_vs_verify_limit": "p2",
+    "verify_vs_limit": "p3",
+    "verify_memory_ratio_100k_vs_10k": "p3",
+    "balance_latency_ratio_1m_vs_1k": "p4",
+    "paid_vs_litellm_throughput": "peers",
+    "added_latency_vs_litellm_ms": "peers",
+    "gateway_vs_x402_middleware_throughput": "peers",
+    "witnessed_vs_plain_paid_throughput": "witnessed",
+    "paid_vs_passthrough_throughput_model": "model",
 }
 
 
@@ -36,6 +79,79 @@ def key(value: float, name: str, note: str = "") -> dict[str, Any]:
         "what": what,
         "note": note,
     }
+
+
+def _rounds(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def add_peer_keys(keys: dict[str, Any], peers: dict[str, Any]) -> None:
+    s = peers["scenarios"]
+    keys["paid_vs_litellm_throughput"] = key(
+        peers["paid_vs_litellm_throughput"],
+        "paid_vs_litellm_throughput",
+        f"inferpay paid {s['inferpay_paid_metered']['throughput_rps']:.0f} req/s vs LiteLLM"
+        f" {s['litellm_metered']['throughput_rps']:.0f} req/s (pooled); rounds:"
+        f" {_rounds(peers['paid_vs_litellm_per_round'])}",
+    )
+    one = peers["single_client"]
+    keys["added_latency_vs_litellm_ms"] = key(
+        peers["added_latency_vs_litellm_ms"],
+        "added_latency_vs_litellm_ms",
+        f"one client: inferpay paid p50 {one['inferpay_paid_metered']['p50_ms']:.2f} ms, LiteLLM p50"
+        f" {one['litellm_metered']['p50_ms']:.2f} ms",
+    )
+    keys["gateway_vs_x402_middleware_throughput"] = key(
+        peers["gateway_vs_x402_middleware_throughput"],
+        "gateway_vs_x402_middleware_throughput",
+        f"inferpay paid {s['inferpay_paid_flat']['throughput_rps']:.0f} req/s vs x402 middleware"
+        f" {s['x402_middleware_flat']['throughput_rps']:.0f} req/s (pooled); rounds:"
+        f" {_rounds(peers['gateway_vs_x402_per_round'])}",
+    )
+
+
+def add_witnessed_key(keys: dict[str, Any], witnessed: dict[str, Any]) -> None:
+    cosigned = witnessed["checkpoints_cosigned_during_rounds"]
+    keys["witnessed_vs_plain_paid_throughput"] = key(
+        witnessed["witnessed_vs_plain_paid_throughput"],
+        "witnessed_vs_plain_paid_throughput",
+        f"rounds: {_rounds(witnessed['per_round'])}; checkpoints cosigned during the rounds: "
+        + ", ".join(f"{name} {n}" for name, n in cosigned.items())
+        + f" (interval_ms {witnessed['interval_ms']}); at the default interval_ms"
+        f" {witnessed.get('default_interval_ms', 2000)}:"
+        f" {witnessed.get('witnessed_default_interval_vs_plain', 0.0):.3f}",
+    )
+
+
+def add_model_key(keys: dict[str, Any], model: dict[str, Any]) -> None:
+    s = model["scenarios"]
+    keys["paid_vs_passthrough_throughput_model"] = key(
+        model["paid_vs_passthrough_throughput_model"],
+        "paid_vs_passthrough_throughput_model",
+        f"paid {s['paid']['throughput_rps']:.1f} req/s vs pass-through {s['passthrough']['throughput_rps']:.1f}"
+        f" vs model direct {s['direct']['throughput_rps']:.1f} (pooled); rounds: {_rounds(model['per_round'])}",
+    )
+
+
+def carry_over(existing: dict[str, Any], result: dict[str, Any], phases: list[str]) -> None:
+    """Copy into ``result`` the sections, keys and machine load of ``phases`` (not measured by
+    this run) from the ``existing`` report, each with the time it was measured."""
+    for phase in phases:
+        if phase not in existing:
+            continue
+        result.setdefault("carried_over", []).append(phase)
+        result[phase] = existing[phase]
+        result.setdefault("measured_at", {})[phase] = existing.get("measured_at", {}).get(
+            phase, existing.get("started_at", "?")
+        )
+        if phase in existing.get("machine_load", {}):
+            result["machine_load"][phase] = existing["machine_load"][phase]
+        for name, k in existing.get("keys", {}).items():
+            if PHASE_OF_KEY.get(name) == phase and name not in result["keys"]:
+                result["keys"][name] = k
+    # Keys in the order of TARGETS, whichever run measured them.
+    order = list(TARGETS)
+    result["keys"] = dict(sorted(result["keys"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
 
 
 def write(report: dict[str, Any], stem: Path, *, with_chart: bool = True) -> None:
@@ -71,7 +187,7 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
     ]
     if report.get("keys"):
         lines += [
-            "Every key is a ratio of two things measured in this run; the absolute numbers follow.",
+            "Every key is a ratio of two things measured side by side in one run; the absolute numbers follow.",
             "",
             "| key | value | target | pass |",
             "|---|---:|---:|:---:|",
@@ -87,6 +203,15 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         lines += ["", f"![chart]({png_name})", ""]
     else:
         lines += ["No SQLite phase has been run into this report yet; the PostgreSQL section follows.", ""]
+    carried = report.get("carried_over", [])
+    if carried:
+        measured_at = report.get("measured_at", {})
+        lines += [
+            "Kept from an earlier run (this run did not measure them): "
+            + ", ".join(f"{p} (measured {measured_at.get(p, '?')})" for p in carried)
+            + ".",
+            "",
+        ]
     if report.get("sources_at_end") and report["sources_at_end"] != report["sources"]:
         lines += [
             "**The measured sources changed during the run** (now: "
@@ -218,11 +343,107 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         for size, s in p4["sealing"].items():
             lines.append(f"| {size} | {s['seal_ms']:.2f} | {s['per_tx_us']:.1f} |")
         lines.append("")
+    lines += _peers_markdown(report)
     if report.get("postgresql"):
         from bench import report_pg
 
         lines.append(report_pg.markdown(report["postgresql"]))
     return "\n".join(lines) + "\n"
+
+
+def _scenario_rows(scenarios: dict[str, Any], single: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    lines = ["| what | req/s | p50 ms | p99 ms | errors | 1-client p50 ms |", "|---|---:|---:|---:|---:|---:|"]
+    for name, label in labels.items():
+        if name not in scenarios:
+            continue
+        s, one = scenarios[name], single.get(name, {})
+        lines.append(
+            f"| {label} | {_fmt(s['throughput_rps'], 1)} | {_fmt(s['p50_ms'], 2)} | {_fmt(s['p99_ms'], 2)} |"
+            f" {s['errors']} | {_fmt(one['p50_ms'], 3) if one else '—'} |"
+        )
+    return lines
+
+
+def _peers_markdown(report: dict[str, Any]) -> list[str]:
+    """The sections of the peers, witnessed and model phases."""
+    lines: list[str] = []
+    if "peers" in report:
+        p = report["peers"]
+        st = p["settings"]
+        lines += [
+            "## Peers",
+            "",
+            f"{st['connections']} keep-alive clients, {st['rounds']} round(s) of {st['duration']} s (after"
+            f" {st['warmup']} s warm-up) per target, the targets back to back in each round; req/s and latencies"
+            " pool the rounds, ratios are medians of per-round ratios. "
+            + "; ".join(f"{k}: {v}" for k, v in p["servers"].items())
+            + ".",
+            "",
+        ]
+        lines += _scenario_rows(
+            p["scenarios"],
+            p["single_client"],
+            {
+                "litellm_metered": "LiteLLM proxy, unpaid (embeddings)",
+                "inferpay_paid_metered": "inferpay gateway, paid (embeddings)",
+                "x402_middleware_flat": "x402 Flask middleware + inferpay facilitator, paid (flat)",
+                "inferpay_paid_flat": "inferpay gateway, paid (flat)",
+            },
+        )
+        b = p["litellm_budgets"]
+        lines += [
+            "",
+            f"- LiteLLM per-key budgets: {'ran' if b['runs'] else 'could not run here'}: {b['reason']}",
+            "",
+        ]
+    if "witnessed" in report:
+        w = report["witnessed"]
+        lines += [
+            "## Witnessed checkpoints",
+            "",
+            "Paid gateways on ledgers of their own: one plain, one with a checkpoint key, interval_ms"
+            f" {w['interval_ms']}"
+            f" (and a third at the default interval) with two `inferpay witness` servers; flat route,"
+            f" {w['settings']['connections']} clients, rounds in"
+            f" turn. Ratio per round: {_rounds(w['per_round'])}.",
+            "",
+        ]
+        lines += _scenario_rows(
+            w["scenarios"],
+            {},
+            {
+                "plain": "paid, no checkpoints",
+                "witnessed": f"paid, 2 witnesses, interval_ms {w['interval_ms']}",
+                "witnessed_default_interval": f"paid, 2 witnesses, interval_ms {w.get('default_interval_ms')}",
+            },
+        )
+        after = w["checkpoint_after"]
+        lines += [
+            "",
+            "- Pushes during the rounds: "
+            + ", ".join(f"{k}: {v}" for k, v in w["witness_pushes_during_rounds"].items())
+            + f"; after the load: checkpoint size {after['checkpointSize']} of head {after['headSize']},"
+            f" cosigned by {', '.join(after['cosignedBy']) or 'nobody'}.",
+            "",
+        ]
+    if "model" in report:
+        m = report["model"]
+        lines += [
+            "## The real model as upstream",
+            "",
+            f"{m['servers']['model']}; {m['servers']['gateway']}. {m['settings']['connections']} clients."
+            f" Paid ÷ pass-through per round: {_rounds(m['per_round'])}; pass-through ÷ direct"
+            f" {m['passthrough_vs_direct_throughput_model']:.3f}; one client, paid − pass-through p50"
+            f" {m['single_client_added_latency_p50_ms']:.2f} ms.",
+            "",
+        ]
+        lines += _scenario_rows(
+            m["scenarios"],
+            m["single_client"],
+            {"direct": "model server directly", "passthrough": "pass-through gateway", "paid": "paid gateway"},
+        )
+        lines.append("")
+    return lines
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

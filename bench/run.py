@@ -2,10 +2,18 @@
 benchmark, one command.
 
 A full run writes ``docs/performance/report.json``, ``report.md`` and ``report.png``; a quick
-run (small sizes, short durations, under two minutes once its small chains are cached) writes
+run (small sizes, short durations: about two minutes for p1–p4 once its small chains are
+cached, four more for peers, witnessed and model) writes
 ``bench/out/report-quick.*`` so it never replaces the full report. Scratch files (ledgers,
 server logs, cached chains) go to ``bench/out/``. Used by ``make bench`` / ``make bench-quick``,
 never by the test suite.
+
+The phases ``peers`` (LiteLLM's proxy and the official x402 middleware beside the gateway,
+``bench.peers``), ``witnessed`` (P1 with two real witnesses, ``bench.p5_witnessed``) and
+``model`` (the real embedding model as upstream, ``bench.p1_model``) run with the rest, or on
+their own (``--only peers,witnessed,model``). A run that measures some phases keeps the other
+phases' sections and keys from the report already there (same mode), each with the time it was
+measured (``measured_at``), so one phase can be re-measured without losing the rest.
 
 ``--database URL`` runs P1 and P2 with the ledger in PostgreSQL instead (phases ``p1pg`` and
 ``p2pg``; ``--only p1,p2`` means those then): with one and with two gateway (or writer)
@@ -23,10 +31,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report, report_pg
+from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report, report_pg, sidebyside
 from bench.common import OUT, REPORTS, MachineLoad, machine, measured_sources
 
-PHASES = ("p1", "p2", "p3", "p4")
+PHASES = ("p1", "p2", "p3", "p4", "peers", "witnessed", "model")
 PG_PHASES = ("p1pg", "p2pg")  # P1 and P2 with the ledger in PostgreSQL (--database)
 
 
@@ -36,9 +44,11 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (≈ 6 min)")
     parser.add_argument(
-        "--only", default=None, help="comma-separated phases (default: p1,p2,p3,p4; with --database: p1pg,p2pg)"
+        "--only",
+        default=None,
+        help="comma-separated phases (default: p1,p2,p3,p4,peers,witnessed,model; with --database: p1pg,p2pg)",
     )
     parser.add_argument(
         "--p4-build-budget",
@@ -53,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run P1 and P2 with the ledger in PostgreSQL at URL (postgresql://user@host:port/db;"
         " each run makes and drops a schema of its own): phases p1pg, p2pg",
     )
+    parser.add_argument(
+        "--litellm-database",
+        metavar="URL",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL the peers phase offers LiteLLM's per-key budgets (its Prisma layer; a schema of its own)",
+    )
     ns = parser.parse_args(argv)
     phases = [p.strip() for p in ns.only.split(",") if p.strip()] if ns.only else []
     if ns.database:
         phases = phases or list(PG_PHASES)
-        if sqlite_only := [p for p in phases if p in ("p3", "p4")]:
+        if sqlite_only := [p for p in phases if p not in ("p1", "p2", *PG_PHASES)]:
             parser.error(f"{', '.join(sqlite_only)} measure the SQLite ledger only; with --database use p1, p2")
         phases = [p + "pg" if p in ("p1", "p2") else p for p in phases]
     phases = phases or list(PHASES)
@@ -65,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     if any(p in PG_PHASES for p in phases) and not ns.database:
         parser.error("p1pg and p2pg need --database postgresql://...")
+    if "peers" in phases:
+        from bench import litellm_peer
+
+        try:
+            litellm_peer.binary()  # missing: say so now, not after the phases before it have run
+        except RuntimeError as exc:
+            parser.error(str(exc))
     database = None
     if ns.database:
         from bench import pg
@@ -89,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     keys: dict[str, Any] = {}
 
+    result["measured_at"] = {}
+
     def phase(name: str, body: Any) -> Any:
         log(f"{name} ...")
         load = MachineLoad()
         value = body()
         result["machine_load"][name] = load.stop()
+        result["measured_at"][name] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         result[name] = value
         return value
 
@@ -113,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             f"per route: {lat}; with one client instead of 16: {single}",
         )
         keys["added_latency_p99_ms"] = report.key(p1["added_latency_p99_ms"], "added_latency_p99_ms")
+        direct = ", ".join(f"{r}: {v['paid_vs_direct_throughput']:.3f}" for r, v in p1["routes"].items())
+        keys["paid_vs_direct_throughput"] = report.key(
+            p1["paid_vs_direct_throughput"], "paid_vs_direct_throughput", f"per route: {direct}"
+        )
     verification = None
     if "p2" in phases:
         p2 = phase("p2", lambda: p2_ingest.run(OUT / "p2", p2_ingest.QUICK if quick else p2_ingest.Settings(), log=log))
@@ -155,10 +185,27 @@ def main(argv: list[str] | None = None) -> int:
         keys["balance_latency_ratio_1m_vs_1k"] = report.key(
             p4["balance_latency_ratio"], "balance_latency_ratio_1m_vs_1k", note
         )
+    side = sidebyside.QUICK if quick else sidebyside.Settings()
+    if "peers" in phases:
+        peers_db = ns.litellm_database
+        from bench import peers as peers_phase
+
+        peers = phase("peers", lambda: peers_phase.run(OUT / "peers", side, log=log, database=peers_db))
+        report.add_peer_keys(keys, peers)
+    if "witnessed" in phases:
+        from bench import p5_witnessed
+
+        witnessed = phase("witnessed", lambda: p5_witnessed.run(OUT / "witnessed", side, log=log))
+        report.add_witnessed_key(keys, witnessed)
+    if "model" in phases:
+        from bench import p1_model
+
+        model = phase("model", lambda: p1_model.run(OUT / "model", side, log=log))
+        report.add_model_key(keys, model)
     postgresql = None
     if database is not None and any(p in PG_PHASES for p in phases):
         postgresql = _postgres_phases(phases, database, quick, result)
-    result["keys"] = keys
+    result["keys"] = dict(keys)  # carry_over may add earlier runs' keys there; the log below shows this run's
     result["sources_at_end"] = measured_sources()
     result["seconds"] = round(time.perf_counter() - started, 1)
     stem = OUT / "report-quick" if quick else REPORTS / "report"
@@ -166,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     existing = report_pg.load_existing(stem)
     sqlite_measured = any(p in PHASES for p in phases)
     if sqlite_measured:
-        # The SQLite figures are this run's; a PostgreSQL section measured earlier stays.
+        # The SQLite figures are this run's; a PostgreSQL section measured earlier stays, and so
+        # do the sections (and keys) of phases this run did not measure.
         if postgresql is None and existing and existing.get("postgresql"):
             result["postgresql"] = existing["postgresql"]
+        if existing and existing.get("mode") == result["mode"]:
+            report.carry_over(existing, result, [p for p in PHASES if p not in phases])
     else:
         # Only PostgreSQL measured: its section joins the report already there, SQLite figures untouched.
         result = existing if existing and existing.get("keys") is not None else {**result, "keys": {}}

@@ -76,6 +76,11 @@ def gateway_command(home: Home, config_path: Path, check: bool, as_json: bool) -
         click.echo(f"pays to:     {found['payTo']}")
         click.echo(f"checkpoints: {found['checkpointKey'] or 'no checkpoint key'}; {len(found['witnesses'])} witnesses")
         click.echo(f"rate limits: {found['rateLimits']}")
+        if (pool := found["pool"]) is not None:
+            click.echo(
+                f"pool:        {', '.join(pool['routes'])}; accept {pool['accept']}; "
+                f"{pool['routable']} of {pool['providers']} providers routable"
+            )
         return
     click.echo(
         f"inferpay gateway on http://{config.host}:{config.port} ({len(config.routes)} routes, "
@@ -252,6 +257,12 @@ def call(
                 f"(signed by {receipt.sealer}, verified)",
                 err=True,
             )
+            if receipt.provider:  # a pool call: who got what
+                click.echo(
+                    f"split:   provider {receipt.provider} {format_amount(receipt.provider_amount)}, "
+                    f"operator {receipt.pay_to} {format_amount(receipt.fee)}",
+                    err=True,
+                )
     if not response.ok:
         sys.exit(1)
 

@@ -99,6 +99,7 @@ def info(home: Home, as_json: bool) -> None:
         "home": str(home.path),
         "ledger": home.ledger_description,
         **_checkpoint_info(home, ledger),
+        "pool": _pool_info(home, ledger),
     }
     if as_json:
         emit_json(data)
@@ -112,6 +113,7 @@ def info(home: Home, as_json: bool) -> None:
     click.echo(f"sealer:        {chain.sealer}")
     click.echo(f"supply:        {format_amount(ledger.store.supply())}")
     click.echo(f"head:          block {head.header.height}, {head.header.tree_size} transactions, {head.block_hash}")
+    _echo_pool(data["pool"])
     if data["checkpointKey"] is None:
         click.echo("checkpoints:   none (no checkpoint key: run `inferpay checkpoint-key` once)")
         return
@@ -123,6 +125,41 @@ def info(home: Home, as_json: bool) -> None:
         lag = head.header.tree_size - latest["size"]
         witnesses = ", ".join(latest["cosignedBy"]) or "no witness yet"
         click.echo(f"checkpoint:    {latest['size']} entries ({lag} behind the head), cosigned by {witnesses}")
+
+
+def _pool_info(home: Home, ledger: Ledger) -> dict[str, Any] | None:
+    """The compute pool: providers in force and the fee (from the ledger), and the figures a
+    gateway on this host last wrote (``<home>/pool-health.json``, by one of its workers)."""
+    from gateway.server.pool.checker import read_snapshot
+
+    providers = ledger.providers()
+    if not providers:
+        return None
+    return {
+        "providers": [p.to_dict() for p in providers],
+        "fee": ledger.pool_fee_in_force().to_dict(),
+        "health": read_snapshot(home.path),
+    }
+
+
+def _echo_pool(pool: dict[str, Any] | None) -> None:
+    if pool is None:
+        return
+    fee = pool["fee"]
+    click.echo(
+        f"pool:          {len(pool['providers'])} providers; fee {fee['feeBps']} bps + {fee['flatFee']} base units"
+    )
+    health = pool["health"]
+    figures = {f["address"]: f for f in health["providers"]} if health else {}
+    for record in pool["providers"]:
+        f = figures.get(record["address"])
+        status = record["registration"]["status"] + ("" if record["approved"] else ", not approved")
+        seen = (
+            f"circuit {f['circuit']}, latency {f['latencyMs']} ms, {f['callsServed']} served, {f['callsFailed']} failed"
+            if f
+            else "no figures (no gateway on this host has probed it)"
+        )
+        click.echo(f"  {record['address']}  {status}; {seen}")
 
 
 def _checkpoint_info(home: Home, ledger: Ledger) -> dict[str, Any]:

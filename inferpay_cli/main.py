@@ -64,9 +64,16 @@ def cli(ctx: click.Context, home: Path, password_file: Path | None, database: st
 
 
 def _register() -> None:
-    from inferpay_cli import chain_commands, gateway_commands, ledger_commands, tlog_commands, wallet_commands
+    from inferpay_cli import (
+        chain_commands,
+        gateway_commands,
+        ledger_commands,
+        pool_commands,
+        tlog_commands,
+        wallet_commands,
+    )
 
-    for module in (ledger_commands, chain_commands, tlog_commands, wallet_commands, gateway_commands):
+    for module in (ledger_commands, chain_commands, tlog_commands, wallet_commands, gateway_commands, pool_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
     from inferpay_cli.demo import demo

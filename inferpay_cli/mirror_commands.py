@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from gateway.mirror import Mirror, SyncResult
 
 
+WITNESS_KEY_FILE = "witness.key"
+WITNESS_STATE_FILE = "witness.db"
+
+
 @click.command("mirror")
 @click.argument("url")
 @click.option(
@@ -61,6 +65,15 @@ if TYPE_CHECKING:
     default=None,
     help="Also serve the ledger and tlog read API (/ledger/...) from the copy, read-only.",
 )
+@click.option(
+    "--witness",
+    "witness_name",
+    metavar="NAME",
+    default=None,
+    help="With --serve: also witness the source's log (c2sp.org/tlog-witness POST /add-checkpoint) "
+    "under the key name NAME; the key is made in the home on first start (witness.key, mode 0600) "
+    "and its vkey printed, for the source's [[checkpoints.witnesses]].",
+)
 @json_option
 @pass_home
 def mirror_command(
@@ -71,6 +84,7 @@ def mirror_command(
     once: bool,
     interval_s: float,
     serve_at: str | None,
+    witness_name: str | None,
     as_json: bool,
 ) -> None:
     """Follow the ledger of the gateway at URL: verify every checkpoint and entry and replay it
@@ -81,6 +95,8 @@ def mirror_command(
 
     if once and serve_at is not None:
         raise click.UsageError("--serve keeps running: use it without --once")
+    if witness_name is not None and serve_at is None:
+        raise click.UsageError("--witness answers over the mirror's server: give --serve HOST:PORT too")
     listen = _host_port(serve_at) if serve_at is not None else None
     data_home = Home(mirror_home.expanduser(), database=home.database) if mirror_home is not None else home
     with contextlib.ExitStack() as stack:
@@ -109,7 +125,7 @@ def mirror_command(
                 if once:
                     return
             if listen is not None and not serving and _holds_a_ledger(store):
-                _serve(stack, data_home, vkey, *listen)
+                _serve(stack, data_home, vkey, *listen, witness_name=witness_name)
                 serving = True
             time.sleep(interval_s)
 
@@ -148,15 +164,25 @@ def _holds_a_ledger(store: LedgerStore) -> bool:
     return False
 
 
-def _serve(stack: contextlib.ExitStack, home: Home, vkey: str, host: str, port: int) -> None:
-    """Serve the read API until the command ends (stopped before the store is closed)."""
+def _serve(
+    stack: contextlib.ExitStack, home: Home, vkey: str, host: str, port: int, *, witness_name: str | None
+) -> None:
+    """Serve the read API (and the witness, if asked) until the command ends (stopped before the
+    store is closed)."""
     from gateway.server.mirror_app import close_mirror_app, create_mirror_app, serve_in_thread
+    from witness.keys import load_or_create_key
 
-    app = create_mirror_app(home.ledger_location, vkey)
+    witness_key = None
+    if witness_name is not None:
+        witness_key, made = load_or_create_key(home.path / WITNESS_KEY_FILE, witness_name)
+        click.echo(f"{'made' if made else 'using'} the witness key {witness_key.vkey}", err=True)
+    app = create_mirror_app(home.ledger_location, vkey, witness_key, home.path / WITNESS_STATE_FILE)
     stack.callback(close_mirror_app, app)
     server = serve_in_thread(app, host, port)
     stack.callback(server.shutdown)
     click.echo(f"serving the mirror's read API on http://{host}:{server.server_port}/ledger", err=True)
+    if witness_key is not None:
+        click.echo(f"witnessing at http://{host}:{server.server_port}/add-checkpoint", err=True)
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -12,7 +12,21 @@ import click
 
 from ledger import StoredTx
 from ledger.amounts import format_amount
-from ledger.types import Address, Allowance, Authorization, Charge, HoldResolution, Mint, Permit2Authorization
+from ledger.types import (
+    Address,
+    Allowance,
+    Authorization,
+    Charge,
+    HoldResolution,
+    Mint,
+    Permit2Authorization,
+    PoolFee,
+    ProviderApproval,
+    ProviderRegistration,
+    Redeem,
+    Refund,
+    SplitSettlement,
+)
 
 
 def emit_json(data: Any) -> None:
@@ -30,7 +44,7 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
     tx = stored.tx
     message = tx.message
     counterparty = ""
-    delta = 0
+    delta: int | None = 0
     amount = 0
     if isinstance(message, Mint):
         amount, delta, counterparty = message.value, message.value, "mint"
@@ -51,6 +65,23 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
         amount, counterparty = message.cap, message.spender
     elif isinstance(message, Charge):  # an API-key call holding funds, like a hold
         amount, delta, counterparty = message.amount, -message.amount, message.allowance_id
+    elif isinstance(message, SplitSettlement):  # a pool call's settle: the provider's part is its earning
+        amount, counterparty = message.amount, message.hold_id
+        delta = message.provider_amount if message.provider == address else None
+    elif isinstance(message, Redeem):  # burnt for an off-ledger payout
+        amount, delta, counterparty = message.value, -message.value, f"payout {message.payout_reference}"
+    elif isinstance(message, Refund):
+        outgoing = message.from_ == address
+        amount, delta = message.value, -message.value if outgoing else message.value
+        counterparty = message.settle_id if outgoing else message.from_
+    elif isinstance(message, ProviderRegistration):
+        amount, delta, counterparty = message.price_per_call, None, f"{message.status} at {message.endpoint}"
+    elif isinstance(message, ProviderApproval):
+        delta, counterparty = None, "approved" if message.approved else "not approved"
+    elif isinstance(message, PoolFee):
+        amount, delta, counterparty = message.flat_fee, None, f"{message.fee_bps} bp"
+    if isinstance(message, HoldResolution | Allowance):
+        delta = None
     return {
         "seq": stored.seq,
         "txId": stored.tx_id,
@@ -59,7 +90,7 @@ def history_row(stored: StoredTx, address: Address) -> dict[str, Any]:
         "acceptedAt": tx.accepted_at_ms,
         "amount": str(amount),
         "counterparty": counterparty,
-        "availableChange": None if isinstance(message, HoldResolution | Allowance) else str(delta),
+        "availableChange": None if delta is None else str(delta),
         "record": tx.to_dict(),
     }
 

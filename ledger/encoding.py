@@ -34,6 +34,12 @@ from ledger.types import (
     Message,
     Mint,
     Permit2Authorization,
+    PoolFee,
+    ProviderApproval,
+    ProviderRegistration,
+    Redeem,
+    Refund,
+    SplitSettlement,
     Transaction,
 )
 
@@ -46,6 +52,19 @@ MINT_TYPE = "Mint(address to,uint256 value,bytes32 nonce)"
 RESOLUTION_TYPE = "HoldResolution(bytes32 holdId,string outcome,uint256 amount)"
 ALLOWANCE_TYPE = "SpendingAllowance(address owner,address spender,uint256 cap,uint256 validBefore,bytes32 nonce)"
 CHARGE_TYPE = "Charge(bytes32 allowanceId,uint256 amount,bytes32 requestId)"
+# The compute pool's structs (ledger.pool_types), under the ledger's own domain.
+PROVIDER_REGISTRATION_TYPE = (
+    "ProviderRegistration(address provider,string endpoint,string[] models,uint256 pricePerCall,"
+    "uint256 pricePer1kInput,uint256 pricePer1kOutput,uint256 capacity,string status,bytes32 nonce)"
+)
+PROVIDER_APPROVAL_TYPE = "ProviderApproval(address provider,bool approved,bytes32 nonce)"
+POOL_FEE_TYPE = "PoolFee(uint256 feeBps,uint256 flatFee,bytes32 nonce)"
+SPLIT_SETTLEMENT_TYPE = (
+    "SplitSettlement(bytes32 holdId,uint256 amount,address provider,bytes32 registrationId,uint256 inputTokens,"
+    "uint256 outputTokens,bool usageCapped,uint256 providerAmount,uint256 fee,bytes32 feeId)"
+)
+REDEEM_TYPE = "Redeem(address from,uint256 value,string payoutReference,bytes32 nonce)"
+REFUND_TYPE = "Refund(bytes32 settleId,address from,uint256 value,bytes32 nonce)"
 # Permit2's domain has no version; its referenced structs follow the primary one in name order.
 PERMIT2_DOMAIN_TYPE = "EIP712Domain(string name,uint256 chainId,address verifyingContract)"
 PERMIT2_DOMAIN_NAME = "Permit2"
@@ -62,6 +81,12 @@ _MINT_TYPEHASH = keccak(MINT_TYPE.encode())
 _RESOLUTION_TYPEHASH = keccak(RESOLUTION_TYPE.encode())
 _ALLOWANCE_TYPEHASH = keccak(ALLOWANCE_TYPE.encode())
 _CHARGE_TYPEHASH = keccak(CHARGE_TYPE.encode())
+_PROVIDER_REGISTRATION_TYPEHASH = keccak(PROVIDER_REGISTRATION_TYPE.encode())
+_PROVIDER_APPROVAL_TYPEHASH = keccak(PROVIDER_APPROVAL_TYPE.encode())
+_POOL_FEE_TYPEHASH = keccak(POOL_FEE_TYPE.encode())
+_SPLIT_SETTLEMENT_TYPEHASH = keccak(SPLIT_SETTLEMENT_TYPE.encode())
+_REDEEM_TYPEHASH = keccak(REDEEM_TYPE.encode())
+_REFUND_TYPEHASH = keccak(REFUND_TYPE.encode())
 _PERMIT2_DOMAIN_TYPEHASH = keccak(PERMIT2_DOMAIN_TYPE.encode())
 _TOKEN_PERMISSIONS_TYPEHASH = keccak(TOKEN_PERMISSIONS_TYPE.encode())
 _UPTO_WITNESS_TYPEHASH = keccak(UPTO_WITNESS_TYPE.encode())
@@ -83,6 +108,76 @@ def _address_word(address: str) -> bytes:
 
 def _bytes32(hex_text: str) -> bytes:
     return bytes.fromhex(hex_text[2:])
+
+
+def _string(text: str) -> bytes:
+    """EIP-712 encodes a string as the keccak of its UTF-8 bytes."""
+    return keccak(text.encode())
+
+
+def _bool(flag: bool) -> bytes:
+    return _word(1 if flag else 0)
+
+
+def _string_array(items: tuple[str, ...]) -> bytes:
+    """EIP-712 encodes an array as the keccak of its members' encodings, concatenated."""
+    return keccak(b"".join(_string(item) for item in items))
+
+
+def _pool_struct_hash(
+    message: ProviderRegistration | ProviderApproval | PoolFee | SplitSettlement | Redeem | Refund,
+) -> bytes:
+    if isinstance(message, ProviderRegistration):
+        return keccak(
+            _PROVIDER_REGISTRATION_TYPEHASH
+            + _address_word(message.provider)
+            + _string(message.endpoint)
+            + _string_array(message.models)
+            + _word(message.price_per_call)
+            + _word(message.price_per_1k_input)
+            + _word(message.price_per_1k_output)
+            + _word(message.capacity)
+            + _string(message.status)
+            + _bytes32(message.nonce)
+        )
+    if isinstance(message, ProviderApproval):
+        return keccak(
+            _PROVIDER_APPROVAL_TYPEHASH
+            + _address_word(message.provider)
+            + _bool(message.approved)
+            + _bytes32(message.nonce)
+        )
+    if isinstance(message, PoolFee):
+        return keccak(_POOL_FEE_TYPEHASH + _word(message.fee_bps) + _word(message.flat_fee) + _bytes32(message.nonce))
+    if isinstance(message, SplitSettlement):
+        return keccak(
+            _SPLIT_SETTLEMENT_TYPEHASH
+            + _bytes32(message.hold_id)
+            + _word(message.amount)
+            + _address_word(message.provider)
+            + _bytes32(message.registration_id)
+            + _word(message.input_tokens)
+            + _word(message.output_tokens)
+            + _bool(message.usage_capped)
+            + _word(message.provider_amount)
+            + _word(message.fee)
+            + _bytes32(message.fee_id)
+        )
+    if isinstance(message, Redeem):
+        return keccak(
+            _REDEEM_TYPEHASH
+            + _address_word(message.from_)
+            + _word(message.value)
+            + _string(message.payout_reference)
+            + _bytes32(message.nonce)
+        )
+    return keccak(
+        _REFUND_TYPEHASH
+        + _bytes32(message.settle_id)
+        + _address_word(message.from_)
+        + _word(message.value)
+        + _bytes32(message.nonce)
+    )
 
 
 @functools.lru_cache(maxsize=64)  # ChainInfo is frozen; one ledger has one domain
@@ -158,6 +253,8 @@ def struct_hash(message: Message) -> bytes:
         return keccak(
             _CHARGE_TYPEHASH + _bytes32(message.allowance_id) + _word(message.amount) + _bytes32(message.request_id)
         )
+    if isinstance(message, ProviderRegistration | ProviderApproval | PoolFee | SplitSettlement | Redeem | Refund):
+        return _pool_struct_hash(message)
     return keccak(
         _RESOLUTION_TYPEHASH + _bytes32(message.hold_id) + keccak(message.outcome.encode()) + _word(message.amount)
     )
@@ -194,6 +291,45 @@ _EIP712_FIELDS: dict[type, tuple[str, list[tuple[str, str]]]] = {
         ],
     ),
     Charge: ("Charge", [("allowanceId", "bytes32"), ("amount", "uint256"), ("requestId", "bytes32")]),
+    ProviderRegistration: (
+        "ProviderRegistration",
+        [
+            ("provider", "address"),
+            ("endpoint", "string"),
+            ("models", "string[]"),
+            ("pricePerCall", "uint256"),
+            ("pricePer1kInput", "uint256"),
+            ("pricePer1kOutput", "uint256"),
+            ("capacity", "uint256"),
+            ("status", "string"),
+            ("nonce", "bytes32"),
+        ],
+    ),
+    ProviderApproval: ("ProviderApproval", [("provider", "address"), ("approved", "bool"), ("nonce", "bytes32")]),
+    PoolFee: ("PoolFee", [("feeBps", "uint256"), ("flatFee", "uint256"), ("nonce", "bytes32")]),
+    SplitSettlement: (
+        "SplitSettlement",
+        [
+            ("holdId", "bytes32"),
+            ("amount", "uint256"),
+            ("provider", "address"),
+            ("registrationId", "bytes32"),
+            ("inputTokens", "uint256"),
+            ("outputTokens", "uint256"),
+            ("usageCapped", "bool"),
+            ("providerAmount", "uint256"),
+            ("fee", "uint256"),
+            ("feeId", "bytes32"),
+        ],
+    ),
+    Redeem: (
+        "Redeem",
+        [("from", "address"), ("value", "uint256"), ("payoutReference", "string"), ("nonce", "bytes32")],
+    ),
+    Refund: (
+        "Refund",
+        [("settleId", "bytes32"), ("from", "address"), ("value", "uint256"), ("nonce", "bytes32")],
+    ),
 }
 
 

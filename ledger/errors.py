@@ -35,6 +35,7 @@
     │   ├── AllowanceExhausted              allowance_exhausted   (a charge past an allowance's cap)
     │   ├── AllowanceExpired                allowance_expired     (a charge after its validBefore)
     │   ├── AllowanceRevoked                allowance_revoked
+    │   ├── NotAPayee                       not_a_payee           (a refund by someone the settle did not credit)
     │   └── gateway.wire.errors
     │       ├── PaymentRequired             payment_required      (no payment on a paid route)
     │       ├── WrongNetwork                wrong_network
@@ -54,7 +55,12 @@
     ├── LedgerConflict                      ledger_conflict
     │   ├── IdempotencyConflict             idempotency_conflict  (same id, different fields)
     │   ├── HoldNotOpen                     hold_not_open
-    │   └── SettleExceedsHold               settle_exceeds_hold
+    │   ├── SettleExceedsHold               settle_exceeds_hold
+    │   ├── SplitMispriced                  split_mispriced       (a split's parts are not its prices and fee)
+    │   ├── FeeNotInForce                   fee_not_in_force      (a split names a pool fee not in force)
+    │   ├── RegistrationNotInForce          registration_not_in_force  (not the provider's newest registration)
+    │   │   └── ProviderWithdrawn           provider_withdrawn    (the registration in force is withdrawn)
+    │   └── RefundExceedsCredit             refund_exceeds_credit (refunds above what the settle credited)
     ├── NotFound                            not_found
     │   ├── UnknownLog                      unknown_log           (a witness has no log with this origin)
     │   └── model_server.errors.ModelNotFound  model_not_found
@@ -174,6 +180,10 @@ class AllowanceRevoked(AuthorizationError):
     code = "allowance_revoked"
 
 
+class NotAPayee(AuthorizationError):
+    code = "not_a_payee"
+
+
 class InsufficientFunds(InferpayError):
     code = "insufficient_funds"
 
@@ -192,6 +202,26 @@ class HoldNotOpen(LedgerConflict):
 
 class SettleExceedsHold(LedgerConflict):
     code = "settle_exceeds_hold"
+
+
+class SplitMispriced(LedgerConflict):
+    code = "split_mispriced"
+
+
+class FeeNotInForce(LedgerConflict):
+    code = "fee_not_in_force"
+
+
+class RegistrationNotInForce(LedgerConflict):
+    code = "registration_not_in_force"
+
+
+class ProviderWithdrawn(RegistrationNotInForce):
+    code = "provider_withdrawn"
+
+
+class RefundExceedsCredit(LedgerConflict):
+    code = "refund_exceeds_credit"
 
 
 class NotFound(InferpayError):
@@ -372,11 +402,17 @@ LEDGER_ERRORS = ErrorRegistry(
         AllowanceExhausted,
         AllowanceExpired,
         AllowanceRevoked,
+        NotAPayee,
         InsufficientFunds,
         LedgerConflict,
         IdempotencyConflict,
         HoldNotOpen,
         SettleExceedsHold,
+        SplitMispriced,
+        FeeNotInForce,
+        RegistrationNotInForce,
+        ProviderWithdrawn,
+        RefundExceedsCredit,
         NotFound,
         UnknownLog,
         MalformedNote,

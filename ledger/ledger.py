@@ -8,6 +8,7 @@ enforces the money rules in the database. It signs only with the sealer key it w
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 from dataclasses import dataclass
@@ -20,9 +21,18 @@ from ledger.amounts import INT64_MAX
 from ledger.blocks import Signer, genesis_block, inclusion_proof_dict, next_block
 from ledger.clock import MsClock, ms_to_s, system_now_ms
 from ledger.encoding import leaf_hash, signing_digest, transaction_id
-from ledger.errors import InferpayError, InvalidInput, LedgerNotInitialized, NotFound
+from ledger.errors import (
+    FeeNotInForce,
+    InferpayError,
+    InvalidInput,
+    LedgerNotInitialized,
+    NotFound,
+    RegistrationNotInForce,
+)
 from ledger.group_commit import GroupCommitter
 from ledger.keccak import keccak
+from ledger.pool import split_amounts
+from ledger.pool_state import PoolBook, RegistrationInForce
 from ledger.storage.base import LedgerStore, StoredTx
 from ledger.types import (
     Account,
@@ -34,11 +44,19 @@ from ledger.types import (
     HoldResolution,
     Mint,
     Permit2Authorization,
+    PoolFee,
+    PoolFeeInForce,
+    PoolMessage,
+    ProviderApproval,
+    ProviderEarnings,
+    ProviderRecord,
     SignatureHex,
     SignedBlock,
+    SplitSettlement,
     Transaction,
     TxId,
     TxKind,
+    parse_address,
     parse_bytes32,
 )
 from ledger.validation import check_signature, check_transaction
@@ -53,6 +71,9 @@ class TxResult:
     kind: str
     duplicate: bool  # True when this exact transaction was already in the ledger
     block_height: int | None
+    # ``settle_split`` only: the split it recorded (both payees, both amounts, for the receipt),
+    # so the caller need not read it back. Not part of ``to_dict``.
+    split: SplitSettlement | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +83,12 @@ class TxResult:
             "duplicate": self.duplicate,
             "blockHeight": self.block_height,
         }
+
+
+def _in_force(record: ProviderRecord) -> RegistrationInForce:
+    return RegistrationInForce(
+        record.registration_id, record.registration, record.registered_at_ms, record.updated_at_ms
+    )
 
 
 def token_address_for(operator: Address, chain_id: int) -> Address:
@@ -241,6 +268,99 @@ class Ledger:
         signer = self._require_sealer()
         signature = signer.sign_digest(signing_digest(self.chain, charge))
         return self._submit(Transaction("charge", charge, signer.address, signature, 0, expires_at_s), signed_here=True)
+
+    # ---- the compute pool ----
+
+    def _sign_and_submit(self, kind: TxKind, message: PoolMessage) -> TxResult:
+        signer = self._require_sealer()
+        signature = signer.sign_digest(signing_digest(self.chain, message))
+        return self._submit(Transaction(kind, message, signer.address, signature), signed_here=True)
+
+    def set_pool_fee(self, fee_bps: int, flat_fee: int) -> TxResult:
+        """Record the operator's fee on every later split (sealer-signed): ``flat_fee`` base units
+        plus ``fee_bps`` (at most 10000) of the provider's price, each rounded up (``ledger.pool``)."""
+        return self._sign_and_submit("pool_fee", PoolFee(fee_bps, flat_fee, "0x" + secrets.token_hex(32)))
+
+    def approve_provider(self, address: Address, approved: bool) -> TxResult:
+        """Record whether ``address`` may be routed to by gateways that accept listed providers
+        only (sealer-signed); the newest approval is in force."""
+        provider = parse_address(address, "provider")
+        return self._sign_and_submit(
+            "provider_approval", ProviderApproval(provider, approved, "0x" + secrets.token_hex(32))
+        )
+
+    def settle_split(
+        self,
+        hold_id: TxId,
+        *,
+        provider: Address,
+        registration_id: TxId,
+        input_tokens: int,
+        output_tokens: int,
+        usage_capped: bool,
+    ) -> TxResult:
+        """Settle a pool call's hold: the provider's price for this usage (under its registration
+        in force) to the provider, the pool fee in force to the hold's payee, the rest back to the
+        payer, in one entry on the same (group-committed, durable) path as ``settle``. Raises,
+        changing nothing, if the registration is not the one in force or is withdrawn, or the
+        total exceeds the hold; the store checks all of it again under its locks, so a fee or
+        registration recorded meanwhile makes this refuse rather than misprice."""
+        provider = parse_address(provider, "provider")
+        registration_id = parse_bytes32(registration_id, "registrationId")
+        record = self.store.provider(provider)
+        if record is None:
+            raise RegistrationNotInForce(f"{provider} has no registration", provider=provider)
+        for attempt in range(3):
+            fee = self.store.pool_fee()
+            amount, provider_amount, fee_units = split_amounts(record.registration, fee, input_tokens, output_tokens)
+            split = SplitSettlement(
+                hold_id=parse_bytes32(hold_id, "holdId"),
+                amount=amount,
+                provider=provider,
+                registration_id=registration_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                usage_capped=bool(usage_capped),
+                provider_amount=provider_amount,
+                fee=fee_units,
+                fee_id=fee.fee_id,
+            )
+            PoolBook(registrations={provider: _in_force(record)}, fee=fee).check_split(split)  # the clear error, early
+            try:
+                return dataclasses.replace(self._sign_and_submit("split_settle", split), split=split)
+            except FeeNotInForce:
+                # A new pool fee was recorded between reading it and writing: it is the one in
+                # force at this split's place in the log, so the split is priced by it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def providers(self) -> list[ProviderRecord]:
+        """Every provider that ever registered, with its registration in force (withdrawn ones
+        included: ``registration.status`` says) and the operator's approval."""
+        return self.store.providers()
+
+    def provider(self, address: Address) -> ProviderRecord:
+        provider = parse_address(address, "provider")
+        record = self.store.provider(provider)
+        if record is None:
+            raise NotFound(f"{provider} is not a registered provider", address=provider)
+        return record
+
+    def pool_fee_in_force(self) -> PoolFeeInForce:
+        return self.store.pool_fee()
+
+    def provider_earnings(self, address: Address) -> ProviderEarnings:
+        return self.store.provider_earnings(parse_address(address, "address"))
+
+    def operator_fees(self) -> int:
+        """The sum of every pool fee ever credited to the operator's pay-to address(es)."""
+        return self.store.operator_fees()
+
+    def pool_version(self) -> int:
+        """Changes whenever a registration, approval or pool fee is accepted (one cheap read):
+        a gateway polls it and reloads its provider table when it moves."""
+        return self.store.pool_version()
 
     def _require_sealer(self) -> Signer:
         if self.sealer is None:

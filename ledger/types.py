@@ -24,13 +24,46 @@ from ledger.parsing import parse_str as parse_str
 from ledger.parsing import parse_uint as parse_uint
 from ledger.parsing import parse_value as parse_value
 
+# The compute pool's records (ledger.pool_types), re-exported: this is where callers find types.
+from ledger.pool_types import NO_FEE_ID as NO_FEE_ID
+from ledger.pool_types import NO_POOL_FEE as NO_POOL_FEE
+from ledger.pool_types import POOL_CONFIG_KINDS as POOL_CONFIG_KINDS
+from ledger.pool_types import POOL_KINDS as POOL_KINDS
+from ledger.pool_types import POOL_MESSAGE_BY_KIND
+from ledger.pool_types import PoolFee as PoolFee
+from ledger.pool_types import PoolFeeInForce as PoolFeeInForce
+from ledger.pool_types import PoolMessage as PoolMessage
+from ledger.pool_types import ProviderApproval as ProviderApproval
+from ledger.pool_types import ProviderEarnings as ProviderEarnings
+from ledger.pool_types import ProviderRecord as ProviderRecord
+from ledger.pool_types import ProviderRegistration as ProviderRegistration
+from ledger.pool_types import Redeem as Redeem
+from ledger.pool_types import Refund as Refund
+from ledger.pool_types import SplitSettlement as SplitSettlement
+
 Address = str  # EIP-55 checksummed "0x" + 40 hex
 Amount = int  # base units, 6 decimals
 TxId = str  # "0x" + 64 hex: SHA-256 of the transaction's signed content
 Bytes32Hex = str  # "0x" + 64 hex
 SignatureHex = str  # "0x" + 130 hex: r || s || v (v = 27 or 28)
 
-TxKind = Literal["mint", "transfer", "hold", "permit2_hold", "settle", "void", "expire", "allowance", "charge"]
+TxKind = Literal[
+    "mint",
+    "transfer",
+    "hold",
+    "permit2_hold",
+    "settle",
+    "void",
+    "expire",
+    "allowance",
+    "charge",
+    "provider_registration",
+    "provider_approval",
+    "pool_fee",
+    "split_settle",
+    "redeem",
+    "refund",
+]
 TX_KINDS: tuple[str, ...] = (
     "mint",
     "transfer",
@@ -41,7 +74,12 @@ TX_KINDS: tuple[str, ...] = (
     "expire",
     "allowance",
     "charge",
+    *POOL_KINDS,
 )
+# Each ends a hold (once): what is captured goes to the payee(s), the rest back to the payer.
+RESOLUTION_KINDS = frozenset({"settle", "split_settle", "void", "expire"})
+# A refund may name one of these: the entries that credit a payee from a payer's hold.
+SETTLE_KINDS = frozenset({"settle", "split_settle"})
 # Each reserves funds until settled, voided or expired.
 HOLD_KINDS = frozenset({"hold", "permit2_hold", "charge"})
 
@@ -247,8 +285,9 @@ class Charge:
         )
 
 
-Message = Authorization | Permit2Authorization | Mint | HoldResolution | Allowance | Charge
+Message = Authorization | Permit2Authorization | Mint | HoldResolution | Allowance | Charge | PoolMessage
 _MESSAGE_BY_KIND: dict[str, Any] = {
+    **POOL_MESSAGE_BY_KIND,
     "allowance": Allowance,
     "charge": Charge,
     "mint": Mint,
@@ -326,10 +365,13 @@ class Transaction:
 
 def used_nonce(message: Message) -> str | None:
     """The key of its signer's nonce that ``message`` uses, once ever (the store's nonce table
-    and the auditor key on it); None for the sealer's resolutions and charges, which use none."""
+    and the auditor key on it); None for the sealer's resolutions (split ones too) and charges,
+    which use none: a hold is resolved once, a charge names its request."""
     if isinstance(message, Permit2Authorization):
         return message.nonce_key
     if isinstance(message, Authorization | Mint | Allowance):
+        return message.nonce
+    if isinstance(message, ProviderRegistration | ProviderApproval | PoolFee | Redeem | Refund):
         return message.nonce
     return None
 

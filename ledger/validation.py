@@ -19,6 +19,7 @@ from ledger.errors import (
     Unauthorized,
     WrongDomain,
 )
+from ledger.pool_validation import check_pool_message
 from ledger.types import (
     UPTO_PERMIT2_PROXY_ADDRESS,
     Address,
@@ -29,19 +30,29 @@ from ledger.types import (
     HoldResolution,
     Mint,
     Permit2Authorization,
+    PoolFee,
+    ProviderApproval,
+    ProviderRegistration,
+    Redeem,
+    Refund,
+    SplitSettlement,
     Transaction,
 )
 
 
 def required_signer(chain: ChainInfo, tx: Transaction) -> Address:
-    """Users sign their own transfers and holds; the issuer mints; the sealer resolves holds."""
-    if isinstance(tx.message, Authorization | Permit2Authorization):
+    """Users sign their own transfers, holds, redeems and refunds, providers their registrations;
+    the issuer mints; the sealer resolves holds (split ones too), approves providers and sets the
+    pool fee."""
+    if isinstance(tx.message, Authorization | Permit2Authorization | Redeem | Refund):
         return tx.message.from_
     if isinstance(tx.message, Allowance):
         return tx.message.owner
+    if isinstance(tx.message, ProviderRegistration):
+        return tx.message.provider
     if isinstance(tx.message, Mint):
         return chain.operator
-    return chain.sealer  # hold resolutions and allowance charges
+    return chain.sealer  # hold resolutions, allowance charges, approvals, the pool fee
 
 
 def check_signature(chain: ChainInfo, tx: Transaction) -> None:
@@ -138,6 +149,8 @@ def check_transaction(chain: ChainInfo, tx: Transaction, now_seconds: int, *, si
         check_amount(message.amount)
         if tx.hold_expires_at_s is None or tx.hold_expires_at_s <= now_seconds:
             raise InvalidInput("a charge must hold its amount until a time in the future")
+    elif isinstance(message, ProviderRegistration | ProviderApproval | PoolFee | SplitSettlement | Redeem | Refund):
+        check_pool_message(message)
     else:  # pragma: no cover - Transaction.from_dict admits no other message
         raise InvalidSignature("unknown message type")
     if signature:

@@ -35,6 +35,7 @@ PHASES = (
     "fuzz",
     "tamper",
     "bank-pg",
+    "providers",
     "pg-faults",
     "disk-full",
 )

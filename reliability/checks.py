@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from ledger.types import Authorization, Charge, HoldResolution, Mint, Transaction
+from ledger.types import Authorization, Charge, HoldResolution, Mint, SplitSettlement, Transaction
 from reliability.deploy import Deployment
 from reliability.workload import Op
 
@@ -277,6 +277,11 @@ def _read(dep: Deployment, after_seq: int) -> _Ledger:
             found.resolutions[message.hold_id] = (tx.kind, message.amount, raw.tx_id)
             if tx.kind == "settle":
                 found.settles.append((raw.tx_id, message.hold_id))
+        elif isinstance(message, SplitSettlement):
+            # A pool call's settle: captured like a settle (its amount is what the payer paid),
+            # so every check below that asks "settled for how much?" reads it the same way.
+            found.resolutions[message.hold_id] = ("settle", message.amount, raw.tx_id)
+            found.settles.append((raw.tx_id, message.hold_id))
         elif isinstance(message, Charge):
             found.charges[raw.tx_id] = message.allowance_id
         elif isinstance(message, Mint):

@@ -32,6 +32,7 @@ from typing import Any
 import requests
 
 from gateway.wire.x402 import decode_header
+from ledger.types import RESOLUTION_KINDS
 from reliability.checks import Finding, Monitor, audit_ledger, settle_down
 from reliability.deploy import Deployment
 from tests.support.servers import run_wsgi_in_process
@@ -299,7 +300,7 @@ def _check(dep: Deployment, funded: dict[str, int], tally: Tally, findings: list
         history = env.history(payer, 100_000)
         resolutions: Counter[str] = Counter()
         for stored in history:
-            if stored.tx.kind in ("settle", "void", "expire"):
+            if stored.tx.kind in RESOLUTION_KINDS:
                 resolutions[str(getattr(stored.tx.message, "hold_id", ""))] += 1
         for stored in history:
             if stored.tx.kind != "hold":

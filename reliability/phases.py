@@ -186,6 +186,23 @@ class Run:
         for finding in findings[:10]:
             print(f"   ! {finding.check}: {finding.message}", flush=True)
 
+    def providers(self) -> None:
+        """Pool calls while providers fail: one SIGKILLed mid-load, one inflating then garbling
+        its usage (``reliability.providers``); sized like the facilitator phase."""
+        from reliability.providers import ProviderSettings, run_providers
+
+        settings = ProviderSettings(self.profile.facilitator.duration, self.profile.facilitator.clients)
+        figures, findings = run_providers(self.root, settings, self.seed)
+        self.report.phase("providers", figures, findings)
+        print(
+            f"   {figures['calls']} calls, {figures['served']} served, {figures['failedOver']} failed over, "
+            f"{figures['charged']} charged, {figures['lost']} lost, {figures['doubleCharged']} double-charged, "
+            f"{figures['usageCapped']} capped, verify ok: {figures['verifyOk']}, {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
     def attacks(self) -> None:
         from reliability.attacks import run_attacks
 

@@ -20,6 +20,12 @@ from ledger.types import (
     HoldResolution,
     Mint,
     Permit2Authorization,
+    PoolFee,
+    ProviderApproval,
+    ProviderRegistration,
+    Redeem,
+    Refund,
+    SplitSettlement,
 )
 
 # Times as signed in authorizations: seconds, anywhere in uint256 (the ledger must not assume
@@ -106,10 +112,77 @@ hold_resolutions: st.SearchStrategy[HoldResolution] = st.one_of(
     st.builds(HoldResolution, hold_id=bytes32_hex, outcome=st.sampled_from(["void", "expire"]), amount=st.just(0)),
 )
 
-messages: st.SearchStrategy[Authorization | Permit2Authorization | Mint | HoldResolution] = st.one_of(
-    authorizations(), permit2_authorizations(), mints, hold_resolutions
+# ---- the compute pool's records ----
+
+_printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=40)
+prices: st.SearchStrategy[int] = st.one_of(
+    st.integers(0, 10**9), st.sampled_from([0, 1, 999, 1000, 1001, MAX_AMOUNT]), st.integers(0, MAX_AMOUNT)
 )
-"""Anything a user or the operator signs."""
+"""Prices and fees in base units, 0 and the 64-bit edge included."""
+
+token_counts: st.SearchStrategy[int] = st.one_of(st.integers(0, 10**7), st.sampled_from([0, 1, 999, 1000, 1001]))
+
+endpoints: st.SearchStrategy[str] = st.builds(
+    lambda scheme, port, path: f"{scheme}://127.0.0.1:{port}{path}",
+    st.sampled_from(["http", "https"]),
+    st.integers(1, 65535),
+    st.sampled_from(["", "/v1", "/openai/v1"]),
+)
+
+provider_registrations: st.SearchStrategy[ProviderRegistration] = st.builds(
+    ProviderRegistration,
+    provider=addresses,
+    endpoint=endpoints,
+    models=st.lists(_printable, min_size=1, max_size=5, unique=True).map(tuple),
+    price_per_call=prices,
+    price_per_1k_input=prices,
+    price_per_1k_output=prices,
+    capacity=st.integers(0, 1000),
+    status=st.sampled_from(["active", "withdrawn"]),
+    nonce=nonces,
+)
+
+pool_fees: st.SearchStrategy[PoolFee] = st.builds(
+    PoolFee, fee_bps=st.one_of(st.integers(0, 10_000), st.sampled_from([0, 1, 10_000])), flat_fee=prices, nonce=nonces
+)
+
+split_settlements: st.SearchStrategy[SplitSettlement] = st.builds(
+    SplitSettlement,
+    hold_id=bytes32_hex,
+    amount=amounts_or_zero,
+    provider=addresses,
+    registration_id=bytes32_hex,
+    input_tokens=token_counts,
+    output_tokens=token_counts,
+    usage_capped=st.booleans(),
+    provider_amount=amounts_or_zero,
+    fee=amounts_or_zero,
+    fee_id=bytes32_hex,
+)
+
+pool_messages = st.one_of(
+    provider_registrations,
+    st.builds(ProviderApproval, provider=addresses, approved=st.booleans(), nonce=nonces),
+    pool_fees,
+    split_settlements,
+    st.builds(Redeem, from_=addresses, value=amounts, payout_reference=_printable, nonce=nonces),
+    st.builds(Refund, settle_id=bytes32_hex, from_=addresses, value=amounts, nonce=nonces),
+)
+"""Every record of the compute pool (not necessarily valid against any ledger's state)."""
+
+messages: st.SearchStrategy[
+    Authorization
+    | Permit2Authorization
+    | Mint
+    | HoldResolution
+    | ProviderRegistration
+    | ProviderApproval
+    | PoolFee
+    | SplitSettlement
+    | Redeem
+    | Refund
+] = st.one_of(authorizations(), permit2_authorizations(), mints, hold_resolutions, pool_messages)
+"""Anything a user, a provider or the operator signs."""
 
 
 # ---- transparency logs (ledger/tlog) ----
@@ -159,3 +232,22 @@ query_values: st.SearchStrategy[str] = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
 )
 """What a client may put in a query parameter: anything, with the usual suspects for integer parsing."""
+
+
+@st.composite
+def provider_preferences(draw: st.DrawFn) -> dict[str, object]:
+    """A well-formed OpenRouter-style ``provider`` object, as a request body carries it
+    (``gateway.server.pool.preferences``): any subset of its keys, addresses unique per list."""
+    from gateway.server.pool.preferences import SORTS
+
+    unique = st.lists(addresses, max_size=5, unique_by=lambda a: a.lower())
+    fields: dict[str, st.SearchStrategy[object]] = {
+        "order": unique,
+        "sort": st.sampled_from(SORTS),
+        "max_price": st.one_of(st.integers(0, MAX_AMOUNT), st.integers(0, MAX_AMOUNT).map(str)),
+        "allow_fallbacks": st.booleans(),
+        "only": unique,
+        "ignore": unique,
+    }
+    chosen = draw(st.sets(st.sampled_from(sorted(fields))))
+    return {key: draw(fields[key]) for key in sorted(chosen)}

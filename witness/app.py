@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ledger import errors as le
 from ledger.tlog.witness_protocol import (
@@ -54,18 +55,32 @@ def create_app(config: WitnessConfig | dict[str, Any]) -> Flask:
     witness = Witness(signer, {log.origin: log.verifier for log in config.logs}, store)
     app = Flask("inferpay.witness")
     app.config["MAX_CONTENT_LENGTH"] = MAX_ADD_CHECKPOINT_SIZE
-    app.extensions[EXTENSION] = witness
-
-    @app.post("/add-checkpoint")
-    def add_checkpoint() -> Response:
-        cosignatures = witness.add_checkpoint(request.get_data(cache=False))
-        return Response(format_signature_lines(cosignatures), 200, content_type="text/plain; charset=utf-8")
+    app.register_blueprint(witness_blueprint(witness))
 
     @app.get("/health")
     def health() -> Any:
         return {"status": "ok", "name": signer.name, "vkey": signer.vkey}
 
-    @app.errorhandler(le.InferpayError)
+    return app
+
+
+def witness_blueprint(witness: Witness) -> Blueprint:
+    """``POST /add-checkpoint`` over ``witness``, with the protocol's answers for its refusals;
+    the witness's own app mounts it, and so does a mirror that witnesses the log it copies."""
+    blueprint = Blueprint("witness", __name__)
+
+    @blueprint.record_once
+    def remember(state: Any) -> None:
+        state.app.extensions[EXTENSION] = witness
+
+    @blueprint.post("/add-checkpoint")
+    def add_checkpoint() -> Response:
+        if (request.content_length or 0) > MAX_ADD_CHECKPOINT_SIZE:  # before reading any of it
+            raise RequestEntityTooLarge(f"an add-checkpoint request is at most {MAX_ADD_CHECKPOINT_SIZE} bytes")
+        cosignatures = witness.add_checkpoint(request.get_data(cache=False))
+        return Response(format_signature_lines(cosignatures), 200, content_type="text/plain; charset=utf-8")
+
+    @blueprint.errorhandler(le.InferpayError)
     def refused(error: le.InferpayError) -> Response:
         if isinstance(error, le.OldSizeMismatch):
             return Response(format_size_body(int(error.details["size"])), 409, content_type=SIZE_CONTENT_TYPE)
@@ -75,7 +90,7 @@ def create_app(config: WitnessConfig | dict[str, Any]) -> Flask:
         line = " ".join(error.message.split())
         return Response(f"{line} [{error.code}]\n", status_for(error), content_type="text/plain; charset=utf-8")
 
-    return app
+    return blueprint
 
 
 def close_app(app: Flask) -> None:

@@ -11,6 +11,8 @@ raises, in the spec's order:
 5. old size == the size held for the log             else OldSizeMismatch(size)      409
 6. same size as held: same root                      else InconsistentCheckpoints    409 (evidence kept)
 7. the consistency proof, held -> new, verifies      else InvalidProof               422
+7b. a witness that keeps its own verified copy of the log (a mirror) holding at least that many
+    entries: the copy's root at that size is the checkpoint's   else InconsistentCheckpoints 409
 8. the new state is on disk (compare-and-set on what 5-7 checked; a lost race is 5's 409)
 9. only then: cosign, timestamped now.
 
@@ -19,7 +21,7 @@ It must never cosign before step 8 has committed, and never touch HTTP or SQL it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ledger.clock import MsClock, ms_to_s, system_now_ms
 from ledger.errors import InconsistentCheckpoints, InvalidProof, MalformedWitnessRequest, OldSizeMismatch, UnknownLog
@@ -29,6 +31,10 @@ from ledger.tlog.note import NoteSignature, NoteVerifier, check_note
 from ledger.tlog.witness_protocol import parse_add_checkpoint
 from witness.store import HeldCheckpoint, WitnessStore
 
+# (origin, size) -> the root of the witness's own verified copy of that log at ``size``, or None
+# when the copy holds fewer entries (or none of that log). Only a mirror has one.
+OwnCopyRoot = Callable[[str, int], bytes | None]
+
 
 class Witness:
     def __init__(
@@ -37,11 +43,13 @@ class Witness:
         logs: Mapping[str, NoteVerifier],
         store: WitnessStore,
         clock_ms: MsClock = system_now_ms,
+        own_copy_root: OwnCopyRoot | None = None,
     ) -> None:
         self.signer = signer
         self.logs = dict(logs)
         self.store = store
         self.clock_ms = clock_ms
+        self.own_copy_root = own_copy_root
         store.ensure_logs([(origin, key.vkey) for origin, key in self.logs.items()], clock_ms())
 
     def add_checkpoint(self, body: bytes) -> list[NoteSignature]:
@@ -77,6 +85,18 @@ class Witness:
                 old_size=held.size,
                 size=checkpoint.size,
             )
+        # 7b. A mirror has verified every entry it holds: a root it did not compute is a fork.
+        if self.own_copy_root is not None:
+            own_root = self.own_copy_root(checkpoint.origin, checkpoint.size)
+            if own_root is not None and own_root != checkpoint.root_hash:
+                self.store.record_evidence(checkpoint.origin, held.note, request.signed_checkpoint, self.clock_ms())
+                raise InconsistentCheckpoints(
+                    f"{checkpoint.origin} signed a root at size {checkpoint.size} that is not the root of "
+                    "this mirror's verified copy",
+                    origin=checkpoint.origin,
+                    old_note=(held.note or b"").decode("utf-8"),
+                    new_note=request.signed_checkpoint.decode("utf-8"),
+                )
         # 8. On disk before any cosignature exists, and only from the state 5-7 checked.
         if checkpoint.size != held.size:
             advanced = self.store.advance(

@@ -2,10 +2,12 @@
 
 ``LedgerApiClient`` is the only code that GETs the ledger API: the SDK's proofs, the CLI's
 ``--node`` commands and ``RemoteChain`` (the auditor's source for ``inferpay verify --node``)
-all go through it, so every failure reads the same way. A node that cannot be reached (refused,
-timed out, reset) is ``StorageUnavailable("cannot reach URL: ...")``; a non-200 answer with an
-inferpay error body ``{"error": {"code", "message", ...}}`` raises that code's class from the one
-registry (``gateway.wire.errors.ERRORS``), details kept; any other non-200 answer is
+all go through it, so every failure reads the same way. It also POSTs the compute pool's signed
+records (registrations, redeems, refunds) and operator-signed mints (``post_json``).
+A node that cannot be reached (refused, timed out, reset) is
+``StorageUnavailable("cannot reach URL: ...")``; a non-200 answer with an inferpay error body
+``{"error": {"code", "message", ...}}`` raises that code's class from the one registry
+(``gateway.wire.errors.ERRORS``), details kept; any other non-200 answer is
 ``StorageUnavailable`` (5xx) or ``InferpayError`` (4xx, its code kept when the body had one), the
 HTTP status in the message. A 200 that is not JSON is ``MalformedRecord``.
 
@@ -14,8 +16,9 @@ provably contains the charging transaction; ``check_consistency`` proves that th
 current head extends a head the client pinned earlier, so a rolled-back or rewritten ledger
 is caught. Every proof failure is a ``ReceiptInvalid`` (the original error is its cause).
 
-``session`` is anything with ``get(url, params=..., timeout=...)`` returning a response with
-``status_code``, ``content`` and ``json()``: a ``requests.Session`` or an ``httpx.Client``.
+``session`` is anything with ``get(url, params=..., timeout=...)`` (and, to POST,
+``post(url, json=..., timeout=...)``) returning a response with ``status_code``, ``content`` and
+``json()``: a ``requests.Session`` or an ``httpx.Client``.
 Without one, the client opens a ``requests.Session`` on first use (``close()`` or ``with`` ends
 it). This module must never import Flask, and imports requests only when it needs its own
 session, so ``import gateway.client`` loads no HTTP library.
@@ -37,7 +40,21 @@ from ledger import RawTx
 from ledger.blocks import check_block_signature, verify_consistency, verify_inclusion
 from ledger.encoding import leaf_hash, transaction_id
 from ledger.errors import InferpayError, MalformedRecord, NotFound, StorageUnavailable
-from ledger.types import Authorization, ChainInfo, HoldResolution, SignedBlock, Transaction
+from ledger.types import (
+    Authorization,
+    ChainInfo,
+    HoldResolution,
+    Mint,
+    PoolFeeInForce,
+    ProviderEarnings,
+    ProviderRecord,
+    ProviderRegistration,
+    Redeem,
+    Refund,
+    SignedBlock,
+    SplitSettlement,
+    Transaction,
+)
 
 HTTP_TIMEOUT_SECONDS = 10.0
 _CHAIN_KEYS = ("chainId", "tokenAddress", "operator", "sealer", "name", "version")
@@ -168,6 +185,64 @@ class LedgerApiClient:
         """``GET /consistency?old=&new=``: both blocks and the proof between them, unchecked."""
         return _object(self.get_json("/consistency", old=old, new=new), "consistency proof")
 
+    # ---- the compute pool ----
+
+    def providers(self) -> list[ProviderRecord]:
+        """``GET /providers``: every provider with its registration in force and approval."""
+        found = _object(self.get_json("/providers"), "providers").get("providers")
+        if not isinstance(found, list):
+            raise MalformedRecord("providers: unexpected shape")
+        return [ProviderRecord.from_dict(p) for p in found]
+
+    def provider(self, address: str) -> ProviderRecord:
+        """``GET /providers/<address>``; ``NotFound`` if it never registered."""
+        return ProviderRecord.from_dict(self.get_json(f"/providers/{address}"))
+
+    def provider_earnings(self, address: str) -> ProviderEarnings:
+        """``GET /providers/<address>/earnings``: calls, earned, refunded and redeemed."""
+        data = _object(self.get_json(f"/providers/{address}/earnings"), "earnings")
+        return ProviderEarnings.from_dict({k: v for k, v in data.items() if k != "address"})
+
+    def pool(self) -> dict[str, Any]:
+        """``GET /pool``: ``poolFee`` (a ``PoolFeeInForce`` dict), ``poolVersion`` and ``operatorFees``."""
+        data = _object(self.get_json("/pool"), "pool")
+        PoolFeeInForce.from_dict(data.get("poolFee"))  # the shape, checked
+        return data
+
+    def pool_fee(self) -> PoolFeeInForce:
+        return PoolFeeInForce.from_dict(self.pool().get("poolFee"))
+
+    def register_provider(self, registration: ProviderRegistration, signature: str) -> dict[str, Any]:
+        """``POST /providers``: a provider-signed registration (join, update or withdrawal)."""
+        return self.post_json("/providers", {"registration": registration.to_dict(), "signature": signature})
+
+    def redeem(self, redeem: Redeem, signature: str) -> dict[str, Any]:
+        """``POST /redeems``: a holder-signed redeem."""
+        return self.post_json("/redeems", {"redeem": redeem.to_dict(), "signature": signature})
+
+    def refund(self, refund: Refund, signature: str) -> dict[str, Any]:
+        """``POST /refunds``: a payee-signed refund of (part of) a settle."""
+        return self.post_json("/refunds", {"refund": refund.to_dict(), "signature": signature})
+
+    def mint(self, mint: Mint, signature: str) -> dict[str, Any]:
+        """``POST /mints``: an operator-signed mint."""
+        return self.post_json("/mints", {"mint": mint.to_dict(), "signature": signature})
+
+    def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST <ledger_url><path>`` with a JSON body: the recorded transaction's ``TxResult``
+        dict (201, or 200 for a retry of one already recorded); failures as for GETs."""
+        url = self.base_url + path
+        try:
+            response = self._http().post(url, json=body, timeout=self.timeout_s)
+        except _transport_errors() as exc:
+            raise StorageUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}", url=url) from exc
+        if response.status_code not in (200, 201):
+            raise _error_of(url, response.status_code, response.content, "POST")
+        try:
+            return _object(response.json(), "result")
+        except ValueError as exc:
+            raise MalformedRecord(f"POST {url} did not answer JSON") from exc
+
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
     # requests' errors are OSErrors; httpx's are not, but httpx is loaded whenever a caller
@@ -176,12 +251,12 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return (OSError, httpx.TransportError) if httpx is not None else (OSError,)
 
 
-def _error_of(url: str, status: int, body: bytes) -> InferpayError:
+def _error_of(url: str, status: int, body: bytes, method: str = "GET") -> InferpayError:
     fields = error_fields(body)
     if fields is not None and fields[0] in ERRORS:
         code, message, details = fields
         return ERRORS.from_code(code, message, **details)
-    what = f"GET {url} answered HTTP {status}"
+    what = f"{method} {url} answered HTTP {status}"
     if fields is not None:  # an error body, but not a code inferpay defines: keep it all
         code, message, details = fields
         return ERRORS.from_code(code, f"{what}: {message}", **{**details, "status": status})
@@ -265,7 +340,8 @@ def verify_receipt_inclusion(
 
 def _check_charge(tx: Transaction, receipt: Receipt) -> None:
     message = tx.message
-    if tx.kind == "settle" and isinstance(message, HoldResolution):
+    if tx.kind in ("settle", "split_settle") and isinstance(message, HoldResolution | SplitSettlement):
+        # A pool call's split captures its total from the hold (the provider's part plus the fee).
         ok = message.hold_id == receipt.hold_id and message.amount == receipt.charged
         captured = message.amount
     elif tx.kind == "transfer" and isinstance(message, Authorization):  # charges without a hold

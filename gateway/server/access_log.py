@@ -21,7 +21,18 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 log = logging.getLogger("inferpay.access")
-FIELDS = ("payer", "keyPrefix", "charged", "holdId", "txId", "upstreamMs", "overheadMs", "stream")
+FIELDS = (
+    "payer",
+    "keyPrefix",
+    "charged",
+    "holdId",
+    "txId",
+    "upstreamMs",
+    "overheadMs",
+    "stream",
+    "provider",
+    "attempts",
+)
 
 
 def note(**fields: Any) -> None:

@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from gateway.server import access_log, error_handlers
 from gateway.server.config import GatewayConfig
 from gateway.server.metrics import CONTENT_TYPE, UNMATCHED, mark_worker_dead
+from gateway.server.pool.checker import provider_figures
 from gateway.server.services import EXTENSION, Services, services
 
 
@@ -52,7 +53,11 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
     def metrics() -> Any:
         svc = services()
         witnesses = tuple(w.vkey.split("+", 1)[0] for w in svc.config.checkpoints.witnesses)
-        return Response(svc.metrics.exposition(svc.ledger, witnesses), mimetype=None, content_type=CONTENT_TYPE)
+        pool = provider_figures(svc.pool.directory, svc.pool.board) if svc.pool is not None else None
+        return Response(svc.metrics.exposition(svc.ledger, witnesses, pool), mimetype=None, content_type=CONTENT_TYPE)
+
+    if any(r.pool for r in config.routes):
+        app.add_url_rule("/pool", view_func=pool_info, methods=["GET"])
 
     access_log.register(app, route_label)
 
@@ -62,6 +67,23 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
         return response
 
     return app
+
+
+def pool_info() -> Any:
+    """``GET /pool`` (served when a route has ``pool = true``): the compute pool as this worker
+    routes it: the fee in force, each provider's registration, approval and figures."""
+    svc = services()
+    assert svc.pool is not None  # registered only when the config has a pool route
+    view = svc.pool.directory.current()
+    return {
+        "accept": svc.config.pool.accept,
+        "routes": [r.path for r in svc.config.routes if r.pool],
+        "operator": svc.pay_to,
+        "fee": view.fee.to_dict(),
+        "poolVersion": view.version,
+        "providers": provider_figures(svc.pool.directory, svc.pool.board),
+        "units": {"latencyMs": "ms", "throughputTokensPerS": "output tokens per second"},
+    }
 
 
 def route_label() -> str:

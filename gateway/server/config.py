@@ -43,6 +43,17 @@ _ROUTE_KEYS = {
     "description",
     "free",
 }
+_POOL_ROUTE_KEYS = {"path", "pool", "description", "provider_path", "max_output_tokens"}
+_POOL_KEYS = {
+    "accept",
+    "health_interval_ms",
+    "probe_timeout_ms",
+    "connect_timeout_ms",
+    "failure_threshold",
+    "recovery_interval_ms",
+}
+POOL_ACCEPT = ("listed", "any")
+DEFAULT_POOL_MAX_OUTPUT_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,15 @@ class Route:
     max_amount: int = 0  # for metered routes: the hold, and the most one call may cost
     description: str = ""
     free: bool = False  # forwarded without payment: nothing held, charged or signed
+    # ``pool = true``: served by the compute pool's providers (gateway.server.pool), priced by
+    # their registrations; ``max_amount`` is then set per request (the hold the request needs).
+    pool: bool = False
+    provider_path: str = ""  # pool: appended to a provider's endpoint (its base URL, e.g. .../v1)
+    max_output_tokens: int = 0  # pool: the output bound when the request names no max_tokens
 
     @property
     def metered(self) -> bool:
-        return bool(self.price_per_1k_input_tokens or self.price_per_1k_output_tokens)
+        return self.pool or bool(self.price_per_1k_input_tokens or self.price_per_1k_output_tokens)
 
     @property
     def authorized_amount(self) -> int:
@@ -111,6 +127,18 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    """``[pool]``: whom the gateway routes pool calls to, and how it watches them."""
+
+    accept: str = "listed"  # "listed": providers the operator approved on the ledger; "any": every active one
+    health_interval_ms: int = 2000  # how often each routable provider is probed (and the directory reloaded)
+    probe_timeout_ms: int = 500  # a probe's whole answer
+    connect_timeout_ms: int = 1000  # connecting to a provider, on probes and on paid calls
+    failure_threshold: int = 3  # consecutive failures (probes or calls) that open a provider's circuit
+    recovery_interval_ms: int = 5000  # an open circuit is probed this often; one success closes it
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     home: Path
     routes: tuple[Route, ...]
@@ -127,6 +155,7 @@ class GatewayConfig:
     database: str | None = None
     checkpoints: CheckpointConfig = CheckpointConfig()
     rate_limits: tuple[RateLimit, ...] = ()
+    pool: PoolConfig = PoolConfig()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def route_for(self, path: str) -> Route | None:
@@ -155,6 +184,8 @@ def _route(data: object, index: int) -> Route:
     where = f"routes[{index}]"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table")
+    if data.get("pool", False) is not False:
+        return _pool_route(data, where)
     if unknown := set(data) - _ROUTE_KEYS:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     free = data.get("free", False)
@@ -167,17 +198,7 @@ def _route(data: object, index: int) -> Route:
         if key not in data:
             raise ConfigError(f"{where}: missing {key!r}")
     path = data["path"]
-    reserved = ("/ledger", "/facilitator", "/explorer", "/metrics", "/health")  # served by the gateway itself
-    if (
-        not isinstance(path, str)
-        or not path.startswith("/")
-        or path.startswith("/openapi")
-        or any(path == r or path.startswith(r + "/") for r in reserved)
-    ):
-        raise ConfigError(
-            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator, /explorer, /metrics, /health"
-            f" or /openapi.json, got {path!r}"
-        )
+    _check_path(path, where)
     upstream = data["upstream"]
     try:
         parts = urlsplit(upstream) if isinstance(upstream, str) else None
@@ -211,6 +232,68 @@ def _route(data: object, index: int) -> Route:
     if not route.metered and route.price == 0:
         raise ConfigError(f"{where}: price must be positive on a flat-priced route")
     return route
+
+
+def _check_path(path: object, where: str) -> None:
+    reserved = ("/ledger", "/facilitator", "/explorer", "/metrics", "/health", "/pool")  # the gateway's own
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.startswith("/openapi")
+        or any(path == r or path.startswith(r + "/") for r in reserved)
+    ):
+        raise ConfigError(
+            f"{where}.path: must start with '/' and not shadow /ledger, /facilitator, /explorer, /metrics, /health,"
+            f" /pool or /openapi.json, got {path!r}"
+        )
+
+
+def _pool_route(data: dict[str, Any], where: str) -> Route:
+    """A ``pool = true`` route: no upstream and no prices of its own (the providers' registrations
+    price it); ``provider_path`` defaults to the path without its leading ``/v1``."""
+    if data["pool"] is not True:
+        raise ConfigError(f"{where}.pool: expected true or false, got {data['pool']!r}")
+    if unknown := set(data) - _POOL_ROUTE_KEYS:
+        raise ConfigError(
+            f"{where}: a pool route takes only {', '.join(sorted(_POOL_ROUTE_KEYS))};"
+            f" remove {', '.join(sorted(unknown))} (providers' registrations give the endpoints and prices)"
+        )
+    if "path" not in data:
+        raise ConfigError(f"{where}: missing 'path'")
+    path = data["path"]
+    _check_path(path, where)
+    default_suffix = path[3:] if path.startswith("/v1/") else path
+    provider_path = data.get("provider_path", default_suffix)
+    if not isinstance(provider_path, str) or not provider_path.startswith("/") or "?" in provider_path:
+        raise ConfigError(f"{where}.provider_path: expected a path starting with '/', got {provider_path!r}")
+    max_output = data.get("max_output_tokens", DEFAULT_POOL_MAX_OUTPUT_TOKENS)
+    return Route(
+        path=path,
+        upstream="",
+        price=0,
+        description=str(data.get("description", "")),
+        pool=True,
+        provider_path=provider_path,
+        max_output_tokens=_int(max_output, f"{where}.max_output_tokens", 0, 10**9),
+    )
+
+
+def _pool(data: object) -> PoolConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("[pool] must be a table")
+    if unknown := set(data) - _POOL_KEYS:
+        raise ConfigError(f"[pool]: unknown key(s) {', '.join(sorted(unknown))}")
+    accept = data.get("accept", "listed")
+    if accept not in POOL_ACCEPT:
+        raise ConfigError(f'[pool].accept: expected "listed" or "any", got {accept!r}')
+    return PoolConfig(
+        accept=accept,
+        health_interval_ms=_int(data.get("health_interval_ms", 2000), "[pool].health_interval_ms", 50, 3_600_000),
+        probe_timeout_ms=_int(data.get("probe_timeout_ms", 500), "[pool].probe_timeout_ms", 10, 60_000),
+        connect_timeout_ms=_int(data.get("connect_timeout_ms", 1000), "[pool].connect_timeout_ms", 10, 60_000),
+        failure_threshold=_int(data.get("failure_threshold", 3), "[pool].failure_threshold", 1, 1000),
+        recovery_interval_ms=_int(data.get("recovery_interval_ms", 5000), "[pool].recovery_interval_ms", 50, 3_600_000),
+    )
 
 
 def _witness(data: object, index: int) -> WitnessConfig:
@@ -285,7 +368,7 @@ def config_home(value: Any, where: str, fallback: Path | None) -> Path:
 
 
 def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayConfig:
-    if unknown := set(data) - {"gateway", "routes", "checkpoints", "rate_limits"}:
+    if unknown := set(data) - {"gateway", "routes", "checkpoints", "rate_limits", "pool"}:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
     gateway = data.get("gateway", {})
     if not isinstance(gateway, dict):
@@ -332,6 +415,7 @@ def parse_config(data: dict[str, Any], *, home: Path | None = None) -> GatewayCo
         database=database,
         checkpoints=_checkpoints(data.get("checkpoints", {})),
         rate_limits=rate_limits,
+        pool=_pool(data.get("pool", {})),
     )
 
 

@@ -43,6 +43,7 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     gw.InvalidApiKey: 401,
     le.AllowanceExpired: 401,
     le.AllowanceRevoked: 401,
+    le.NotAPayee: 403,  # a refund of a settle that paid the signer nothing: not theirs to refund
     le.LedgerConflict: 409,
     le.NotFound: 404,
     ms.ModelNotFound: 404,  # as OpenAI answers an unknown model
@@ -55,6 +56,8 @@ STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     gw.ConfigError: 500,
     gw.RateLimited: 429,  # too many calls, or too much spend, in a window: retry after it ends
     gw.UpstreamError: 502,
+    gw.NoProviderWithinPrice: 402,  # pay more (a higher max_price) and it may be served
+    gw.NoProviderAvailable: 503,  # nobody can serve this model now: try again later
     # Client-side checks of another party's word. Should a server ever raise one (checking an
     # upstream's receipt or proof), that party failed us: a bad gateway.
     gw.ReceiptInvalid: 502,

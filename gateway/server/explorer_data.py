@@ -25,13 +25,21 @@ from ledger.blocks import check_block_signature, verify_inclusion
 from ledger.errors import InferpayError
 from ledger.merkle import merkle_root
 from ledger.types import (
+    SETTLE_KINDS,
     Address,
     Allowance,
     Authorization,
     Charge,
     HoldResolution,
     Mint,
+    Permit2Authorization,
+    PoolFee,
+    ProviderApproval,
+    ProviderRegistration,
+    Redeem,
+    Refund,
     SignedBlock,
+    SplitSettlement,
     Transaction,
     TxId,
 )
@@ -167,6 +175,8 @@ class Reader:
         elif isinstance(message, Authorization):
             from_, to, amount = message.from_, message.to, message.value
             hold_id = stored.tx_id if tx.kind == "hold" else None
+        elif isinstance(message, Permit2Authorization):  # an x402 upto hold: reserves its most
+            from_, to, amount, hold_id = message.from_, message.to, message.amount, stored.tx_id
         elif isinstance(message, Allowance):
             from_, to, amount = message.owner, message.spender, message.cap
         elif isinstance(message, Charge):
@@ -174,6 +184,20 @@ class Reader:
             from_ = allowance.owner if allowance else ""
             to = allowance.spender if allowance else ""
             amount, hold_id = message.amount, stored.tx_id
+        elif isinstance(message, SplitSettlement):  # the payer pays the provider (and the operator its fee)
+            hold = self.hold(message.hold_id)
+            from_, to = (hold.payer if hold else ""), message.provider
+            amount, hold_id = message.amount, message.hold_id
+        elif isinstance(message, ProviderRegistration):
+            from_, to, amount = message.provider, "", message.price_per_call
+        elif isinstance(message, ProviderApproval):
+            from_, to, amount = tx.signer, message.provider, 0
+        elif isinstance(message, PoolFee):
+            from_, to, amount = tx.signer, "", message.flat_fee
+        elif isinstance(message, Redeem):  # burnt: to nobody
+            from_, to, amount = message.from_, "", message.value
+        elif isinstance(message, Refund):
+            from_, to, amount = message.from_, self._settle_payer(message.settle_id), message.value
         else:
             assert isinstance(message, HoldResolution)
             hold = self.hold(message.hold_id)
@@ -193,12 +217,33 @@ class Reader:
             change,
         )
 
+    def _settle_payer(self, settle_id: TxId) -> Address:
+        """Who paid the settle ``settle_id`` (what a refund of it gives back to)."""
+        settle = self.ledger.store.get(settle_id)
+        message = settle.tx.message if settle is not None else None
+        hold = self.hold(message.hold_id) if isinstance(message, HoldResolution | SplitSettlement) else None
+        return hold.payer if hold is not None else ""
+
     def _available_change(
         self, tx: Transaction, account: Address, from_: Address, to: Address, hold_id: TxId | None
     ) -> int:
         """How ``tx`` moved ``account``'s available balance (held funds are not available)."""
         message = tx.message
         change = 0
+        if isinstance(message, SplitSettlement):
+            hold = self.hold(message.hold_id)
+            if hold is not None:
+                if hold.payer == account:
+                    change += hold.amount - message.amount
+                if hold.payee == account:
+                    change += message.fee
+            if message.provider == account:
+                change += message.provider_amount
+            return change
+        if isinstance(message, Redeem | Refund):
+            return (-message.value if from_ == account else 0) + (message.value if to == account else 0)
+        if isinstance(message, Permit2Authorization):
+            return -message.amount if from_ == account else 0
         if isinstance(message, Mint | Authorization | Charge):
             amount = message.value if isinstance(message, Mint | Authorization) else message.amount
             if from_ == account and tx.kind != "mint":
@@ -234,6 +279,8 @@ class Reader:
             facts += [("nonce", message.nonce)]
         elif isinstance(message, Charge):
             facts += [("allowance", message.allowance_id), ("request id", message.request_id)]
+        else:
+            facts += _pool_facts(message)
         if tx.hold_expires_at_s is not None:
             facts.append(("hold expires at (s)", str(tx.hold_expires_at_s)))
         story = self._story(stored, row) if row.hold_id else []
@@ -244,11 +291,18 @@ class Reader:
             "mint": ("issuer", "recipient"),
             "transfer": ("payer", "payee"),
             "hold": ("payer", "payee"),
+            "permit2_hold": ("payer", "payee"),
             "charge": ("payer (key owner)", "payee (allowance spender)"),
             "settle": ("payer", "payee"),
             "void": ("payer", "payee"),
             "expire": ("payer", "payee"),
             "allowance": ("owner", "spender"),
+            "split_settle": ("payer", "provider"),
+            "provider_registration": ("provider", "(none)"),
+            "provider_approval": ("operator (sealer)", "provider"),
+            "pool_fee": ("operator (sealer)", "(none)"),
+            "redeem": ("holder", "(burnt)"),
+            "refund": ("payee refunding", "payer refunded"),
         }[tx.kind]
         return [(roles[0], row.from_), (roles[1], row.to)]
 
@@ -284,6 +338,7 @@ class Reader:
             return steps
         resolution = self.ledger.store.get(hold.resolution_tx) if hold.resolution_tx else None
         released = hold.amount - hold.captured
+        split = resolution.tx.message if resolution is not None else None
         text = {
             "settle": (
                 f"{tokens_text(hold.captured)} captured for the payee, {tokens_text(released)} released to the payer"
@@ -291,6 +346,12 @@ class Reader:
             "void": f"voided: all {tokens_text(hold.amount)} released to the payer, nothing charged",
             "expire": f"expired unresolved: all {tokens_text(hold.amount)} released to the payer",
         }[hold.status]
+        if isinstance(split, SplitSettlement):
+            text = (
+                f"{tokens_text(hold.captured)} captured: {tokens_text(split.provider_amount)} to provider"
+                f" {split.provider}, {tokens_text(split.fee)} pool fee to the payee;"
+                f" {tokens_text(released)} released to the payer"
+            )
         steps.append(
             StoryStep(
                 {"settle": "settled", "void": "voided", "expire": "expired"}[hold.status],
@@ -397,7 +458,7 @@ class Reader:
         buckets = [0] * hours
         for stored in self.walk_history(account, start):
             message = stored.tx.message
-            if isinstance(message, HoldResolution) and message.amount:
+            if isinstance(message, HoldResolution | SplitSettlement) and message.amount:
                 hold = self.hold(message.hold_id)
                 if hold is not None and hold.payer == account:
                     index = (stored.tx.accepted_at_ms - start) // HOUR_MS
@@ -412,6 +473,39 @@ class Reader:
             yield StoredTx(
                 raw.seq, raw.tx_id, Transaction.from_dict(json.loads(raw.record)), raw.leaf_hash, raw.block_height
             )
+
+
+def _pool_facts(message: object) -> list[tuple[str, str]]:
+    """What the explorer shows of a compute-pool entry beyond its parties and amount."""
+    if isinstance(message, ProviderRegistration):
+        return [
+            ("endpoint", message.endpoint),
+            ("models", ", ".join(message.models)),
+            ("price per call", tokens_text(message.price_per_call)),
+            ("price per 1k input tokens", tokens_text(message.price_per_1k_input)),
+            ("price per 1k output tokens", tokens_text(message.price_per_1k_output)),
+            ("capacity", str(message.capacity) if message.capacity else "unstated"),
+            ("status", message.status),
+            ("nonce", message.nonce),
+        ]
+    if isinstance(message, ProviderApproval):
+        return [("approved", "yes" if message.approved else "no"), ("nonce", message.nonce)]
+    if isinstance(message, PoolFee):
+        return [("fee (basis points)", str(message.fee_bps)), ("flat fee", tokens_text(message.flat_fee))]
+    if isinstance(message, SplitSettlement):
+        return [
+            ("registration", message.registration_id),
+            ("input / output tokens", f"{message.input_tokens} / {message.output_tokens}"),
+            ("usage capped", "yes" if message.usage_capped else "no"),
+            ("to the provider", tokens_text(message.provider_amount)),
+            ("pool fee", tokens_text(message.fee)),
+            ("pool fee entry", message.fee_id),
+        ]
+    if isinstance(message, Redeem):
+        return [("payout reference", message.payout_reference), ("nonce", message.nonce)]
+    if isinstance(message, Refund):
+        return [("refund of settle", message.settle_id), ("nonce", message.nonce)]
+    return []
 
 
 @dataclass(frozen=True)
@@ -448,7 +542,11 @@ def route_usage(reader: Reader, routes: tuple[Route, ...], pay_to: Address, sinc
             allowance = reader.allowance(message.allowance_id)
             if allowance is not None and allowance.spender == pay_to:
                 reserved[stored.tx_id] = message.amount
-        elif tx.kind == "settle" and tx.accepted_at_ms >= since_ms and isinstance(message, HoldResolution):
+        elif (
+            tx.kind in SETTLE_KINDS
+            and tx.accepted_at_ms >= since_ms
+            and isinstance(message, HoldResolution | SplitSettlement)
+        ):
             amount = reserved.get(message.hold_id)
             if amount is None:  # held before the window
                 hold = reader.hold(message.hold_id)

@@ -1,6 +1,13 @@
 """The ledger over HTTP: read accounts, history, transactions with proofs, blocks, heads and
 consistency proofs; submit signed transfers. Mounted at ``/ledger``.
 
+The compute pool: providers submit their signed registrations (``POST /providers``; an update
+or a withdrawal is a newer registration), anyone reads who is in force, at what prices, with
+what earnings; holders submit signed redeems and payees signed refunds; an operator's payment
+backend submits operator-signed mints (``POST /mints``). Each POST takes ``{<record>,
+"signature"}``, answers 201 with the transaction's id (200 for a retry of one already recorded),
+and refuses anything malformed, unsigned or against the rules with the error tree's JSON.
+
 Everything here is public, as a block explorer is: anyone can download the chain and verify it
 (``inferpay verify --node URL``). Amounts are base-unit strings, as on the x402 wire.
 """
@@ -15,7 +22,17 @@ from gateway.server.services import ledger_reads
 from ledger import ApiKeyRow
 from ledger.amounts import INT64_MAX
 from ledger.errors import InvalidInput, MalformedRecord, NotFound
-from ledger.types import Authorization, parse_address, parse_signature
+from ledger.types import (
+    Authorization,
+    Mint,
+    ProviderRegistration,
+    Redeem,
+    Refund,
+    Transaction,
+    TxKind,
+    parse_address,
+    parse_signature,
+)
 
 ledger_api = Blueprint("ledger_api", __name__)
 MAX_PAGE = 1000
@@ -149,14 +166,90 @@ def consistency() -> Any:
     return ledger_reads().ledger.consistency_proof(old, new)
 
 
-@ledger_api.post("/transfers")
-def submit_transfer() -> Any:
+def _signed_body(field: str) -> tuple[Any, str]:
+    """The ``{field: {...}, "signature": "0x..."}`` a POST carries (nothing else in it)."""
     try:
         body = request.get_json(silent=True)
     except RecursionError as exc:  # json recurses once per nesting level
         raise InvalidInput("the request body is nested too deeply") from exc
-    if not isinstance(body, dict) or set(body) != {"authorization", "signature"}:
-        raise InvalidInput('expected a JSON object {"authorization": {...}, "signature": "0x..."}')
-    auth = Authorization.from_dict(body["authorization"])
-    result = ledger_reads().ledger.transfer(auth, parse_signature(body["signature"]))
+    if not isinstance(body, dict) or set(body) != {field, "signature"}:
+        raise InvalidInput(f'expected a JSON object {{"{field}": {{...}}, "signature": "0x..."}}')
+    return body[field], parse_signature(body["signature"])
+
+
+def _recorded(result: Any) -> Any:
     return result.to_dict(), 200 if result.duplicate else 201
+
+
+@ledger_api.post("/transfers")
+def submit_transfer() -> Any:
+    record, signature = _signed_body("authorization")
+    return _recorded(ledger_reads().ledger.transfer(Authorization.from_dict(record), signature))
+
+
+@ledger_api.post("/mints")
+def submit_mint() -> Any:
+    """An operator-signed mint (a top-up an operator's payment backend signed)."""
+    record, signature = _signed_body("mint")
+    return _recorded(ledger_reads().ledger.mint(Mint.from_dict(record), signature))
+
+
+def _submit_signed(kind: TxKind, message: ProviderRegistration | Redeem | Refund, signer: str, signature: str) -> Any:
+    return _recorded(ledger_reads().ledger.submit(Transaction(kind, message, signer, signature)))
+
+
+@ledger_api.post("/providers")
+def submit_registration() -> Any:
+    """A provider's signed registration: joining, an update (a newer one) or a withdrawal."""
+    record, signature = _signed_body("registration")
+    registration = ProviderRegistration.from_dict(record)
+    return _submit_signed("provider_registration", registration, registration.provider, signature)
+
+
+@ledger_api.post("/redeems")
+def submit_redeem() -> Any:
+    record, signature = _signed_body("redeem")
+    redeem = Redeem.from_dict(record)
+    return _submit_signed("redeem", redeem, redeem.from_, signature)
+
+
+@ledger_api.post("/refunds")
+def submit_refund() -> Any:
+    record, signature = _signed_body("refund")
+    refund = Refund.from_dict(record)
+    return _submit_signed("refund", refund, refund.from_, signature)
+
+
+@ledger_api.get("/providers")
+def providers() -> Any:
+    """Every provider that ever registered, with its registration in force (withdrawn ones
+    too) and approval; the pool fee in force and the pool version (it changes with every
+    registration, approval and fee)."""
+    ledger = ledger_reads().ledger
+    return {
+        "providers": [p.to_dict() for p in ledger.providers()],
+        "poolFee": ledger.pool_fee_in_force().to_dict(),
+        "poolVersion": str(ledger.pool_version()),
+    }
+
+
+@ledger_api.get("/pool")
+def pool() -> Any:
+    """The pool fee in force, the pool version and the sum of every fee ever credited."""
+    ledger = ledger_reads().ledger
+    return {
+        "poolFee": ledger.pool_fee_in_force().to_dict(),
+        "poolVersion": str(ledger.pool_version()),
+        "operatorFees": str(ledger.operator_fees()),
+    }
+
+
+@ledger_api.get("/providers/<address>")
+def provider(address: str) -> Any:
+    return ledger_reads().ledger.provider(parse_address(address, "provider")).to_dict()
+
+
+@ledger_api.get("/providers/<address>/earnings")
+def provider_earnings(address: str) -> Any:
+    found = parse_address(address, "provider")
+    return {"address": found, **ledger_reads().ledger.provider_earnings(found).to_dict()}

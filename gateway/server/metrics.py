@@ -103,6 +103,9 @@ class Metrics:
     paid_call_seconds: Any
     upstream_seconds: Any
     witness_pushes: Any
+    pool_calls: Any
+    pool_failovers: Any
+    pool_earned_units: Any
 
     @classmethod
     def build(cls) -> Metrics:
@@ -162,12 +165,39 @@ class Metrics:
                 ["witness", "outcome"],
                 registry=registry,
             ),
+            pool_calls=Counter(
+                "inferpay_pool_provider_calls",
+                "Pool calls each provider (its public ledger address) was tried with, by outcome (served, failed)",
+                ["provider", "outcome"],
+                registry=registry,
+            ),
+            pool_failovers=Counter(
+                "inferpay_pool_failovers",
+                "Pool calls passed on to a next provider after one failed, by route",
+                ["route"],
+                registry=registry,
+            ),
+            pool_earned_units=Counter(
+                "inferpay_pool_provider_earned_base_units",
+                "Base units credited to each provider by this gateway's split settles",
+                ["provider"],
+                registry=registry,
+            ),
         )
 
     # ---- what the paid proxy and the checkpoint publisher report ----
 
     def witness_push(self, witness: str, outcome: str) -> None:
         self.witness_pushes.labels(witness, outcome).inc()
+
+    def pool_call(self, provider: str, outcome: str) -> None:
+        self.pool_calls.labels(provider, outcome).inc()
+
+    def pool_failover(self, route: str) -> None:
+        self.pool_failovers.labels(route).inc()
+
+    def pool_earned(self, provider: str, amount: int) -> None:
+        self.pool_earned_units.labels(provider).inc(amount)
 
     def payment(self, route: str, outcome: str, code: str = "") -> None:
         self.payments.labels(route, outcome, code).inc()
@@ -187,13 +217,16 @@ class Metrics:
 
     # ---- the scrape ----
 
-    def exposition(self, ledger: Ledger, witnesses: tuple[str, ...] = ()) -> bytes:
+    def exposition(
+        self, ledger: Ledger, witnesses: tuple[str, ...] = (), pool: list[dict[str, Any]] | None = None
+    ) -> bytes:
         """Every worker's counts (or this process's), and the ledger's state read now;
-        ``witnesses``: the configured witnesses' names (their cosignature lines say them)."""
+        ``witnesses``: the configured witnesses' names (their cosignature lines say them);
+        ``pool``: the scraping worker's per-provider figures (``pool.checker.provider_figures``)."""
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        state = generate_latest(_ledger_registry(ledger, witnesses))
+        state = generate_latest(_ledger_registry(ledger, witnesses, pool))
         directory = multiprocess_dir()
         if directory is None:
             return generate_latest(self.registry) + state
@@ -202,12 +235,47 @@ class Metrics:
         return generate_latest(registry) + state
 
 
-def _ledger_registry(ledger: Ledger, witnesses: tuple[str, ...]) -> Any:
+def _ledger_registry(ledger: Ledger, witnesses: tuple[str, ...], pool: list[dict[str, Any]] | None = None) -> Any:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LedgerCollector(ledger, witnesses))
+    if pool is not None:
+        registry.register(_PoolCollector(pool))
     return registry
+
+
+class _PoolCollector:
+    """Per-provider gauges as the scraping worker sees them (each worker probes for itself)."""
+
+    def __init__(self, figures: list[dict[str, Any]]) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        def family(name: str, text: str) -> Any:
+            return GaugeMetricFamily(name, text, labels=["provider"])
+
+        routable = family(
+            "inferpay_pool_provider_routable", "1 if the provider takes calls now (active, accepted, circuit closed)"
+        )
+        circuit = family("inferpay_pool_provider_circuit_open", "1 if the provider's circuit is open or half-open")
+        failures = family("inferpay_pool_provider_consecutive_failures", "Consecutive failed probes and calls")
+        latency = family("inferpay_pool_provider_latency_seconds", "Weighted mean latency of probes and calls")
+        throughput = family(
+            "inferpay_pool_provider_throughput_tokens_per_second", "Weighted mean output tokens per second of calls"
+        )
+        for f in self.figures:
+            labels = [f["address"]]
+            routable.add_metric(labels, 1 if f["routable"] else 0)
+            circuit.add_metric(labels, 0 if f["circuit"] == "closed" else 1)
+            failures.add_metric(labels, f["consecutiveFailures"])
+            if f["latencyMs"] is not None:
+                latency.add_metric(labels, f["latencyMs"] / 1000)
+            if f["throughputTokensPerS"] is not None:
+                throughput.add_metric(labels, f["throughputTokensPerS"])
+        yield from (routable, circuit, failures, latency, throughput)
 
 
 class _LedgerCollector:

@@ -325,6 +325,16 @@ def build_document() -> dict[str, Any]:
     }
     paths.update(_facilitator_paths())
     paths.update(_tlog_paths())
+    from gateway.server.openapi_pool import pool_paths, pool_schemas  # it imports this module's helpers
+
+    paths.update(pool_paths())
+    if any(r.pool for r in svc.config.routes):
+        paths["/pool"] = {
+            "get": {
+                "summary": "The compute pool as routed here: fee in force, providers, circuits and figures",
+                "responses": {"200": _json({"type": "object"})},
+            }
+        }
     for route in svc.config.routes:
         paths[route.path] = (
             _free_route(route.path, route.description)
@@ -417,6 +427,7 @@ def build_document() -> dict[str, Any]:
                         "inclusionProof": {"type": ["object", "null"]},
                     },
                 },
+                **pool_schemas(),
             }
         },
     }

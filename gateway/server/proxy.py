@@ -119,6 +119,10 @@ def paid_call(_subpath: str) -> Response:
         raise NotFound(f"no paid route at {request.path}")
     if route.free:
         return _free_call(svc, route, started)
+    if route.pool:  # served by the compute pool's providers: the same steps, over candidates
+        from gateway.server.pool.call import pool_call
+
+        return pool_call(svc, route, started)
     facts = request_facts()
     header = request.headers.get(PAYMENT_SIGNATURE_HEADER)
     v1 = header is None and V1_PAYMENT_HEADER in request.headers

@@ -86,9 +86,24 @@ def check_config(config: GatewayConfig) -> dict[str, Any]:
             "checkpointKey": opened.checkpoint_signer.vkey if opened.checkpoint_signer is not None else None,
             "witnesses": [w.url for w in config.checkpoints.witnesses],
             "rateLimits": len(config.rate_limits),
+            "pool": _pool_found(opened),
         }
     finally:
         opened.close()
+
+
+def _pool_found(opened: Any) -> dict[str, Any] | None:
+    """The pool routes, whom they accept, and the providers the ledger has now (``--check``)."""
+    if opened.pool is None:
+        return None
+    view = opened.pool.directory.refresh()
+    return {
+        "routes": [r.path for r in opened.config.routes if r.pool],
+        "accept": opened.config.pool.accept,
+        "providers": len(view.providers),
+        "routable": len(view.routable()),
+        "fee": view.fee.to_dict(),
+    }
 
 
 def serve_gateway(config: GatewayConfig, reread: Callable[[], GatewayConfig] | None = None) -> None:

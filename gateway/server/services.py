@@ -14,6 +14,7 @@ from gateway.server.checkpoints import CheckpointPublisher
 from gateway.server.config import GatewayConfig
 from gateway.server.home import Home
 from gateway.server.metrics import Metrics
+from gateway.server.pool.runtime import PoolRuntime
 from gateway.server.rate_limits import FILE_NAME as RATE_LIMITS_FILE
 from gateway.server.rate_limits import RateLimiter
 from gateway.server.upstream import Upstream
@@ -59,6 +60,7 @@ class Services:
     publisher: CheckpointPublisher | None  # set in every process; only the elected one ticks it
     metrics: Metrics
     rate_limiter: RateLimiter
+    pool: PoolRuntime | None = None  # set when a route has ``pool = true`` (gateway.server.pool)
 
     @classmethod
     def build(cls, config: GatewayConfig, *, start_sealer: bool = True) -> Services:
@@ -99,6 +101,11 @@ class Services:
             checkpoint_signer=checkpoint_signer,
             publisher=publisher,
             metrics=metrics,
+            pool=(
+                PoolRuntime.build(config, ledger, home.path, start=start_sealer)
+                if any(r.pool for r in config.routes)
+                else None
+            ),
             rate_limiter=RateLimiter(
                 config.database
                 if config.database and is_postgres_url(config.database)
@@ -119,6 +126,8 @@ class Services:
         if self.publisher is not None:
             self.publisher.close()
         self.upstream.close()
+        if self.pool is not None:
+            self.pool.close()
         self.rate_limiter.close()
         self.ledger.store.close()
 

@@ -37,9 +37,12 @@ _DROP_BACK = {"content-length", "connection", "keep-alive", "transfer-encoding",
 
 
 class Upstream:
-    def __init__(self, timeout_seconds: float, max_connections: int = 64) -> None:
+    def __init__(
+        self, timeout_seconds: float, max_connections: int = 64, connect_timeout_seconds: float | None = None
+    ) -> None:
+        connect = min(5.0, timeout_seconds) if connect_timeout_seconds is None else connect_timeout_seconds
         self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
+            timeout=httpx.Timeout(timeout_seconds, connect=connect),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
         )

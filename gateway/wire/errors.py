@@ -111,6 +111,29 @@ class RateLimited(InferpayError):
     code = "rate_limited"
 
 
+# ---- the compute pool (gateway/server/pool) ----
+
+
+class MalformedProviderPreferences(InvalidInput):
+    """The request's OpenRouter-style ``provider`` object is not one we can honour exactly."""
+
+    code = "malformed_provider_preferences"
+
+
+class NoProviderWithinPrice(InferpayError):
+    """Every provider that could serve the call costs more than the request's ``max_price``:
+    decided before anything is held."""
+
+    code = "no_provider_within_price"
+
+
+class NoProviderAvailable(InferpayError):
+    """No routable provider (in force, active, accepted, circuit closed) serves the model, or
+    the request's ``only`` / ``ignore`` left none: decided before anything is held."""
+
+    code = "no_provider_available"
+
+
 GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     MalformedPayment,
     ConfigError,
@@ -133,6 +156,9 @@ GATEWAY_ERRORS: tuple[type[InferpayError], ...] = (
     WrongSpender,
     UnsupportedPayloadType,
     RateLimited,
+    MalformedProviderPreferences,
+    NoProviderWithinPrice,
+    NoProviderAvailable,
 )
 
 # The table the client SDK (and anything else reading an inferpay error body) maps codes through.

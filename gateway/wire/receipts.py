@@ -4,8 +4,11 @@ A receipt says "for this request, transaction ``txId`` charged ``charged`` of th
 amount from ``payer`` to ``payTo``; the payer's available balance after it is ``balanceAfter``".
 The sealer signs it, so a client can hold the gateway to it; ``txId`` later resolves to a block
 and an inclusion proof (``GET /ledger/transactions/<txId>``), which the client checks against
-the sealer-signed block. Offers (the terms in a 402) are signed the same way, under another
-purpose, so one can never be replayed as the other.
+the sealer-signed block. A pool call's receipt also names the split (``provider``,
+``providerAmount``, ``fee``): what the provider got, and what the operator (``payTo``) kept;
+the two sum to ``charged``, as the ``split_settle`` entry ``txId`` records. Offers (the terms
+in a 402) are signed the same way, under another purpose, so one can never be replayed as the
+other.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ _RECEIPT_FIELDS = {
     "issuedAt",
     "nonce",
 }
+_SPLIT_FIELDS = frozenset({"provider", "providerAmount", "fee"})  # pool calls only
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,18 @@ class Receipt:
     path: str
     issued_at_ms: int  # ms
     nonce: str = ""  # the paying authorization's EIP-3009 nonce ("" for API-key calls): binds receipt to payment
+    provider: Address = ""  # a pool call's provider ("" for a route with one upstream)
+    provider_amount: int = 0  # what the provider got; charged - provider_amount is the operator's fee
+    fee: int = 0
     sealer: Address = ""
     signature: str = ""
 
     def body(self) -> dict[str, Any]:
+        split = (
+            {"provider": self.provider, "providerAmount": str(self.provider_amount), "fee": str(self.fee)}
+            if self.provider
+            else {}
+        )
         return {
             "txId": self.tx_id,
             "holdId": self.hold_id,
@@ -67,6 +79,7 @@ class Receipt:
             "path": self.path,
             "issuedAt": self.issued_at_ms,
             "nonce": self.nonce,
+            **split,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,7 +92,9 @@ class Receipt:
     @classmethod
     def from_dict(cls, data: object) -> Receipt:
         try:
-            d = exact_keys(data, _RECEIPT_FIELDS | {"sealer", "signature"}, "receipt")
+            d = exact_keys(data, _RECEIPT_FIELDS | {"sealer", "signature"}, "receipt", optional=_SPLIT_FIELDS)
+            if any(k in d for k in _SPLIT_FIELDS) and not all(k in d for k in _SPLIT_FIELDS):
+                raise ReceiptInvalid("receipt: a split names provider, providerAmount and fee together")
             hold_id = d["holdId"]
             return cls(
                 tx_id=parse_bytes32(d["txId"], "txId"),
@@ -94,6 +109,9 @@ class Receipt:
                 path=str(d["path"]),
                 issued_at_ms=parse_uint(d["issuedAt"], "issuedAt"),
                 nonce=parse_bytes32(d["nonce"], "nonce") if d["nonce"] else "",
+                provider=parse_address(d["provider"], "provider") if "provider" in d else "",
+                provider_amount=parse_uint(d["providerAmount"], "providerAmount") if "provider" in d else 0,
+                fee=parse_uint(d["fee"], "fee") if "provider" in d else 0,
                 sealer=parse_address(d["sealer"], "sealer"),
                 signature=parse_signature(d["signature"]),
             )
@@ -110,6 +128,10 @@ class Receipt:
             raise ReceiptInvalid(f"receipt signature is not the gateway's: {exc.message}") from exc
         if self.charged > self.authorized:
             raise ReceiptInvalid(f"receipt charges {self.charged}, more than the {self.authorized} authorized")
+        if self.provider and self.provider_amount + self.fee != self.charged:
+            raise ReceiptInvalid(
+                f"receipt's split ({self.provider_amount} + {self.fee}) does not sum to the {self.charged} charged"
+            )
 
 
 def sign_offer(signer: Signer, resource: str, accepts: list[dict[str, Any]]) -> dict[str, Any]:

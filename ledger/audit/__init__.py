@@ -5,8 +5,9 @@ order (first one first), because whoever audits wants the whole picture. It trus
 reads: it re-parses every stored record, recomputes every id, leaf hash, Merkle root, block
 hash and log root, re-verifies every signature (and with ``independent=True`` again with a
 second, pure-Python ECDSA implementation), re-applies every transaction to a fresh state, and
-compares the result with the balances and supply the database claims. Memory stays flat: rows
-are streamed, and used nonces live in a scratch file on disk.
+compares the result with the balances and supply the database claims (and the compute pool's
+tables: ``ledger.audit.pool_compare``). Memory stays flat: rows are streamed, and used nonces and
+what each settle credited (for the refunds that may name it) live in scratch files on disk.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ledger import merkle
-from ledger.audit.disk_set import DiskSet
+from ledger.audit.disk_set import DiskMap, DiskSet
+from ledger.audit.pool_compare import compare_pool
 from ledger.audit.precheck import Precheck, prechecked, second_opinion
 from ledger.blocks import chain_commitment, check_block_signature, frontier_append, frontier_root
 from ledger.errors import InferpayError
+from ledger.pool_state import PoolBook, SettleCredits
 from ledger.state import LedgerState
 from ledger.storage.base import LedgerStore, RawTx
 from ledger.types import (
@@ -30,7 +33,13 @@ from ledger.types import (
     Charge,
     Mint,
     Permit2Authorization,
+    PoolFee,
+    ProviderApproval,
+    ProviderRegistration,
+    Redeem,
+    Refund,
     SignedBlock,
+    SplitSettlement,
     Transaction,
     used_nonce,
 )
@@ -93,7 +102,9 @@ class _Auditor:
         self.independent = independent
         self.progress = progress
         self.report = AuditReport()
-        self.state = LedgerState()
+        # What each settle credited (for the refunds that may name it), on disk: memory stays flat.
+        self.settles = DiskMap(SettleCredits.to_json, SettleCredits.from_json)
+        self.state = LedgerState(pool=PoolBook(settles=self.settles))
         self.seen = DiskSet()
         self.expected_seq = 1
         self.log_size = 0  # leaves replayed into the log tree so far
@@ -161,8 +172,19 @@ class _Auditor:
         if isinstance(m, Charge):
             allowance = self.state.allowances.get(m.allowance_id)
             return {allowance.owner, allowance.spender} if allowance else set()
+        if isinstance(m, ProviderRegistration | ProviderApproval):
+            return {m.provider}
+        if isinstance(m, PoolFee):
+            return set()
+        if isinstance(m, Redeem):
+            return {m.from_}
+        if isinstance(m, Refund):
+            credits = self.state.pool.settles.get(m.settle_id)
+            return {m.from_, credits.payer} if credits else set()
         hold = self.state.holds.get(m.hold_id)
-        return {hold.payer, hold.payee} if hold else set()
+        if hold is None:
+            return set()
+        return {hold.payer, hold.payee, m.provider} if isinstance(m, SplitSettlement) else {hold.payer, hold.payee}
 
     def check_block(
         self, block: SignedBlock, previous: SignedBlock | None, txs: list[Checked], frontier: list[bytes]
@@ -301,6 +323,7 @@ def audit(
             _compare_state(store, auditor)
     finally:
         auditor.seen.close()
+        auditor.settles.close()
     return report
 
 
@@ -346,6 +369,7 @@ def _compare_index_and_allowances(store: LedgerStore, auditor: _Auditor) -> None
 def _compare_state(store: LedgerStore, auditor: _Auditor) -> None:
     _compare_nonces(store, auditor)
     _compare_index_and_allowances(store, auditor)
+    compare_pool(store, auditor.state.pool, lambda code, message: auditor.problem(code, message))
     state = auditor.state
     stored_addresses = set()
     for account in store.accounts():

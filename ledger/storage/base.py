@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ledger.errors import InferpayError
-from ledger.types import Account, Address, ChainInfo, SignedBlock, Transaction, TxId
+from ledger.types import (
+    Account,
+    Address,
+    ChainInfo,
+    PoolFeeInForce,
+    ProviderEarnings,
+    ProviderRecord,
+    SignedBlock,
+    Transaction,
+    TxId,
+)
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,46 @@ class LedgerStore(ABC):
 
     @abstractmethod
     def supply(self) -> int: ...
+
+    # ---- the compute pool: what is in force now, and running totals ----
+
+    @abstractmethod
+    def provider(self, address: Address) -> ProviderRecord | None:
+        """``address``'s registration in force (withdrawn ones too) and approval, or None."""
+
+    @abstractmethod
+    def providers(self) -> list[ProviderRecord]:
+        """Every provider that ever registered, in order of first registration."""
+
+    @abstractmethod
+    def pool_fee(self) -> PoolFeeInForce: ...
+
+    @abstractmethod
+    def provider_earnings(self, address: Address) -> ProviderEarnings: ...
+
+    @abstractmethod
+    def operator_fees(self) -> int:
+        """The sum of every pool fee ever credited."""
+
+    @abstractmethod
+    def pool_version(self) -> int:
+        """A number that changes whenever a registration, approval or pool fee is accepted."""
+
+    # The pool's derived tables, whole, for the auditor to compare with history (small tables:
+    # one row per provider, per fee payee, per (settle, payee) that refunded).
+
+    @abstractmethod
+    def provider_approvals(self) -> dict[Address, bool]: ...
+
+    @abstractmethod
+    def all_provider_earnings(self) -> dict[Address, ProviderEarnings]: ...
+
+    @abstractmethod
+    def operator_fees_by_payee(self) -> dict[Address, int]: ...
+
+    @abstractmethod
+    def refunds_by_settle(self) -> dict[tuple[TxId, Address], tuple[int, int]]:
+        """(settle id, payee) -> (what the settle credited it, what it refunded of that)."""
 
     @abstractmethod
     def get(self, tx_id: TxId) -> StoredTx | None: ...

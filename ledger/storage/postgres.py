@@ -131,13 +131,23 @@ def _lock_accounts(conn: Executor, addresses: Sequence[Address]) -> None:
 #   3. the hold it resolves           (SELECT ... FOR UPDATE, ``SqlRules._resolve``)
 #   4. the allowance it charges or    (SELECT ... FOR UPDATE, ``SqlRules._charge``/``_resolve``)
 #      releases
-#   5. the supply row                 (the conditional UPDATE of a mint)
-#   6. the accounts, in address order (advisory locks, ``_lock_accounts``: a row another writer
+#   5. the pool's provider row, then  (FOR SHARE by a split, which must be priced by the registration
+#      its fee row                     and fee in force at its place in the log; written by a
+#                                      registration, approval or fee; ``ledger.storage.sql_pool``)
+#   6. the supply row                 (the conditional UPDATE of a mint; a redeem's UPDATE)
+#   7. the accounts, in address order (advisory locks, ``_lock_accounts``: a row another writer
 #                                      is creating is invisible to READ COMMITTED until it
 #                                      commits, so row locks alone could not be taken in order)
-#   7. the sequence counter, last     (``_NUMBER_AND_RECORD``: held until commit, so commits
+#   8. the pool's running totals     (earnings, operator fees: after the accounts)
+#   9. the sequence counter, last     (``_NUMBER_AND_RECORD``: held until commit, so commits
 #                                      happen in seq order without gaps)
-POSTGRES = Dialect(placeholder="%s", row_lock=" FOR UPDATE", insertion_order="row_id", lock_accounts=_lock_accounts)
+POSTGRES = Dialect(
+    placeholder="%s",
+    row_lock=" FOR UPDATE",
+    share_lock=" FOR SHARE",
+    insertion_order="row_id",
+    lock_accounts=_lock_accounts,
+)
 
 
 class PostgresStore(SqlLedgerStore):

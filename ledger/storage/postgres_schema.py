@@ -134,6 +134,53 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX facilitator_payment_ids_by_age ON facilitator_payment_ids (claimed_at);
         """,
     ),
+    (
+        # The compute pool (ledger.storage.sql_pool), as SQLite's m006_pool.
+        "0004_pool",
+        """
+        ALTER TABLE supply ADD COLUMN redeemed BIGINT NOT NULL DEFAULT 0 CHECK (redeemed >= 0);
+        CREATE TABLE providers (
+            address TEXT COLLATE "C" PRIMARY KEY,
+            registration_id TEXT COLLATE "C" NOT NULL,
+            record TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'withdrawn')),
+            registered_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        );
+        CREATE TABLE provider_approvals (
+            address TEXT COLLATE "C" PRIMARY KEY,
+            approved BOOLEAN NOT NULL,
+            approval_tx TEXT COLLATE "C" NOT NULL
+        );
+        CREATE TABLE pool_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            fee_bps BIGINT NOT NULL CHECK (fee_bps >= 0 AND fee_bps <= 10000),
+            flat_fee BIGINT NOT NULL CHECK (flat_fee >= 0),
+            fee_id TEXT COLLATE "C" NOT NULL,
+            version BIGINT NOT NULL CHECK (version >= 0)
+        );
+        INSERT INTO pool_state (id, fee_bps, flat_fee, fee_id, version)
+            VALUES (1, 0, 0, '0x0000000000000000000000000000000000000000000000000000000000000000', 0);
+        CREATE TABLE pool_earnings (
+            address TEXT COLLATE "C" PRIMARY KEY,
+            calls BIGINT NOT NULL CHECK (calls >= 0),
+            earned BIGINT NOT NULL CHECK (earned >= 0),
+            refunded BIGINT NOT NULL CHECK (refunded >= 0),
+            redeemed BIGINT NOT NULL CHECK (redeemed >= 0)
+        );
+        CREATE TABLE pool_operator_fees (
+            payee TEXT COLLATE "C" PRIMARY KEY,
+            fees BIGINT NOT NULL CHECK (fees >= 0)
+        );
+        CREATE TABLE refunds_by_settle (
+            settle_id TEXT COLLATE "C" NOT NULL,
+            address TEXT COLLATE "C" NOT NULL,
+            credited BIGINT NOT NULL CHECK (credited > 0),
+            refunded BIGINT NOT NULL CHECK (refunded > 0 AND refunded <= credited),
+            PRIMARY KEY (settle_id, address)
+        );
+        """,
+    ),
 )
 
 SCHEMES = ("postgresql", "postgres")

@@ -32,6 +32,7 @@ from ledger.clock import ms_to_s
 from ledger.errors import IdempotencyConflict, InsufficientFunds, InvalidAmount, NonceReused, NotFound
 from ledger.state import AllowanceState, LedgerState, OpenHold
 from ledger.storage.base import AllowanceRow, BlockMaker, HoldRow, StoredTx
+from ledger.storage.sql_pool import SqlPoolRules
 from ledger.types import (
     Address,
     Allowance,
@@ -66,6 +67,7 @@ class Dialect:
 
     placeholder: str = "?"
     row_lock: str = ""  # appended to a SELECT of the row a rule decides on, e.g. " FOR UPDATE"
+    share_lock: str = ""  # appended to a SELECT of a row a rule reads but must not see change, " FOR SHARE"
     insertion_order: str = "rowid"  # the column that breaks ties in insertion order
     lock_accounts: AccountLocker = field(default=_no_account_locks)
 
@@ -98,6 +100,7 @@ class SqlRules:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.pool = SqlPoolRules(self)
 
     def _run(self, ex: Executor, text: str, params: Sequence[Any] = ()) -> Any:
         return ex.execute(self.dialect.sql(text), list(params))
@@ -165,7 +168,8 @@ class SqlRules:
     def apply(self, ex: Executor, tx: Transaction, tx_id: TxId) -> list[Address]:
         """Apply ``tx``'s effects, or raise the rule it breaks (the caller rolls back). Returns
         the addresses whose history it belongs to. Locks are taken in the order the PostgreSQL
-        dialect documents: nonce, hold, allowance, supply, accounts."""
+        dialect documents: nonce, hold, allowance, the pool's provider and fee rows, supply, accounts
+        (then the pool's running totals)."""
         message = tx.message
         if isinstance(message, Mint):
             self._use_nonce(ex, tx.signer, message.nonce, tx_id)
@@ -206,7 +210,8 @@ class SqlRules:
         if isinstance(message, Charge):
             assert tx.hold_expires_at_s is not None
             return self._charge(ex, message, tx_id, ms_to_s(tx.accepted_at_ms), tx.hold_expires_at_s)
-        assert isinstance(message, HoldResolution)
+        if not isinstance(message, HoldResolution):  # the compute pool's kinds (ledger.storage.sql_pool)
+            return self.pool.apply(ex, tx, tx_id, ms_to_s(tx.accepted_at_ms))
         return self._resolve(ex, message, tx_id, ms_to_s(tx.accepted_at_ms))
 
     def _hold(self, ex: Executor, tx_id: TxId, payer: Address, payee: Address, amount: int, expires_at_s: int) -> None:
@@ -252,6 +257,11 @@ class SqlRules:
             "ON CONFLICT (address) DO UPDATE SET available = accounts.available + excluded.available",
             [address, amount],
         )
+
+    # The same statements, for the pool's rules (ledger.storage.sql_pool).
+    use_nonce = _use_nonce
+    debit = _debit
+    credit = _credit
 
     def _charge(self, ex: Executor, charge: Charge, tx_id: TxId, now_s: int, expires_at_s: int) -> list[Address]:
         # Locked: a concurrent charge or release of this allowance commits first, and we read it.

@@ -34,6 +34,7 @@ from ledger.storage.base import (
     StoredTx,
 )
 from ledger.storage.sql_facilitator import SqlFacilitatorRecords
+from ledger.storage.sql_pool import PROVIDER_SELECT, earnings, fee_in_force, provider_record
 from ledger.storage.sql_rules import (
     ALLOWANCE_COLUMNS,
     HOLD_COLUMNS,
@@ -43,7 +44,16 @@ from ledger.storage.sql_rules import (
     SqlRules,
     stored_tx,
 )
-from ledger.types import Account, Address, ChainInfo, SignedBlock, TxId
+from ledger.types import (
+    Account,
+    Address,
+    ChainInfo,
+    PoolFeeInForce,
+    ProviderEarnings,
+    ProviderRecord,
+    SignedBlock,
+    TxId,
+)
 
 T = TypeVar("T")
 _PAGE = 2000
@@ -107,8 +117,48 @@ class SqlLedgerStore(LedgerStore):
             after = rows[-1][0]
 
     def supply(self) -> int:
-        row = self._row("SELECT minted FROM supply WHERE id = 1")
+        """In circulation: minted less redeemed."""
+        row = self._row("SELECT minted - redeemed FROM supply WHERE id = 1")
         return int(row[0]) if row else 0
+
+    # ---- the compute pool (ledger.storage.sql_pool) ----
+
+    def provider(self, address: Address) -> ProviderRecord | None:
+        row = self._row(f"{PROVIDER_SELECT} WHERE p.address = ?", [address])
+        return provider_record(row) if row else None
+
+    def providers(self) -> list[ProviderRecord]:
+        return [provider_record(r) for r in self._rows(f"{PROVIDER_SELECT} ORDER BY p.registered_at, p.address")]
+
+    def pool_fee(self) -> PoolFeeInForce:
+        return fee_in_force(self._row("SELECT fee_bps, flat_fee, fee_id FROM pool_state WHERE id = 1"))
+
+    def provider_earnings(self, address: Address) -> ProviderEarnings:
+        return earnings(
+            self._row("SELECT calls, earned, refunded, redeemed FROM pool_earnings WHERE address = ?", [address])
+        )
+
+    def operator_fees(self) -> int:
+        row = self._row("SELECT sum(fees) FROM pool_operator_fees")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def pool_version(self) -> int:
+        row = self._row("SELECT version FROM pool_state WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    def provider_approvals(self) -> dict[Address, bool]:
+        return {str(a): bool(ok) for a, ok in self._rows("SELECT address, approved FROM provider_approvals")}
+
+    def all_provider_earnings(self) -> dict[Address, ProviderEarnings]:
+        rows = self._rows("SELECT address, calls, earned, refunded, redeemed FROM pool_earnings")
+        return {str(r[0]): earnings(r[1:]) for r in rows}
+
+    def operator_fees_by_payee(self) -> dict[Address, int]:
+        return {str(p): int(f) for p, f in self._rows("SELECT payee, fees FROM pool_operator_fees")}
+
+    def refunds_by_settle(self) -> dict[tuple[TxId, Address], tuple[int, int]]:
+        rows = self._rows("SELECT settle_id, address, credited, refunded FROM refunds_by_settle")
+        return {(str(s), str(a)): (int(c), int(r)) for s, a, c, r in rows}
 
     def get(self, tx_id: TxId) -> StoredTx | None:
         row = self._row(f"SELECT {TX_COLUMNS} FROM transactions WHERE tx_id = ?", [tx_id])

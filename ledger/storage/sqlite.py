@@ -172,6 +172,57 @@ def m005_facilitator_records(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m006_pool(db: sqlite_utils.Database) -> None:
+    # The compute pool (ledger.storage.sql_pool): providers in force, approvals, the fee in force,
+    # running totals, refunds per settle; and redeems, which take tokens out of circulation.
+    db.executescript(
+        """
+        ALTER TABLE supply ADD COLUMN redeemed INTEGER NOT NULL DEFAULT 0 CHECK (redeemed >= 0);
+        CREATE TABLE providers (
+            address TEXT PRIMARY KEY,
+            registration_id TEXT NOT NULL,
+            record TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'withdrawn')),
+            registered_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE provider_approvals (
+            address TEXT PRIMARY KEY,
+            approved INTEGER NOT NULL CHECK (approved IN (0, 1)),
+            approval_tx TEXT NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE pool_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            fee_bps INTEGER NOT NULL CHECK (fee_bps >= 0 AND fee_bps <= 10000),
+            flat_fee INTEGER NOT NULL CHECK (flat_fee >= 0),
+            fee_id TEXT NOT NULL,
+            version INTEGER NOT NULL CHECK (version >= 0)
+        ) STRICT;
+        INSERT INTO pool_state (id, fee_bps, flat_fee, fee_id, version)
+            VALUES (1, 0, 0, '0x0000000000000000000000000000000000000000000000000000000000000000', 0);
+        CREATE TABLE pool_earnings (
+            address TEXT PRIMARY KEY,
+            calls INTEGER NOT NULL CHECK (calls >= 0),
+            earned INTEGER NOT NULL CHECK (earned >= 0),
+            refunded INTEGER NOT NULL CHECK (refunded >= 0),
+            redeemed INTEGER NOT NULL CHECK (redeemed >= 0)
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE pool_operator_fees (
+            payee TEXT PRIMARY KEY,
+            fees INTEGER NOT NULL CHECK (fees >= 0)
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE refunds_by_settle (
+            settle_id TEXT NOT NULL,
+            address TEXT NOT NULL,
+            credited INTEGER NOT NULL CHECK (credited > 0),
+            refunded INTEGER NOT NULL CHECK (refunded > 0 AND refunded <= credited),
+            PRIMARY KEY (settle_id, address)
+        ) STRICT, WITHOUT ROWID;
+        """
+    )
+
+
 class SQLiteStore(SqlLedgerStore):
     commits_batches_at_once = True
 

@@ -224,6 +224,10 @@ def test_a_bad_transfer_is_a_4xx_json_error_and_changes_nothing(env: GatewayEnv,
     assert env.quiet_dump() == before
 
 
+# The ledger API's POSTs of signed records (the compute pool's, and operator-signed mints).
+SIGNED_POSTS = ("/ledger/providers", "/ledger/redeems", "/ledger/refunds", "/ledger/mints")
+
+
 def _openapi_path(rule: str) -> str:
     """``/ledger/blocks/<int:height>`` -> ``/ledger/blocks/{}`` (parameter names aside)."""
     return re.sub(r"<(?:[a-z]+:)?\w+>", "{}", rule)
@@ -269,7 +273,9 @@ def test_openapi_lists_exactly_the_routes_served(env: GatewayEnv) -> None:
             assert response.status_code != 500, (method, path, response.text)
             if path.startswith("/ledger/transactions/"):
                 assert response.status_code == 404  # a block hash is no transaction: but the route is there
-            elif path in ("/facilitator/verify", "/facilitator/settle"):
-                assert response.status_code == 400  # {} is no x402 request: but the route is there
+            elif path in ("/facilitator/verify", "/facilitator/settle") or (method == "post" and path in SIGNED_POSTS):
+                assert response.status_code == 400  # {} is no x402 request, no signed record: but the route is there
+            elif path == "/ledger/providers/{address}":
+                assert response.status_code == 404  # alice is no provider: but the route is there
             elif path != "/ledger/transfers":
                 assert response.status_code in (200, 402), (method, path, response.status_code, response.text)

@@ -1,0 +1,69 @@
+"""A FAKE pool provider for tests: the fake chat upstream (``chat_upstream``, nothing generative
+runs offline) with a provider-wide behaviour a test can set, and change, over HTTP.
+
+``create_provider_app(mode)``; ``POST /test/mode {"mode": ...}`` changes it while running:
+
+- ``ok``       answers as the chat upstream does (usage = whitespace words)
+- ``500``      every chat call answers 500 (its /v1/models probe still answers 200)
+- ``inflate``  reports usage a million times above the truth (a provider overbilling)
+- ``garbage``  reports usage that is no usage at all (``"prompt_tokens": "lots"``)
+
+``GET /test/calls`` answers how many chat calls it took. Never use it as a real upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from tests.support.upstreams.chat_upstream import create_chat_app
+
+MODES = ("ok", "500", "inflate", "garbage")
+
+
+def create_provider_app(mode: str = "ok") -> Any:
+    app = create_chat_app()
+    state = {"mode": mode, "calls": 0}
+    lock = threading.Lock()
+
+    @app.post("/test/mode")
+    def set_mode() -> Any:
+        wanted = (request.get_json(force=True) or {}).get("mode")
+        if wanted not in MODES:
+            return jsonify({"error": {"code": "bad_mode", "message": f"mode must be one of {MODES}"}}), 400
+        state["mode"] = wanted
+        return jsonify({"mode": wanted})
+
+    @app.get("/test/calls")
+    def calls() -> Any:
+        return jsonify({"calls": state["calls"]})
+
+    @app.before_request
+    def misbehave() -> Any:
+        if request.path != "/v1/chat/completions":
+            return None
+        with lock:
+            state["calls"] += 1
+        if state["mode"] == "500":
+            return jsonify({"error": {"code": "provider_down", "message": "simulated provider failure"}}), 500
+        return None
+
+    @app.after_request
+    def rewrite_usage(response: Response) -> Response:
+        if request.path != "/v1/chat/completions" or state["mode"] not in ("inflate", "garbage"):
+            return response
+        if response.mimetype != "application/json":
+            return response
+        body = json.loads(response.get_data())
+        usage = body.get("usage") or {}
+        if state["mode"] == "inflate":
+            body["usage"] = {k: v * 1_000_000 for k, v in usage.items()}
+        else:
+            body["usage"] = {"prompt_tokens": "lots", "completion_tokens": None}
+        response.set_data(json.dumps(body))
+        return response
+
+    return app
