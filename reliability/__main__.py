@@ -4,6 +4,8 @@ Runs the phases in order on one deployment (bank, crash, clock, facilitator, att
 tamper), then
 ``bank-pg`` on a deployment of its own (two gateways on one PostgreSQL ledger, in a throwaway
 schema of the server at ``--database``; skipped, saying why, when that server does not answer),
+then ``pg-faults`` (two gateways on a PostgreSQL cluster the suite starts, kills and cuts off)
+and ``disk-full`` (a gateway's ledger and a witness's store on a small tmpfs that fills up),
 writes ``reliability/out/report.json`` and prints a summary. Exit 0 when every invariant held (or
 every failure is a known defect, listed with its regression test), 1 on any new finding.
 """
@@ -23,7 +25,20 @@ from pathlib import Path
 from reliability.profiles import PROFILES, Profile
 from reliability.report import Report
 
-PHASES = ("bank", "crash", "clock", "facilitator", "attacks", "fuzz", "tamper", "bank-pg", "providers")
+PHASES = (
+    "bank",
+    "crash",
+    "clock",
+    "facilitator",
+    "attacks",
+    "tlog",
+    "fuzz",
+    "tamper",
+    "bank-pg",
+    "providers",
+    "pg-faults",
+    "disk-full",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

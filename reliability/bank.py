@@ -50,6 +50,8 @@ def run_load_phase(
     seed: int,
     at_half_time: Callable[[], None] | None = None,
     monitor_class: type[Monitor] = Monitor,
+    nemesis_class: type[Nemesis] = Nemesis,
+    settle_grace: float = 5.0,
 ) -> tuple[dict[str, Any], list[Finding], Workload]:
     env = dep.env
     names = [f"{name}{i}" for i in range(settings.wallets)]
@@ -69,7 +71,7 @@ def run_load_phase(
         mint_amount=settings.mint_amount,
     )
     monitor = monitor_class(dep, [env.wallets[n].address for n in names])
-    nemesis = Nemesis(dep, plan, settings.duration, seed)
+    nemesis = nemesis_class(dep, plan, settings.duration, seed)
     stop = threading.Event()
     timer = threading.Timer(settings.duration / 2, at_half_time) if at_half_time else None
     monitor.start()
@@ -85,7 +87,7 @@ def run_load_phase(
     dep.clock.reset()  # back to the real time: what was held in the future must still be released
 
     findings: list[Finding] = []
-    settled = settle_down(dep, findings)
+    settled = settle_down(dep, findings, grace=settle_grace)
     monitor.stop()
     findings += monitor.findings
     figures, reconciled = reconcile(dep, workload.ops, workload.mints, after_seq)

@@ -35,6 +35,7 @@ from gateway.wire.x402 import PaymentPayload
 from ledger.amounts import check_amount, format_amount, parse_amount, parse_base_units
 from ledger.errors import InferpayError
 from ledger.types import Transaction, parse_address
+from reliability import fuzz_surfaces
 from reliability.checks import Finding
 from reliability.deploy import Deployment
 from reliability.profiles import Profile
@@ -308,7 +309,13 @@ class Fuzzer:
     def schemathesis(self) -> dict[str, Any]:
         import schemathesis
         from schemathesis import GenerationMode
+        from schemathesis.specs.openapi.checks import (
+            content_type_conformance,
+            response_schema_conformance,
+            status_code_conformance,
+        )
 
+        RESPONSE_CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]  # noqa: N806
         schema = schemathesis.openapi.from_url(self.env.url + "/openapi.json")
         operations = 0
         conformance: Counter[str] = Counter()
@@ -330,9 +337,22 @@ class Fuzzer:
                                 {"curl": curl[:300], **_tag_5xx(curl, self.dep)},
                             )
                         )
+                    try:  # what the gateway answered must be what its document says it answers
+                        case.validate_response(response, checks=RESPONSE_CHECKS)
+                    except (Exception, BaseExceptionGroup) as exc:
+                        for failure in getattr(exc, "exceptions", [exc]):
+                            title = getattr(failure, "title", None) or str(failure).strip().splitlines()[0]
+                            if sum(1 for f in self.findings if f.check == "schemathesis_response") < 10:
+                                self.findings.append(
+                                    Finding(
+                                        "schemathesis_response",
+                                        f"{label}: {title[:150]} (HTTP {response.status_code})",
+                                        {"curl": case.as_curl_command()[:300]},
+                                    )
+                                )
                     try:
                         case.validate_response(response)
-                    except (Exception, BaseExceptionGroup) as exc:  # conformance to the document: noted, counted
+                    except (Exception, BaseExceptionGroup) as exc:  # every other check: noted, counted
                         for failure in getattr(exc, "exceptions", [exc]):
                             title = getattr(failure, "title", None) or str(failure).strip().splitlines()[0]
                             conformance[f"{label}: {title[:100]} (HTTP {response.status_code})"] += 1
@@ -345,12 +365,16 @@ def run_fuzz(dep: Deployment, profile: Profile, seed: int) -> tuple[dict[str, An
     started = time.monotonic()
     fuzzer = Fuzzer(dep, profile, seed)
     fuzzer.parsers()
+    _, payload = dep.env.payment(fuzzer.wallet, FLAT)
+    fuzz_surfaces.tlog_and_wire(fuzzer, payload, dep.env.requirement(FLAT))
     log_before = dep.gateway_log().count("Traceback")
     before = dep.env.quiet_dump()
     api = fuzzer.schemathesis()
     fuzzer.live()
     fuzzer.edges()
+    fuzz_surfaces.explorer(fuzzer)
     after = dep.env.quiet_dump()
+    metrics = fuzz_surfaces.metrics_leaks(fuzzer)  # pays: after the ledger has been compared
     tracebacks = dep.gateway_log().count("Traceback") - log_before
     if before != after:
         fuzzer.findings.append(
@@ -369,6 +393,7 @@ def run_fuzz(dep: Deployment, profile: Profile, seed: int) -> tuple[dict[str, An
         "inputsByTarget": dict(sorted(fuzzer.inputs.items())),
         "httpStatuses": dict(sorted(fuzzer.statuses.items())),
         "schemathesis": api,
+        "metrics": metrics,
         "ledgerUnchanged": before == after,
         "gatewayTracebacks": tracebacks,
         "durationSeconds": round(time.monotonic() - started, 1),

@@ -100,6 +100,73 @@ class Run:
         for finding in findings[:10]:
             print(f"   ! {finding.check}: {finding.message}", flush=True)
 
+    def pg_faults(self) -> None:
+        """Two gateways on a PostgreSQL cluster of the suite's own, killed and cut off (``reliability.pgfaults``)."""
+        from reliability.pgcluster import unavailable
+        from reliability.pgfaults import run_pg_faults
+
+        if reason := unavailable():
+            print(f"   skipped: {reason}", flush=True)
+            self.report.data.setdefault("skipped", {})["pg-faults"] = reason
+            return
+        figures, findings = run_pg_faults(
+            self.root, self.clock_control, self.profile.pg_faults, self.profile.pg_faults_plan, self.seed
+        )
+        self.report.phase("pg-faults", figures, findings)
+        ops, pg = figures["operations"], figures["postgresql"]
+        print(
+            f"   {ops['total']} operations ({ops['perSecond']}/s), {ops['acknowledged']} acknowledged, "
+            f"{figures['reconcile']['lostAcknowledged']} lost, {figures['faults']['injected']} faults "
+            f"{figures['faults']['byKind']}, slowest call {pg['answers']['slowestCallSeconds']} s, "
+            f"heads equal: {pg['heads']['equal']}, verify ok: {figures['audit']['ok']}, {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
+    def disk_full(self) -> None:
+        """The gateway's ledger and the witness's store on a disk that fills up (``reliability.diskfull``)."""
+        from reliability.diskfull import run_gateway_disk_full, run_witness_disk_full, unavailable
+
+        if reason := unavailable():
+            print(f"   skipped: {reason}", flush=True)
+            self.report.data.setdefault("skipped", {})["disk-full"] = reason
+            return
+        p = self.profile
+        figures, findings = run_gateway_disk_full(self.root, self.clock_control, p.disk_full, p.disk_fills, self.seed)
+        witness, witness_findings = run_witness_disk_full(self.root, p.disk_witness_checkpoints)
+        figures["witness"] = witness
+        figures["findings"] += len(witness_findings)
+        self.report.phase("disk-full", figures, findings + witness_findings)
+        ops, disk = figures["operations"], figures["disk"]
+        print(
+            f"   gateway: {ops['total']} operations, {ops['acknowledged']} acknowledged, "
+            f"{figures['reconcile']['lostAcknowledged']} lost, {figures['faults']['injected']} disk-full faults, "
+            f"while full {disk['refusalCodesWhileFull']}, integrity {disk['integrityCheck']}, "
+            f"verify ok: {figures['audit']['ok']}; witness: {witness['outcomes']}, integrity "
+            f"{witness['integrityCheck']}; {len(findings) + len(witness_findings)} findings",
+            flush=True,
+        )
+        for finding in (findings + witness_findings)[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
+    def tlog(self) -> None:
+        """A mirror shown a lying source, a witness killed mid-update (``reliability.tlog_attacks``)."""
+        from reliability.tlog_attacks import run_tlog
+
+        figures, findings = run_tlog(self.dep, self.profile.tlog_rounds, self.profile.tlog_witness_kills)
+        self.report.phase("tlog", figures, findings)
+        mirror, witness = figures["mirror"], figures["witness"]
+        print(
+            f"   mirror: {mirror.get('liesTold')} lies told, {mirror.get('detected')} detected, "
+            f"{mirror.get('accepted')} accepted, {mirror.get('notExercised')} not exercised; witness: "
+            f"{witness.get('kills')} SIGKILLs, {witness.get('cosignatures')} cosignatures, "
+            f"{witness.get('sizesWithTwoRoots')} split; {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
     # ---- the others ----
 
     def facilitator(self) -> None:

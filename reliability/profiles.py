@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from reliability.bank import LoadSettings
 from reliability.facilitator import FacilitatorSettings
+from reliability.pgfaults import PgPlan
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,15 @@ class Profile:
     tamper_audit_clean_cases: bool = False  # also audit the self-consistent rewrites (each a full replay)
     bank_pg: LoadSettings = LoadSettings(duration=20, clients=12)  # two gateways on one PostgreSQL ledger
     facilitator: FacilitatorSettings = FacilitatorSettings(duration=12, clients=6)  # x402 through /facilitator
+    pg_faults: LoadSettings = LoadSettings(duration=20, clients=10)  # PostgreSQL killed and cut off
+    tlog_rounds: int = 1  # each lie of a lying source shown to the mirror this many times
+    tlog_witness_kills: int = 2  # the witness SIGKILLed mid-storm this many times
+    disk_full: LoadSettings = LoadSettings(duration=15, clients=8)  # the gateway's disk fills up
+    disk_fills: int = 2
+    disk_witness_checkpoints: int = 30
+    pg_faults_plan: PgPlan = field(
+        default_factory=lambda: PgPlan(gateway_kills=1, postgres_kills=1, drops=1, resets=1, stalls=1)
+    )
 
 
 PROFILES = {
@@ -57,5 +67,12 @@ PROFILES = {
         tamper_audit_clean_cases=True,
         bank_pg=LoadSettings(duration=150, clients=24, wallets=6),
         facilitator=FacilitatorSettings(duration=120, clients=16, wallets=6, initial_funds="0.1"),
+        pg_faults=LoadSettings(duration=150, clients=24, wallets=6),
+        disk_full=LoadSettings(duration=90, clients=16, wallets=6),
+        disk_fills=8,
+        tlog_rounds=2,
+        tlog_witness_kills=6,
+        disk_witness_checkpoints=150,
+        pg_faults_plan=PgPlan(gateway_kills=4, postgres_kills=5, drops=4, resets=4, stalls=4),
     ),
 }

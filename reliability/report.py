@@ -22,7 +22,7 @@ OUT = Path(__file__).resolve().parent / "out"
 # Open defects: id -> what, where, and its strict-xfail regression test in
 # tests/reliability/test_reliability_regressions.py. Each finding tagged with an id listed here is counted
 # apart; a finding whose id is not listed (including a fixed defect coming back) is new. The
-# nine defects this suite found so far are fixed (docs/reliability.md lists them). A listed
+# twelve defects this suite found so far are fixed (docs/reliability.md lists them). A listed
 # defect that no longer shows is reported under "knownDefectsNotSeen": remove its entry.
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {}
 
@@ -54,7 +54,7 @@ class Report:
         known = [(p, f) for p, f in self.findings if classify(f) is not None]
         seen = {classify(f) for _, f in known}
         phases = self.data["phases"]
-        load = [phases[p] for p in ("bank", "crash", "clock", "bank-pg") if p in phases]
+        load = [phases[p] for p in ("bank", "crash", "clock", "bank-pg", "pg-faults", "disk-full") if p in phases]
         return {
             "ok": not new,
             "newFindings": len(new),
@@ -74,6 +74,10 @@ class Report:
             "inputsFuzzed": phases.get("fuzz", {}).get("inputs", 0),
             "tamperCasesDetected": phases.get("tamper", {}).get("detected", 0),
             "tamperCases": phases.get("tamper", {}).get("cases", 0),
+            "mirrorLiesTold": phases.get("tlog", {}).get("mirror", {}).get("liesTold", 0),
+            "mirrorLiesDetected": phases.get("tlog", {}).get("mirror", {}).get("detected", 0),
+            "witnessKills": phases.get("tlog", {}).get("witness", {}).get("kills", 0),
+            "witnessSizesWithTwoRoots": phases.get("tlog", {}).get("witness", {}).get("sizesWithTwoRoots", 0),
         }
 
     def write(self, path: Path | None = None) -> Path:

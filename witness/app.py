@@ -9,6 +9,7 @@ text/plain ending in the error's code. It must never cosign anywhere but through
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
@@ -27,6 +28,7 @@ from witness.keys import load_or_create_key
 from witness.store import WitnessStore
 
 EXTENSION = "inferpay.witness"
+log = logging.getLogger("inferpay.witness")
 
 STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     le.InvalidInput: 400,  # a malformed body; old size above the checkpoint's
@@ -82,6 +84,9 @@ def witness_blueprint(witness: Witness) -> Blueprint:
     def refused(error: le.InferpayError) -> Response:
         if isinstance(error, le.OldSizeMismatch):
             return Response(format_size_body(int(error.details["size"])), 409, content_type=SIZE_CONTENT_TYPE)
+        if isinstance(error, le.StorageUnavailable):  # its message names the state file: the log's, not the caller's
+            log.warning("answered storage_unavailable: %s", error.message)
+            error = le.StorageUnavailable("the witness's storage is unavailable; try again shortly")
         line = " ".join(error.message.split())
         return Response(f"{line} [{error.code}]\n", status_for(error), content_type="text/plain; charset=utf-8")
 

@@ -11,6 +11,7 @@ choose a status anywhere but in that table.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, jsonify
@@ -19,6 +20,12 @@ from werkzeug.exceptions import HTTPException
 from gateway.wire import errors as gw
 from ledger import errors as le
 from model_server import errors as ms
+
+log = logging.getLogger("inferpay.errors")
+# What a caller is told when the ledger's storage fails: the code and this. The storage's own
+# message names the database (a file path; a PostgreSQL host, port, user and schema): the
+# operator's to read in the log, no caller's.
+STORAGE_UNAVAILABLE_MESSAGE = "the ledger's storage is unavailable; try again shortly"
 
 STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     # The client's request is wrong: fix it and retry.
@@ -94,6 +101,9 @@ def error_headers(error: le.InferpayError) -> dict[str, str]:
 def register(app: Flask) -> None:
     @app.errorhandler(le.InferpayError)
     def inferpay_error(error: le.InferpayError) -> Any:
+        if isinstance(error, le.StorageUnavailable):
+            log.warning("answered storage_unavailable: %s", error.message)
+            error = le.StorageUnavailable(STORAGE_UNAVAILABLE_MESSAGE)
         response = jsonify(error_body(error))
         response.status_code = status_for(error)
         response.headers.update(error_headers(error))

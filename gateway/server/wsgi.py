@@ -6,8 +6,11 @@ never shared across processes, and released by the worker that opened them when 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ledger.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from gunicorn.app.base import BaseApplication
@@ -88,6 +91,17 @@ def gunicorn_application(
         def load(self) -> Any:
             if not logging.getLogger().handlers:
                 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-            return load()
+            # A worker started while the ledger's database is away (one replacing a crashed worker,
+            # during a PostgreSQL restart) waits for it: an exception here is gunicorn's "worker
+            # failed to boot", on which the master stops the whole server for good. The other
+            # workers serve meanwhile; gunicorn's worker timeout still bounds the wait.
+            while True:
+                try:
+                    return load()
+                except StorageUnavailable as exc:
+                    logging.getLogger("inferpay.gateway").warning(
+                        "the ledger's storage is unavailable as this worker starts; retrying in 1 s: %s", exc.message
+                    )
+                    time.sleep(1.0)
 
     return Application()

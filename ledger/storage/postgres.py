@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.errors import (
     IdempotencyConflict,
@@ -269,13 +269,36 @@ class PostgresStore(SqlLedgerStore):
     def _run_write(self, work: Callable[[Executor], T]) -> T:
         return self._write(work)
 
+    def _once_more_if_cut(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, and once more if the connection broke under it (the server killed or
+        restarted, the network reset): only for work that may safely run twice, a read or an
+        append (idempotent by tx id). Not after a pool timeout: the pool has already waited its
+        whole ``pool_timeout`` for the database to come back."""
+        try:
+            return attempt()
+        except _Contention:
+            raise
+        except StorageUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, PoolTimeout) or not isinstance(
+                cause, psycopg.OperationalError | psycopg.InterfaceError
+            ):
+                raise
+            return attempt()
+
     def _row(self, query: str, params: Sequence[Any] = ()) -> Any:
-        with self._connection() as conn:
-            return conn.execute(self._sql(query), list(params)).fetchone()
+        def attempt() -> Any:
+            with self._connection() as conn:
+                return conn.execute(self._sql(query), list(params)).fetchone()
+
+        return self._once_more_if_cut(attempt)
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._connection() as conn:
-            return conn.execute(self._sql(query), list(params)).fetchall()
+        def attempt() -> list[Any]:
+            with self._connection() as conn:
+                return conn.execute(self._sql(query), list(params)).fetchall()
+
+        return self._once_more_if_cut(attempt)
 
     def close(self) -> None:
         self._pool.close(timeout=5)
@@ -283,14 +306,19 @@ class PostgresStore(SqlLedgerStore):
     # ---- applying transactions (numbering is this backend's own) ----
 
     def append(self, tx: Transaction, tx_id: TxId, leaf_hash: bytes) -> tuple[StoredTx, bool]:
+        """Record ``tx``, or find it recorded. A commit whose acknowledgement was lost (the
+        connection broke after the server committed) is found by the second attempt and
+        answered as this call's own: the caller is never told "unavailable" for a transaction
+        the ledger holds, nor can it be applied twice."""
         record = transaction_record(tx)  # before any lock is taken
+        attempts: list[int] = []
 
         def work(conn: Conn) -> tuple[StoredTx, bool]:
             # The same transaction submitted twice at once: the second waits here, then finds it.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %s, 0))", ["tx:" + tx_id])
             existing = self.rules.get(conn, tx_id)
             if existing is not None:
-                return existing, False
+                return existing, len(attempts) > 1  # found by the retry: our own lost commit
             touched = self.rules.apply(conn, tx, tx_id)
             # Last, and held until commit: commits happen in seq order, without gaps. Every writer
             # of every gateway queues on this row, so what happens under its lock is one statement
@@ -298,7 +326,11 @@ class PostgresStore(SqlLedgerStore):
             numbered = conn.execute(_NUMBER_AND_RECORD, [tx_id, tx.kind, record, leaf_hash, tx.accepted_at_ms, touched])
             return StoredTx(int(_fetch(numbered)[0]), tx_id, tx, leaf_hash, None), True
 
-        return self._write(work)
+        def attempt() -> tuple[StoredTx, bool]:
+            attempts.append(1)
+            return self._write(work)
+
+        return self._once_more_if_cut(attempt)
 
     # ---- blocks ----
 

@@ -171,3 +171,76 @@ def test_a_block_height_past_the_largest_integer_is_not_found(env: GatewayEnv) -
 def test_listing_blocks_from_the_largest_height_is_an_empty_page(env: GatewayEnv) -> None:
     response = requests.get(f"{env.ledger_url}/blocks", params={"from": 2**63 - 1}, timeout=30)
     assert response.status_code == 200 and response.json() == {"blocks": []}
+
+
+# ---- a storage failure's answer names no database (found by the disk-full phase) ----
+
+
+def test_a_full_disk_answers_storage_unavailable_without_naming_the_database(tmp_path: Path) -> None:
+    from reliability.diskfull import Tmpfs, unavailable
+
+    if (why := unavailable()) is not None:
+        pytest.skip(f"cannot mount a tmpfs here: {why}")
+    with Tmpfs("24m") as disk, start_gateway_env(disk.path) as env:
+        disk.fill()
+        try:
+            answers = []
+            for _ in range(50):  # the WAL may have room for a few commits still
+                header, _ = env.payment(env.alice)
+                response = requests.post(env.route_url(FLAT), data=b"{}", headers={"PAYMENT-SIGNATURE": header})
+                if response.status_code == 503:
+                    answers.append(response)
+                    break
+            assert answers, "no write was refused on a full disk"
+            assert error_code(answers[0]) == "storage_unavailable"
+            assert str(disk.path) not in answers[0].text and "ledger.db" not in answers[0].text
+        finally:
+            disk.release()
+        header, _ = env.payment(env.alice)  # space is back: paid again
+        assert requests.post(env.route_url(FLAT), data=b"{}", headers={"PAYMENT-SIGNATURE": header}).ok
+
+
+def test_a_witness_on_a_full_disk_answers_503_without_naming_its_state_file() -> None:
+    from ledger import merkle
+    from ledger.errors import WitnessUnavailable
+    from reliability.diskfull import Tmpfs, unavailable
+    from tests.ledger.tlog_support import MemoryLog
+    from tests.witness.support import start_witness, write_config
+    from witness.client import add_checkpoint
+
+    if (why := unavailable()) is not None:
+        pytest.skip(f"cannot mount a tmpfs here: {why}")
+    log = MemoryLog()
+    log.append(*(b"entry %d" % i for i in range(3)))
+    with Tmpfs("4m") as disk, start_witness(write_config(disk.path / "witness", [log.signer])) as server:
+        add_checkpoint(server.url, 0, [], log.signed(1), 10)
+        disk.fill()
+        with pytest.raises(WitnessUnavailable) as refused:
+            add_checkpoint(server.url, 1, merkle.consistency_proof(log.leaves[:2], 1), log.signed(2), 10)
+        assert refused.value.details.get("status") == 503
+        assert "[storage_unavailable]" in refused.value.message
+        assert str(disk.path) not in refused.value.message and "witness.db" not in refused.value.message
+        disk.release()
+        assert add_checkpoint(server.url, 1, merkle.consistency_proof(log.leaves[:2], 1), log.signed(2), 10)
+
+
+def test_a_storage_failure_at_the_gateway_names_no_database() -> None:
+    """The PostgreSQL backend's message names the server, port, user, database and schema (the
+    pg-faults phase saw it in every 503): a caller gets the code and a generic message."""
+    from flask import Flask
+
+    from gateway.server.error_handlers import STORAGE_UNAVAILABLE_MESSAGE, register
+    from ledger.errors import StorageUnavailable
+
+    app = Flask("storage-failure")
+    register(app)
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise StorageUnavailable(
+            "PostgreSQL at postgresql://ledger@db.internal:5432/prod?schema=pay is unavailable: server closed"
+        )
+
+    response = app.test_client().get("/fails")
+    assert response.status_code == 503
+    assert response.get_json() == {"error": {"code": "storage_unavailable", "message": STORAGE_UNAVAILABLE_MESSAGE}}
