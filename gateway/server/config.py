@@ -51,6 +51,8 @@ _POOL_KEYS = {
     "connect_timeout_ms",
     "failure_threshold",
     "recovery_interval_ms",
+    "answer_timeout_ms",
+    "max_answer_bytes",
 }
 POOL_ACCEPT = ("listed", "any")
 DEFAULT_POOL_MAX_OUTPUT_TOKENS = 4096
@@ -136,6 +138,8 @@ class PoolConfig:
     connect_timeout_ms: int = 1000  # connecting to a provider, on probes and on paid calls
     failure_threshold: int = 3  # consecutive failures (probes or calls) that open a provider's circuit
     recovery_interval_ms: int = 5000  # an open circuit is probed this often; one success closes it
+    answer_timeout_ms: int = 120_000  # a provider's whole answer (a stream: up to its first event)
+    max_answer_bytes: int = 32 * 1024 * 1024  # the largest answer read from a provider (decoded)
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,10 @@ def _pool(data: object) -> PoolConfig:
         connect_timeout_ms=_int(data.get("connect_timeout_ms", 1000), "[pool].connect_timeout_ms", 10, 60_000),
         failure_threshold=_int(data.get("failure_threshold", 3), "[pool].failure_threshold", 1, 1000),
         recovery_interval_ms=_int(data.get("recovery_interval_ms", 5000), "[pool].recovery_interval_ms", 50, 3_600_000),
+        answer_timeout_ms=_int(data.get("answer_timeout_ms", 120_000), "[pool].answer_timeout_ms", 100, 3_600_000),
+        max_answer_bytes=_int(
+            data.get("max_answer_bytes", 32 * 1024 * 1024), "[pool].max_answer_bytes", 1024, 1024 * 1024 * 1024
+        ),
     )
 
 

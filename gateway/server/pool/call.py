@@ -33,6 +33,7 @@ from gateway.server import access_log, api_keys
 from gateway.server.config import Route
 from gateway.server.error_handlers import error_body
 from gateway.server.metrics import model_label
+from gateway.server.pool.bounded import AnswerOutOfBounds, read_bounded
 from gateway.server.pool.preferences import ProviderPreferences
 from gateway.server.pool.routing import Bounds, Candidate, candidates, hold_for, request_bounds
 from gateway.server.pool.runtime import PoolRuntime
@@ -186,11 +187,15 @@ def _try(
     except UpstreamError as exc:
         return exc.message
     status = response.status_code
+    limits = pool.config
+    deadline = time.monotonic() + limits.answer_timeout_ms / 1000
     try:
         if 400 <= status < 500:
-            return _ClientError(status, response_headers(response), response.read())
-        if not 200 <= status < 300:
-            response.read()
+            body = read_bounded(response, max_bytes=limits.max_answer_bytes, deadline=deadline)
+            response.close()
+            return _ClientError(status, response_headers(response), body)
+        if not 200 <= status < 300:  # a redirect (never followed: a provider names no other host) or a 5xx
+            response.close()
             return f"answered HTTP {status}"
         if asked.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
             events = sse_events(response)
@@ -198,7 +203,10 @@ def _try(
             if first is None:
                 return "ended its stream before the first event"
             return _Served(status, response_headers(response), None, events, first, response, _ms(sent))
-        content = response.read()
+        content = read_bounded(response, max_bytes=limits.max_answer_bytes, deadline=deadline)
+    except AnswerOutOfBounds as exc:
+        response.close()
+        return str(exc)
     except UpstreamError as exc:
         response.close()
         return exc.message

@@ -4,11 +4,11 @@ One thread per worker wakes every ``tick`` (a fraction of the shorter of the hea
 intervals), refreshes the directory (so a withdrawal or a new approval is seen within one health
 interval), and starts the probes that are due (``HealthBoard.take_probe``) on a small pool of
 threads: ``GET {endpoint}/models`` with ``connect_timeout_ms`` to connect and ``probe_timeout_ms``
-for the whole answer, one in flight per provider, so a hung provider costs one thread for one
-timeout and never delays a paid call. Each worker probes for itself (its breaker is its own, and
-also fed by its real calls); ``snapshot_path``, when set, receives the worker's view as JSON
-once per health interval, written atomically (the last worker to write wins), for
-``inferpay info`` on the same host.
+for the whole answer (and at most ``PROBE_MAX_BYTES`` of it), one in flight per provider, so a
+hung provider costs one thread for one timeout and never delays a paid call. Each worker probes
+for itself (its breaker is its own, and also fed by its real calls); ``snapshot_path``, when
+set, receives the worker's view as JSON once per health interval, written atomically (the last
+worker to write wins), for ``inferpay info`` on the same host.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from gateway.server.config import PoolConfig
+from gateway.server.pool.bounded import AnswerOutOfBounds, read_bounded
 from gateway.server.pool.directory import ProviderDirectory
 from gateway.server.pool.health import HealthBoard, monotonic_ms
 from ledger.types import ProviderRecord
@@ -32,6 +33,7 @@ from ledger.types import ProviderRecord
 log = logging.getLogger("inferpay.pool")
 SNAPSHOT_FILE = "pool-health.json"
 PROBE_THREADS = 4
+PROBE_MAX_BYTES = 256 * 1024  # a model list; a probe answered with more fails
 
 
 class HealthChecker:
@@ -83,8 +85,12 @@ class HealthChecker:
         url = record.registration.endpoint.rstrip("/") + "/models"
         started = time.perf_counter()
         try:
-            answer = self._client.get(url)
-            answer.close()
+            with self._client.stream("GET", url) as answer:
+                deadline = time.monotonic() + self.config.probe_timeout_ms / 1000
+                read_bounded(answer, max_bytes=PROBE_MAX_BYTES, deadline=deadline)
+        except AnswerOutOfBounds as exc:
+            self.board.failed(record.address, f"probe: {exc}", probe=True)
+            return
         except httpx.HTTPError as exc:
             self.board.failed(record.address, f"probe: {type(exc).__name__}", probe=True)
             return

@@ -1,7 +1,8 @@
 """What one worker keeps for the pool: the directory, the health board, the checker and the
-client that calls providers (its own pool of connections, with ``[pool]``'s connect timeout
-and the gateway's upstream timeout for the answer). Built by ``Services.build`` when the config
-has a ``pool = true`` route; ``close`` stops the checker and the client.
+client that calls providers (its own pool of connections, with ``[pool]``'s connect timeout,
+the gateway's upstream timeout for each read, and ``[pool]``'s bounds on a whole answer).
+Built by ``Services.build`` when the config has a ``pool = true`` route; ``close`` stops the
+checker and the client.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.server.config import GatewayConfig
+from gateway.server.config import GatewayConfig, PoolConfig
 from gateway.server.pool.checker import SNAPSHOT_FILE, HealthChecker
 from gateway.server.pool.directory import ProviderDirectory
 from gateway.server.pool.health import HealthBoard
@@ -23,6 +24,7 @@ class PoolRuntime:
     board: HealthBoard
     checker: HealthChecker
     upstream: Upstream
+    config: PoolConfig
     started: bool = False
 
     @classmethod
@@ -36,7 +38,7 @@ class PoolRuntime:
             max_connections=max(16, config.threads * 2),
             connect_timeout_seconds=pool.connect_timeout_ms / 1000,
         )
-        runtime = cls(directory, board, checker, upstream)
+        runtime = cls(directory, board, checker, upstream, pool)
         if start:
             checker.start()
             runtime.started = True

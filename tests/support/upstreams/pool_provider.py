@@ -7,6 +7,9 @@ runs offline) with a provider-wide behaviour a test can set, and change, over HT
 - ``500``      every chat call answers 500 (its /v1/models probe still answers 200)
 - ``inflate``  reports usage a million times above the truth (a provider overbilling)
 - ``garbage``  reports usage that is no usage at all (``"prompt_tokens": "lots"``)
+- ``huge``     answers 200 with 64 MiB of body, streamed without a length (a memory attack)
+- ``slow``     answers 200 and then one byte every 200 ms for a minute (slowloris)
+- ``redirect`` answers 302 to another host (a provider steering the gateway elsewhere)
 
 ``GET /test/calls`` answers how many chat calls it took. Never use it as a real upstream.
 """
@@ -15,13 +18,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify, redirect, request
 
 from tests.support.upstreams.chat_upstream import create_chat_app
 
-MODES = ("ok", "500", "inflate", "garbage")
+MODES = ("ok", "500", "inflate", "garbage", "huge", "slow", "redirect")
+HUGE_BYTES = 64 * 1024 * 1024
 
 
 def create_provider_app(mode: str = "ok") -> Any:
@@ -49,6 +55,12 @@ def create_provider_app(mode: str = "ok") -> Any:
             state["calls"] += 1
         if state["mode"] == "500":
             return jsonify({"error": {"code": "provider_down", "message": "simulated provider failure"}}), 500
+        if state["mode"] == "huge":
+            return Response(_huge(), mimetype="application/json")
+        if state["mode"] == "slow":
+            return Response(_dribble(), mimetype="application/json")
+        if state["mode"] == "redirect":
+            return redirect("http://127.0.0.1:9/v1/chat/completions", code=302)
         return None
 
     @app.after_request
@@ -67,3 +79,16 @@ def create_provider_app(mode: str = "ok") -> Any:
         return response
 
     return app
+
+
+def _huge() -> Iterator[bytes]:
+    chunk = b" " * (1024 * 1024)
+    for _ in range(HUGE_BYTES // len(chunk)):
+        yield chunk
+
+
+def _dribble() -> Iterator[bytes]:
+    yield b"{"
+    for _ in range(300):
+        time.sleep(0.2)
+        yield b" "
