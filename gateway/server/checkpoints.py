@@ -7,7 +7,10 @@ one; witness round trips run on their own threads, one in flight per witness (a 
 witness is skipped until its last push ends, never queued behind). A witness that refuses a
 checkpoint (409 stale size: retried once from the size it says it holds; 422 inconsistent;
 403 unknown key) is reported loudly: a log line at ERROR, and ``status()`` for ``inferpay
-info`` and the ledger API. Cosignatures are merged into the stored note as they arrive.
+info`` and the ledger API. Cosignatures are kept as they arrive and merged into the stored
+notes on the next tick, in the same write as that tick's new checkpoint: one write per tick at
+most, however many witnesses answer (each write is a durable commit queued on the ledger's
+write lock, beside the paid calls' own).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ledger.clock import system_now_ms
 from ledger.errors import InferpayError, OldSizeMismatch, WitnessUnavailable
 from ledger.ledger import Ledger
 from ledger.tlog.cosignature import CosignatureVerifier
-from ledger.tlog.note import NoteSigner
+from ledger.tlog.note import NoteSignature, NoteSigner, parse_note
 from ledger.transparency import TransparencyLog
 from witness.client import add_checkpoint
 
@@ -68,6 +71,7 @@ class CheckpointPublisher:
     _signed_size: int = field(init=False, default=-1)
     _signed_at_ms: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _cosigned: dict[int, list[NoteSignature]] = field(init=False, default_factory=dict)  # merged on the next tick
 
     def __post_init__(self) -> None:
         self._log = TransparencyLog(self.ledger.store)
@@ -79,20 +83,44 @@ class CheckpointPublisher:
             self._signed_size = latest[0]
 
     def tick(self) -> None:
-        """Sign and publish the head's checkpoint if the tree grew and the interval passed."""
+        """Store the cosignatures gathered since the last tick, sign and publish the head's
+        checkpoint if the tree grew and the interval passed: one write for both."""
         now = system_now_ms()
         head = self.ledger.head()
         size = head.header.tree_size
-        if size <= self._signed_size and self._signed_size >= 0:
-            self._push_lagging(size)
+        writes = self._merged_cosignatures()
+        grown = size > self._signed_size or self._signed_size < 0
+        due = now - self._signed_at_ms >= self.interval_ms or self._signed_size < 0
+        if grown and due:
+            writes.setdefault(size, self.ledger.store.checkpoints.at(size) or sign_checkpoint(head, self.signer))
+        self._write(writes, now)
+        if grown and not due:
             return
-        if now - self._signed_at_ms < self.interval_ms and self._signed_size >= 0:
-            return
-        note = sign_checkpoint(head, self.signer)
-        stored = self.ledger.store.checkpoints.at(size)
-        self.ledger.store.checkpoints.save(size, stored or note, now)
-        self._signed_size, self._signed_at_ms = size, now
+        if grown:
+            self._signed_size, self._signed_at_ms = size, now
         self._push_lagging(size)
+
+    def _merged_cosignatures(self) -> dict[int, bytes]:
+        with self._lock:
+            gathered, self._cosigned = self._cosigned, {}
+        merged: dict[int, bytes] = {}
+        for size, cosignatures in gathered.items():
+            stored = self.ledger.store.checkpoints.at(size)
+            if stored is not None:  # else pruned meanwhile: nobody serves that size any more
+                merged[size] = with_cosignatures(stored, cosignatures)
+        return merged
+
+    def _write(self, notes: dict[int, bytes], now: int) -> None:
+        if not notes:
+            return
+        try:
+            self.ledger.store.checkpoints.save_many(notes, now)
+        except Exception:
+            with self._lock:  # kept for the next tick, not lost (the notes are re-derived then)
+                for size, note in notes.items():
+                    cosignatures = list(parse_note(note).signatures[1:])
+                    self._cosigned.setdefault(size, []).extend(cosignatures)
+            raise
 
     def _push_lagging(self, size: int) -> None:
         if self._pool is None:
@@ -121,9 +149,8 @@ class CheckpointPublisher:
                         state.size = held
                         continue
                     raise
-                with self._lock:  # merge under the lock: another witness may be merging too
-                    current = self.ledger.store.checkpoints.at(size) or note
-                    self.ledger.store.checkpoints.save(size, with_cosignatures(current, good), system_now_ms())
+                with self._lock:  # stored by the next tick, with every other witness's answer
+                    self._cosigned.setdefault(size, []).extend(good)
                 state.size, state.last_ok_ms, state.last_error = size, system_now_ms(), None
                 self._report(state, "cosigned")
                 return
@@ -157,5 +184,9 @@ class CheckpointPublisher:
             time.sleep(0.01)
 
     def close(self) -> None:
+        try:
+            self._write(self._merged_cosignatures(), system_now_ms())
+        except Exception:  # the cosignatures are asked for again by the next sealer
+            log.exception("could not store the last cosignatures")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,7 +9,7 @@ policy: ``ledger.ledger`` does that before calling it. Backends raise ``ledger.e
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ledger.errors import InferpayError
@@ -116,10 +116,15 @@ class CheckpointStore(ABC):
 
     KEEP = 256  # checkpoints kept; older ones are pruned (the newest is the one that matters)
 
-    @abstractmethod
     def save(self, tree_size: int, note: bytes, updated_at_ms: int) -> None:
         """Record the note for ``tree_size``, replacing an earlier note for the same size (the
         same checkpoint with more cosignatures)."""
+        self.save_many({tree_size: note}, updated_at_ms)
+
+    @abstractmethod
+    def save_many(self, notes: Mapping[int, bytes], updated_at_ms: int) -> None:
+        """``save`` for several sizes in one write transaction (a new checkpoint and the
+        cosignatures gathered for earlier ones, written together)."""
 
     @abstractmethod
     def latest(self) -> tuple[int, bytes] | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ledger.amounts import INT64_MAX
@@ -330,7 +330,7 @@ class SqlCheckpoints(CheckpointStore):
     def __init__(self, store: SqlLedgerStore) -> None:
         self._store = store
 
-    def save(self, tree_size: int, note: bytes, updated_at_ms: int) -> None:
+    def save_many(self, notes: Mapping[int, bytes], updated_at_ms: int) -> None:
         upsert = self._store._sql(
             "INSERT INTO checkpoints (tree_size, note, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT (tree_size) DO UPDATE SET note = excluded.note, updated_at = excluded.updated_at"
@@ -341,7 +341,8 @@ class SqlCheckpoints(CheckpointStore):
         )
 
         def work(ex: Executor) -> None:
-            ex.execute(upsert, [tree_size, note.decode(), updated_at_ms])
+            for tree_size, note in sorted(notes.items()):
+                ex.execute(upsert, [tree_size, note.decode(), updated_at_ms])
             ex.execute(prune, [self.KEEP])
 
         self._store._run_write(work)
