@@ -102,6 +102,12 @@ def random_chain_id() -> int:
     return 1_000_000_000 + secrets.randbelow(1_000_000_000)
 
 
+# A split is re-priced when a new pool fee landed between reading the fee and writing the split.
+# Each retry means the operator recorded yet another fee meanwhile (a rare, human act), so a few
+# are plenty; more than this many in one call's lifetime means something is wrong.
+FEE_RACE_ATTEMPTS = 16
+
+
 class Ledger:
     def __init__(
         self,
@@ -310,7 +316,7 @@ class Ledger:
         record = self.store.provider(provider)
         if record is None:
             raise RegistrationNotInForce(f"{provider} has no registration", provider=provider)
-        for attempt in range(3):
+        for attempt in range(FEE_RACE_ATTEMPTS):
             fee = self.store.pool_fee()
             amount, provider_amount, fee_units = split_amounts(record.registration, fee, input_tokens, output_tokens)
             split = SplitSettlement(
@@ -331,7 +337,7 @@ class Ledger:
             except FeeNotInForce:
                 # A new pool fee was recorded between reading it and writing: it is the one in
                 # force at this split's place in the log, so the split is priced by it.
-                if attempt == 2:
+                if attempt == FEE_RACE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
