@@ -171,21 +171,23 @@ class Ledger:
 
     def _submit(self, tx: Transaction, *, signed_here: bool) -> TxResult:
         tx_id = transaction_id(tx)
-        # A retry of a user's transaction is answered from what is stored, without the write lock.
-        # The ledger's own resolutions and charges are new by construction (the store still
-        # answers a repeated one with the first result, under the lock).
-        existing = None if signed_here else self.store.get(tx_id)
-        if existing is None:
-            now_ms = self.now_ms()
-            tx = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
-            check_transaction(self.chain, tx, ms_to_s(now_ms), signature=not signed_here)
-            append = self._committer.append if self._committer is not None else self.store.append
-            existing, created = append(tx, tx_id, leaf_hash(tx))
-        else:
-            # A retry is answered with the first result only if it, too, is properly signed.
+        now_ms = self.now_ms()
+        stamped = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
+        try:
+            check_transaction(self.chain, stamped, ms_to_s(now_ms), signature=not signed_here)
+        except InferpayError:
+            # A retry of a stored transaction may be past its window by now: it is answered with
+            # the first result, if it too is properly signed. Only a refused one pays for this
+            # lookup: a valid retry is found by the store, under the write lock, and answered
+            # the same way (a paid call's hold saves a read per call).
+            existing = None if signed_here else self.store.get(tx_id)
+            if existing is None:
+                raise
             check_signature(self.chain, tx)
-            created = False
-        return TxResult(tx_id, existing.seq, existing.tx.kind, not created, existing.block_height)
+            return TxResult(tx_id, existing.seq, existing.tx.kind, True, existing.block_height)
+        append = self._committer.append if self._committer is not None else self.store.append
+        stored, created = append(stamped, tx_id, leaf_hash(stamped))
+        return TxResult(tx_id, stored.seq, stored.tx.kind, not created, stored.block_height)
 
     def submit_many(self, txs: list[Transaction]) -> list[TxResult | InferpayError]:
         """Validate and record a batch, each on its own terms (a refused one is refused alone and

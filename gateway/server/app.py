@@ -63,7 +63,7 @@ def build_app(name: str, config: GatewayConfig, *, start_sealer: bool, paid_prox
 
     @app.after_request
     def count_request(response: Response) -> Response:
-        services().metrics.requests.labels(route_label(), request.method, str(response.status_code)).inc()
+        services().metrics.request(route_label(), request.method, response.status_code)
         return response
 
     return app

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,21 @@ class Metrics:
     pool_calls: Any
     pool_failovers: Any
     pool_earned_units: Any
+    # Each metric's child per label values, kept here: prometheus_client's labels() re-validates
+    # and re-stringifies the values and takes the metric's lock on every call (five per paid
+    # call). Bounded as the metrics are: the labels are routes, payees, outcomes and plausible
+    # model names (model_label). A race only makes two lookups of the same child.
+    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict, repr=False)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def request(self, route: str, method: str, status_code: int) -> None:
+        self._child(self.requests, route, method, str(status_code)).inc()
 
     @classmethod
     def build(cls) -> Metrics:
@@ -188,32 +203,32 @@ class Metrics:
     # ---- what the paid proxy and the checkpoint publisher report ----
 
     def witness_push(self, witness: str, outcome: str) -> None:
-        self.witness_pushes.labels(witness, outcome).inc()
+        self._child(self.witness_pushes, witness, outcome).inc()
 
     def pool_call(self, provider: str, outcome: str) -> None:
-        self.pool_calls.labels(provider, outcome).inc()
+        self._child(self.pool_calls, provider, outcome).inc()
 
     def pool_failover(self, route: str) -> None:
-        self.pool_failovers.labels(route).inc()
+        self._child(self.pool_failovers, route).inc()
 
     def pool_earned(self, provider: str, amount: int) -> None:
-        self.pool_earned_units.labels(provider).inc(amount)
+        self._child(self.pool_earned_units, provider).inc(amount)
 
     def payment(self, route: str, outcome: str, code: str = "") -> None:
-        self.payments.labels(route, outcome, code).inc()
+        self._child(self.payments, route, outcome, code).inc()
 
     def upstream(self, route: str, model: str, seconds: float) -> None:
-        self.upstream_seconds.labels(route, model).observe(seconds)
+        self._child(self.upstream_seconds, route, model).observe(seconds)
 
     def settled(
         self, route: str, payee: str, model: str, charged: int, usage: tuple[int, int] | None, seconds: float
     ) -> None:
         self.payment(route, "settled")
-        self.charged.labels(route, payee, model).inc(charged)
+        self._child(self.charged, route, payee, model).inc(charged)
         if usage is not None:
-            self.input_tokens.labels(route, model).inc(usage[0])
-            self.output_tokens.labels(route, model).inc(usage[1])
-        self.paid_call_seconds.labels(route, model).observe(seconds)
+            self._child(self.input_tokens, route, model).inc(usage[0])
+            self._child(self.output_tokens, route, model).inc(usage[1])
+        self._child(self.paid_call_seconds, route, model).observe(seconds)
 
     # ---- the scrape ----
 
