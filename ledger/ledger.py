@@ -17,9 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-
 from ledger import merkle
+from ledger.addresses import to_checksum_address
 from ledger.amounts import INT64_MAX
 from ledger.blocks import Signer, genesis_block, inclusion_proof_dict, next_block
 from ledger.clock import MsClock, ms_to_s, system_now_ms
