@@ -13,8 +13,8 @@ import re
 import secrets
 
 from coincurve import PrivateKey, PublicKey
-from eth_utils.address import to_checksum_address
 
+from ledger.addresses import to_checksum_address
 from ledger.errors import HighSSignature, InvalidSignature
 from ledger.keccak import keccak
 from ledger.types import Address, SignatureHex

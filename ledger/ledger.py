@@ -9,14 +9,16 @@ enforces the money rules in the database. It signs only with the sealer key it w
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-
 from ledger import merkle
+from ledger.addresses import to_checksum_address
 from ledger.amounts import INT64_MAX
 from ledger.blocks import Signer, genesis_block, inclusion_proof_dict, next_block
 from ledger.clock import MsClock, ms_to_s, system_now_ms
@@ -108,6 +110,62 @@ def random_chain_id() -> int:
 FEE_RACE_ATTEMPTS = 16
 
 
+# Batches shorter than this are verified on the calling thread: a handoff costs more than it saves.
+_PARALLEL_VERIFY_AFTER = 64
+_verifier_lock = threading.Lock()
+_verifier: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the pool)
+
+
+def _verifier_pool() -> ThreadPoolExecutor:
+    """One pool of verifying threads per process, made on first use (and again in a forked
+    child, which inherits the pool object but not its threads)."""
+    global _verifier
+    with _verifier_lock:
+        if _verifier is None or _verifier[0] != os.getpid():
+            pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inferpay-verify")
+            _verifier = (os.getpid(), pool)
+        return _verifier[1]
+
+
+def _signature_verdicts(chain: ChainInfo, txs: Sequence[Transaction]) -> list[InferpayError | None]:
+    verdicts: list[InferpayError | None] = []
+    for tx in txs:
+        try:
+            check_signature(chain, tx)
+        except InferpayError as exc:
+            verdicts.append(exc)
+        else:
+            verdicts.append(None)
+    return verdicts
+
+
+class _Verdicts:
+    """Each transaction's signature verdict (None: signed as required), once ``result`` is called."""
+
+    def __init__(self, parts: list[Future[list[InferpayError | None]]] | list[InferpayError | None]) -> None:
+        self._parts = parts
+
+    def result(self) -> list[InferpayError | None]:
+        out: list[InferpayError | None] = []
+        for part in self._parts:
+            if isinstance(part, Future):
+                out.extend(part.result())
+            else:
+                out.append(part)
+        return out
+
+
+def _verify_signatures(chain: ChainInfo, txs: list[Transaction]) -> _Verdicts:
+    """Start verifying each signature of ``txs`` (``check_signature``: the required signer, low-S,
+    recovery); libsecp256k1 releases the GIL while it recovers, so the pool's threads recover in
+    parallel with each other and with the caller, who collects the verdicts with ``result()``."""
+    if len(txs) < _PARALLEL_VERIFY_AFTER:
+        return _Verdicts(_signature_verdicts(chain, txs))
+    pool = _verifier_pool()
+    size = -(-len(txs) // (4 * (os.cpu_count() or 1)))  # a few parts per thread: none idles long
+    return _Verdicts([pool.submit(_signature_verdicts, chain, txs[i : i + size]) for i in range(0, len(txs), size)])
+
+
 class Ledger:
     def __init__(
         self,
@@ -193,24 +251,40 @@ class Ledger:
         """Validate and record a batch, each on its own terms (a refused one is refused alone and
         its slot holds the error), with one durable commit for the lot where the store can
         (SQLite); for bulk ingest: imports, back-fills, a client's queued payments. A transaction
-        already in the ledger is answered with its first result, as ``submit`` does."""
+        already in the ledger is answered with its first result, as ``submit`` does.
+
+        Every signature is verified, as ``submit`` verifies it, but the batch's signatures are
+        verified on threads (``_verify_signatures``) while this thread computes ids and leaf
+        hashes: libsecp256k1's recovery, most of a transfer's cost, runs without the GIL."""
         results: list[TxResult | InferpayError | None] = [None] * len(txs)
-        batch: list[tuple[Transaction, TxId, bytes]] = []
-        slots: list[int] = []
         now_ms = self.now_ms()
+        now_s = ms_to_s(now_ms)
+        checked: list[tuple[int, Transaction]] = []
+        refused: list[tuple[int, InferpayError]] = []
         for index, tx in enumerate(txs):
             try:
                 stamped = Transaction(tx.kind, tx.message, tx.signer, tx.signature, now_ms, tx.hold_expires_at_s)
-                check_transaction(self.chain, stamped, ms_to_s(now_ms))
+                check_transaction(self.chain, stamped, now_s, signature=False)  # the signature: below
             except InferpayError as exc:
-                # A retry of a stored one may be past its window by now: answer it as submit does.
-                try:
-                    results[index] = self.submit(tx)
-                except InferpayError:
-                    results[index] = exc
+                refused.append((index, exc))
                 continue
-            batch.append((stamped, transaction_id(tx), leaf_hash(stamped)))
+            checked.append((index, stamped))
+        verdicts = _verify_signatures(self.chain, [stamped for _, stamped in checked])
+        identities = [(transaction_id(stamped), leaf_hash(stamped)) for _, stamped in checked]
+        batch: list[tuple[Transaction, TxId, bytes]] = []
+        slots: list[int] = []
+        for (index, stamped), verdict, (tx_id, leaf) in zip(checked, verdicts.result(), identities, strict=True):
+            if verdict is not None:
+                refused.append((index, verdict))
+                continue
+            batch.append((stamped, tx_id, leaf))
             slots.append(index)
+        for index, reason in sorted(refused, key=lambda item: item[0]):
+            # A retry of a stored one may be past its window by now: answer it as submit does.
+            try:
+                results[index] = self.submit(txs[index])
+            except InferpayError:
+                results[index] = reason
         for index, outcome in zip(slots, self.store.append_many(batch), strict=True):
             if isinstance(outcome, InferpayError):
                 results[index] = outcome

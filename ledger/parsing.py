@@ -11,8 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_address
-
+from ledger.addresses import is_checksum_address, is_hex_address, to_checksum_address
 from ledger.amounts import INT64_MAX, check_amount, parse_base_units
 from ledger.errors import InvalidAddress, MalformedRecord
 

@@ -363,36 +363,46 @@ class SQLiteStore(SqlLedgerStore):
             if len(items) == 1:  # alone: no savepoint, a refusal rolls the whole transaction back
                 try:
                     with self._write() as db:
-                        return [self._append_one(db, *items[0])]
+                        return [self._append_one(db.conn, *items[0])]
                 except InferpayError as exc:
                     return [exc]
                 except sqlite3.IntegrityError as exc:
                     return [_refusal(exc)]
             with self._write() as db:
+                conn = db.conn  # the driver's connection itself: sqlite-utils' wrapper costs per statement
                 for tx, tx_id, leaf_hash in items:
+                    # A savepoint per transaction, under one name: SQLite parses its text once
+                    # (sqlite-utils' atomic() names each one afresh, a new statement every time).
+                    conn.execute("SAVEPOINT entry")
                     try:
-                        with db.atomic():  # a savepoint per transaction
-                            results.append(self._append_one(db, tx, tx_id, leaf_hash))
-                    except InferpayError as exc:
-                        results.append(exc)
-                    except sqlite3.IntegrityError as exc:
-                        results.append(_refusal(exc))
+                        outcome: tuple[StoredTx, bool] | InferpayError = self._append_one(conn, tx, tx_id, leaf_hash)
+                    except (InferpayError, sqlite3.IntegrityError) as exc:
+                        outcome = exc if isinstance(exc, InferpayError) else _refusal(exc)
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK TO entry")
+                    except BaseException:
+                        if conn.in_transaction:  # the whole transaction rolls back: nothing to release
+                            conn.execute("ROLLBACK TO entry")
+                        raise
+                    if conn.in_transaction:
+                        conn.execute("RELEASE entry")
+                    results.append(outcome)
         return results
 
     def _append_one(
-        self, db: sqlite_utils.Database, tx: Transaction, tx_id: TxId, leaf_hash: bytes
+        self, conn: sqlite3.Connection, tx: Transaction, tx_id: TxId, leaf_hash: bytes
     ) -> tuple[StoredTx, bool]:
-        existing = self.rules.get(db, tx_id)
+        existing = self.rules.get(conn, tx_id)
         if existing is not None:
             return existing, False
-        touched = self.rules.apply(db, tx, tx_id)
+        touched = self.rules.apply(conn, tx, tx_id)
         # Numbering: one writer at a time, so the rowid is the next seq, gap-free, in commit order.
-        cursor = db.execute(
+        cursor = conn.execute(
             "INSERT INTO transactions (tx_id, kind, record, leaf_hash, accepted_at) VALUES (?, ?, ?, ?, ?)",
             [tx_id, tx.kind, transaction_record(tx), leaf_hash, tx.accepted_at_ms],
         )
         seq = int(cursor.lastrowid or 0)
-        db.conn.executemany("INSERT OR IGNORE INTO postings (address, seq) VALUES (?, ?)", [(a, seq) for a in touched])
+        conn.executemany("INSERT OR IGNORE INTO postings (address, seq) VALUES (?, ?)", [(a, seq) for a in touched])
         return StoredTx(seq, tx_id, tx, leaf_hash, None), True
 
     # ---- blocks ----

@@ -794,6 +794,41 @@ def test_a_batch_is_recorded_each_on_its_own_terms(lf: LedgerFixture) -> None:
     assert audit(lf.ledger.store).ok
 
 
+def test_a_long_batch_verifies_every_signature_and_refuses_each_bad_one_in_its_slot(lf: LedgerFixture) -> None:
+    """Past the length where submit_many verifies signatures on threads, every signature is still
+    checked: a forged one, a high-S twin, one signed by the wrong key and one whose signer is not
+    the payer are each refused with the error submit gives, in their own slots, and nothing of
+    them is recorded; the good ones are recorded in order, and the chain audits clean."""
+    from ledger import ledger as ledger_module
+
+    alice, bob = funded(lf, "alice", 1000 * UNIT), funded(lf, "bob", 10 * UNIT)
+    count = 3 * ledger_module._PARALLEL_VERIFY_AFTER
+    batch = [lf.authorization(alice, bob.address, UNIT) for _ in range(count)]
+    txs = [Transaction("transfer", a, a.from_, s) for a, s in batch]
+    forged_auth, _ = lf.authorization(alice, bob.address, 1)
+    _, bobs_sig = lf.authorization(bob, alice.address, 1)
+    high_auth, high_sig = lf.authorization(alice, bob.address, 1)
+    bobs_auth, bobs_own_sig = lf.authorization(bob, alice.address, 1)
+    bad = {
+        7: (Transaction("transfer", forged_auth, alice.address, bobs_sig), InvalidSignature),
+        64: (Transaction("transfer", high_auth, alice.address, high_s_twin(high_sig)), HighSSignature),
+        65: (Transaction("transfer", bobs_auth, alice.address, bobs_own_sig), Unauthorized),
+        150: (Transaction("transfer", forged_auth, alice.address, NOBODYS_SIGNATURE), InvalidSignature),
+    }
+    for index, (tx, _) in sorted(bad.items()):
+        txs.insert(index, tx)
+    results = lf.ledger.submit_many(txs)
+    assert len(results) == len(txs)
+    for index, (_, error) in bad.items():
+        assert type(results[index]) is error, (index, results[index])
+    recorded = [r for r in results if isinstance(r, TxResult)]
+    assert len(recorded) == count and not any(r.duplicate for r in recorded)
+    assert [r.seq for r in recorded] == list(range(recorded[0].seq, recorded[0].seq + count))
+    assert balances(lf, alice) == (1000 * UNIT - count * UNIT, 0) and balances(lf, bob) == (10 * UNIT + count * UNIT, 0)
+    lf.ledger.seal_all()
+    assert audit(lf.ledger.store).ok
+
+
 def test_api_keys_of_an_owner_are_the_keys_of_the_allowances_it_signed(lf: LedgerFixture) -> None:
     from ledger.types import Allowance
 
