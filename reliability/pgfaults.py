@@ -187,6 +187,9 @@ class PgNemesis(Nemesis):
         }
 
 
+PG_RESTART_GRACE_SECONDS = 20.0
+
+
 def run_pg_faults(
     root: Path, clock: ClockControl, settings: LoadSettings, plan: PgPlan, seed: int
 ) -> tuple[dict[str, Any], list[Finding]]:
@@ -215,6 +218,10 @@ def run_pg_faults(
             seed,
             monitor_class=PgFaultMonitor,
             nemesis_class=make_nemesis,  # type: ignore[arg-type]
+            # After PostgreSQL restarts, psycopg_pool reconnects with exponential backoff (1 s,
+            # 2 s, 4 s, ...), so the sealer may expire a hold seconds after its expiry; a known
+            # limit (docs/reliability.md), bounded here, not a hold that stays open.
+            settle_grace=PG_RESTART_GRACE_SECONDS,
         )
         cluster.start()  # whatever the nemesis left, the checks read a running database
         funds, fund_findings = _charges_within_funds(dep.env.store, workload.ops, workload.wallets.names, dep)
@@ -266,14 +273,23 @@ def _resolved_once(dep: FaultyPgDeployment) -> tuple[dict[str, int], list[Findin
             count[tx.message.hold_id] += 1
     twice = {hold: n for hold, n in count.items() if n > 1}
     findings = [Finding("hold_resolved_once", f"hold {h} resolved {n} times") for h, n in list(twice.items())[:10]]
-    open_now = len(dep.env.store.open_holds())
-    if open_now:
-        findings.append(Finding("hold_resolved_once", f"{open_now} hold(s) still open after the settle-down"))
+    # A hold may still be open here, committed after the settle-down looked: an append whose
+    # acknowledgement was lost is retried (and lands) once the database is back, and its caller
+    # was answered 503. It must then end by its expiry, like any hold whose call never finished.
+    deadline = time.monotonic() + 60  # holds last 10 s here (reliability.deploy)
+    while (holds := dep.env.store.open_holds()) and time.monotonic() < deadline:
+        if all(dep.clock.now() > h.expires_at_s + PG_RESTART_GRACE_SECONDS for h in holds):
+            break
+        time.sleep(0.2)
+    grace = PG_RESTART_GRACE_SECONDS
+    overdue = [h for h in dep.env.store.open_holds() if dep.clock.now() > h.expires_at_s + grace]
+    if overdue:
+        findings.append(Finding("hold_resolved_once", f"{len(overdue)} hold(s) still open {grace:.0f} s past expiry"))
     return {
         "holds": by_kind["hold"] + by_kind["charge"],  # a payment's hold, an API key's charge
         "resolved": len(count),
         "resolvedTwice": len(twice),
-        "openAtEnd": open_now,
+        "openAtEnd": len(dep.env.store.open_holds()),
         "expired": by_kind.get("expire", 0),
         "voided": by_kind.get("void", 0),
         "settled": by_kind.get("settle", 0),
