@@ -101,7 +101,9 @@ def run(
             started = time.monotonic()
             print(f"== {phase}", flush=True)
             getattr(session, phase.replace("-", "_"))()
-            print(f"   {phase} done in {time.monotonic() - started:.0f} s", flush=True)
+            seconds = round(time.monotonic() - started, 1)
+            report.data.setdefault("phaseSeconds", {})[phase] = seconds
+            print(f"   {phase} done in {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

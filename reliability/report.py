@@ -78,6 +78,14 @@ class Report:
             "mirrorLiesDetected": phases.get("tlog", {}).get("mirror", {}).get("detected", 0),
             "witnessKills": phases.get("tlog", {}).get("witness", {}).get("kills", 0),
             "witnessSizesWithTwoRoots": phases.get("tlog", {}).get("witness", {}).get("sizesWithTwoRoots", 0),
+            "splitViewsAttempted": phases.get("tlog", {}).get("splitView", {}).get("attempted", 0),
+            "splitViewsRefusedByWitnesses": phases.get("tlog", {}).get("splitView", {}).get("refusedByWitnesses", 0),
+            "splitViewsRefusedByClients": phases.get("tlog", {}).get("splitView", {}).get("refusedByClients", 0),
+            "rateLimitedCallsAdmitted": phases.get("rate-limits", {}).get("operations", {}).get("admitted", 0),
+            "rateLimitedCallsRefused": phases.get("rate-limits", {}).get("operations", {}).get("refused", 0),
+            "rateLimitWindowsOverTheLimit": sum(
+                v["windowsOverTheLimit"] for v in phases.get("rate-limits", {}).get("limits", {}).values()
+            ),
         }
 
     def write(self, path: Path | None = None) -> Path:
