@@ -16,7 +16,8 @@ A bank-style workload of payers, each with a wallet of its own (``fac0`` ...), m
   ``GET /metered?cost=C`` (the server settles C of the permitted ``UPTO_MAX``);
   ``upto-capture``, verify (holds ``UPTO_MAX``) then settle C < ``UPTO_MAX`` (the rest released);
   ``upto-over``, settle above the permitted amount: refused, nothing held or charged;
-  ``upto-replay``, a settled Permit2 sent again to verify and settle: refused.
+  ``upto-replay``, a settled Permit2 sent again to verify and settle: refused;
+  ``upto-verify-only``, verify (holds ``UPTO_MAX``) never settled: the hold expires by itself.
 
 Then the checks: every acknowledged payment is a settle of its amount (the price, or the upto
 cost) in the ledger, and each payer's spending is exactly its acknowledged payments (0 lost, 0
@@ -59,6 +60,7 @@ ACTIONS = {
     "upto-capture": 2,
     "upto-over": 1,
     "upto-replay": 1,
+    "upto-verify-only": 1,
 }
 RACERS = 4  # threads sending one payload at once
 MALFORMED = [
@@ -233,10 +235,10 @@ def _client(
             upto_scheme = payload.get("accepted", {}).get("scheme") == "upto"
             (tally.settled_upto if upto_scheme else tally.settled_payloads).append(payload)
 
-    def permit2() -> dict[str, Any]:
+    def permit2(reqs: dict[str, Any] = upto) -> dict[str, Any]:
         """A v2 paymentPayload as the official upto client makes it, for UPTO_MAX."""
-        inner = upto_signer.create_payment_payload(PaymentRequirements.model_validate(upto))
-        return {"x402Version": 2, "accepted": upto, "payload": inner, "resource": {"url": shop_url + "/metered"}}
+        inner = upto_signer.create_payment_payload(PaymentRequirements.model_validate(reqs))
+        return {"x402Version": 2, "accepted": reqs, "payload": inner, "resource": {"url": shop_url + "/metered"}}
 
     def reason(answer: dict[str, Any] | None) -> str:
         if answer is None:
@@ -361,6 +363,11 @@ def _client(
                     with tally.lock:
                         tally.replays_accepted.append(json.dumps(old)[:300])
                 tally.add("upto-replay:refused" if verified and settled else "upto-replay:error")
+            elif action == "upto-verify-only":
+                short = {**upto, "maxTimeoutSeconds": 2}
+                payload = permit2(short)
+                answer = ask("verify", payload, short)
+                tally.add(f"upto-verify-only:{'held' if answer and answer['isValid'] else 'refused'}")
             else:
                 body = rng.choice(MALFORMED)
                 response = plain.post(
@@ -429,12 +436,9 @@ def _check(dep: Deployment, funded: dict[str, int], tally: Tally, findings: list
             if row is not None and resolutions[stored.tx_id] > 1:
                 resolved_twice += 1
                 findings.append(Finding("every_hold_resolved_once", f"hold {stored.tx_id} resolved twice"))
-    if expired != tally.counts["verify-only:held"]:  # those, and only those, are never settled
-        findings.append(
-            Finding(
-                "unsettled_holds_expire", f"{expired} holds expired, {tally.counts['verify-only:held']} never settled"
-            )
-        )
+    never_settled = tally.counts["verify-only:held"] + tally.counts["upto-verify-only:held"]
+    if expired != never_settled:  # those, and only those, are never settled
+        findings.append(Finding("unsettled_holds_expire", f"{expired} holds expired, {never_settled} never settled"))
     if overspend:
         findings.append(Finding("no_overspend", f"a payer spent {overspend} base units more than it had"))
     for error in tally.server_errors[:20]:
