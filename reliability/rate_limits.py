@@ -16,7 +16,9 @@ What is checked:
   left out, so the check can miss an excess at a window's edge but never reports one falsely.
 - **A refused call charges nothing**: each 429 carries ``rate_limited`` and a ``Retry-After``
   within the window; each payer spent exactly its admitted calls' price, and the ledger holds
-  one hold (or charge) per admitted call, none for a refused one; the audit clean.
+  one hold (or charge) per admitted call, none for a refused one; the audit clean. And a
+  refused payment used no nonce: after the load, in a fresh window, one refused signed payment
+  per payer is sent again, unchanged, and must be served (and charged, once).
 - No answer but 200 or 429 (funds and caps are ample).
 """
 
@@ -133,6 +135,7 @@ def _run(env: GatewayEnv, settings: RateLimitSettings, seed: int) -> tuple[dict[
         keys[name] = (made["apiKey"], made["allowanceId"])
     start = {name: env.available(env.wallets[name]) for name in names}
     calls: list[Call] = []
+    refused_payments: dict[str, str] = {}  # wallet name -> a signed FLAT payment refused with 429
     lock = threading.Lock()
     deadline = time.monotonic() + settings.duration
 
@@ -162,13 +165,29 @@ def _run(env: GatewayEnv, settings: RateLimitSettings, seed: int) -> tuple[dict[
                 retry = answer.headers.get("Retry-After")
             with lock:
                 calls.append(Call(operation, wallet.address, key, sent, answered, status, code, retry))
+                if status == 429 and operation == "signed_flat":
+                    refused_payments[name] = headers[PAYMENT_SIGNATURE_HEADER]
 
     started = time.monotonic()
     with ThreadPoolExecutor(settings.clients) as pool:
         list(pool.map(client, range(settings.clients)))
     elapsed = time.monotonic() - started
+    # A fresh window, then each refused payment again, as it was signed: served, since the
+    # refusal used no nonce (one per payer, within every limit).
+    time.sleep(WINDOW_S - time.time() % WINDOW_S + 0.05)
+    resent = Counter[str]()
+    for name, header in sorted(refused_payments.items()):
+        sent = time.time()
+        answer = requests.post(env.route_url(FLAT), json={}, headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30)
+        address = env.wallets[name].address
+        calls.append(Call("signed_flat", address, None, sent, time.time(), answer.status_code, _code(answer), None))
+        resent["served" if answer.status_code == 200 else f"{answer.status_code} {_code(answer)}"] += 1
     env.wait_quiet(30)
-    return _check(env, names, start, calls, elapsed, settings)
+    figures, findings = _check(env, names, start, calls, elapsed, settings)
+    figures["refusedPaymentsSentAgain"] = dict(resent)
+    if set(resent) - {"served"}:
+        findings.append(Finding("a_refused_payment_uses_no_nonce", f"refused payments sent again: {dict(resent)}"))
+    return figures, findings
 
 
 def _code(answer: requests.Response) -> str:
