@@ -150,6 +150,7 @@ def run_facilitator(dep: Deployment, settings: FacilitatorSettings, seed: int) -
                 wallet = env.wallets[names[client % len(names)]]
                 pool.submit(_client, dep, rng, wallet, shop.url, facilitator, (requirements, upto), deadline, tally)
         elapsed = time.monotonic() - started
+        _every_malformed_body(facilitator, env.wallets[names[0]], shop.url, upto, tally)
         shop_log = shop.log_text()
 
     findings: list[Finding] = []
@@ -369,7 +370,7 @@ def _client(
                 answer = ask("verify", payload, short)
                 tally.add(f"upto-verify-only:{'held' if answer and answer['isValid'] else 'refused'}")
             else:
-                body = rng.choice(MALFORMED)
+                body = rng.choice(MALFORMED + _malformed_permit2(permit2(), upto))
                 response = plain.post(
                     f"{facilitator}/{rng.choice(['verify', 'settle'])}",
                     data=body,
@@ -476,3 +477,54 @@ def _check(dep: Deployment, funded: dict[str, int], tally: Tally, findings: list
         },
         "serverErrors": len(tally.server_errors),
     }
+
+
+def _every_malformed_body(facilitator: str, wallet: Any, shop_url: str, upto: dict[str, Any], tally: Tally) -> None:
+    """Each malformed body once to verify and once to settle, whatever the dice drew."""
+    from x402.mechanisms.evm.upto import UptoEvmScheme
+    from x402.schemas import PaymentRequirements
+
+    inner = UptoEvmScheme(wallet.local_account()).create_payment_payload(PaymentRequirements.model_validate(upto))
+    good = {"x402Version": 2, "accepted": upto, "payload": inner, "resource": {"url": shop_url + "/metered"}}
+    for body in MALFORMED + _malformed_permit2(good, upto):
+        for op in ("verify", "settle"):
+            response = requests.post(
+                f"{facilitator}/{op}", data=body, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            if response.status_code >= 500 or (response.status_code == 200 and response.json().get("success")):
+                with tally.lock:
+                    tally.server_errors.append(f"malformed sweep: {response.status_code} {response.text[:200]}")
+            tally.add(f"malformed-sweep:{response.status_code}")
+
+
+def _malformed_permit2(good: dict[str, Any], upto: dict[str, Any]) -> list[bytes]:
+    """Upto bodies with broken insides: a real Permit2 payload, one field spoiled after signing."""
+
+    def spoiled(path: tuple[str, ...], value: Any) -> bytes:
+        payload = json.loads(json.dumps(good))
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        if value is _DELETE:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        return json.dumps({"x402Version": 2, "paymentPayload": payload, "paymentRequirements": upto}).encode()
+
+    auth = ("payload", "permit2Authorization")
+    return [
+        spoiled((*auth, "permitted", "amount"), "-1"),
+        spoiled((*auth, "permitted", "amount"), str(2**256)),
+        spoiled((*auth, "nonce"), "0x"),
+        spoiled((*auth, "deadline"), 1.5),
+        spoiled((*auth, "witness"), None),
+        spoiled((*auth, "spender"), ["not", "an", "address"]),
+        spoiled(("payload", "signature"), "0x" + "zz" * 65),
+        spoiled(("payload", "signature"), 12),
+        spoiled(auth, _DELETE),
+        spoiled(("payload",), "permit2"),
+        spoiled(("accepted", "amount"), "5000.5"),
+    ]
+
+
+_DELETE = object()
