@@ -133,7 +133,9 @@ class Run:
             self.report.data.setdefault("skipped", {})["disk-full"] = reason
             return
         p = self.profile
-        figures, findings = run_gateway_disk_full(self.root, self.clock_control, p.disk_full, p.disk_fills, self.seed)
+        figures, findings = run_gateway_disk_full(
+            self.root, self.clock_control, p.disk_full, p.disk_fills, self.seed, p.disk_size
+        )
         witness, witness_findings = run_witness_disk_full(self.root, p.disk_witness_checkpoints)
         figures["witness"] = witness
         figures["findings"] += len(witness_findings)

@@ -33,6 +33,7 @@ class Profile:
     tlog_split_views: int = 1  # a gateway restored from an old backup and fed new payments, this many times
     disk_full: LoadSettings = LoadSettings(duration=15, clients=8)  # the gateway's disk fills up
     disk_fills: int = 2
+    disk_size: str = "48m"  # the gateway's tmpfs
     disk_witness_checkpoints: int = 30
     rate_limits: RateLimitSettings = RateLimitSettings(duration=10, clients=8)  # [[rate_limits]], 2 workers
     pg_faults_plan: PgPlan = field(
@@ -73,6 +74,7 @@ PROFILES = {
         pg_faults=LoadSettings(duration=150, clients=24, wallets=6),
         disk_full=LoadSettings(duration=90, clients=16, wallets=6),
         disk_fills=8,
+        disk_size="160m",
         tlog_rounds=2,
         tlog_witness_kills=6,
         tlog_split_views=3,
