@@ -35,7 +35,7 @@ class Profile:
     disk_fills: int = 2
     disk_size: str = "48m"  # the gateway's tmpfs
     disk_witness_checkpoints: int = 30
-    rate_limits: RateLimitSettings = RateLimitSettings(duration=10, clients=8)  # [[rate_limits]], 2 workers
+    rate_limits: RateLimitSettings = RateLimitSettings(duration=6, clients=8)  # [[rate_limits]], 2 workers
     pg_faults_plan: PgPlan = field(
         default_factory=lambda: PgPlan(gateway_kills=1, postgres_kills=1, drops=1, resets=1, stalls=1)
     )
