@@ -1,10 +1,10 @@
 """``python -m reliability --quick | --full [--only PHASES] [--seed N] [--out FILE] [--database URL]``
 
-Runs the phases in order on one deployment (bank, crash, clock, facilitator, attacks, fuzz,
-tamper), then
-``bank-pg`` on a deployment of its own (two gateways on one PostgreSQL ledger, in a throwaway
-schema of the server at ``--database``; skipped, saying why, when that server does not answer),
-then ``pg-faults`` (two gateways on a PostgreSQL cluster the suite starts, kills and cuts off)
+Runs the phases in order on one deployment (bank, crash, clock, facilitator, attacks, tlog,
+fuzz, tamper), then ``bank-pg`` on a deployment of its own (two gateways on one PostgreSQL
+ledger, in a throwaway schema of the server at ``--database``; skipped, saying why, when that
+server does not answer), then ``providers`` and ``rate-limits`` (each on a gateway of its own),
+``pg-faults`` (two gateways on a PostgreSQL cluster the suite starts, kills and cuts off)
 and ``disk-full`` (a gateway's ledger and a witness's store on a small tmpfs that fills up),
 writes ``reliability/out/report.json`` and prints a summary. Exit 0 when every invariant held (or
 every failure is a known defect, listed with its regression test), 1 on any new finding.
@@ -36,6 +36,7 @@ PHASES = (
     "tamper",
     "bank-pg",
     "providers",
+    "rate-limits",
     "pg-faults",
     "disk-full",
 )
@@ -100,7 +101,9 @@ def run(
             started = time.monotonic()
             print(f"== {phase}", flush=True)
             getattr(session, phase.replace("-", "_"))()
-            print(f"   {phase} done in {time.monotonic() - started:.0f} s", flush=True)
+            seconds = round(time.monotonic() - started, 1)
+            report.data.setdefault("phaseSeconds", {})[phase] = seconds
+            print(f"   {phase} done in {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

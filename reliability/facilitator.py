@@ -10,12 +10,21 @@ A bank-style workload of payers, each with a wallet of its own (``fac0`` ...), m
 - ``settle-only``: settle without verify (acknowledged when it succeeds);
 - ``verify-only``: verify never followed by settle, with a short maxTimeoutSeconds: the hold
   must expire by itself;
-- ``malformed``: bodies that are not x402, or x402 with broken insides: a 400 or a 200 refusal.
+- ``malformed``: bodies that are not x402, or x402 with broken insides: a 400 or a 200 refusal;
+- the x402 ``upto`` scheme (Permit2, signed by the official SDK's ``UptoEvmScheme``):
+  ``upto-pay``, the official upto requests client buying the resource server's metered
+  ``GET /metered?cost=C`` (the server settles C of the permitted ``UPTO_MAX``);
+  ``upto-capture``, verify (holds ``UPTO_MAX``) then settle C < ``UPTO_MAX`` (the rest released);
+  ``upto-over``, settle above the permitted amount: refused, nothing held or charged;
+  ``upto-replay``, a settled Permit2 sent again to verify and settle: refused;
+  ``upto-verify-only``, verify (holds ``UPTO_MAX``) never settled: the hold expires by itself.
 
-Then the checks: every acknowledged payment is a settle of the price in the ledger, and each
-payer's spending is exactly its acknowledged payments (0 lost, 0 charged unacknowledged, 0
-overspend); every hold of the phase's payers resolved exactly once; the audit clean; no
-HTTP 5xx from the facilitator or the resource server; every replay refused.
+Then the checks: every acknowledged payment is a settle of its amount (the price, or the upto
+cost) in the ledger, and each payer's spending is exactly its acknowledged payments (0 lost, 0
+charged unacknowledged, 0 overspend); nothing left held once the unsettled holds expired (an
+upto capture below its maximum released the rest); every hold of the phase's payers resolved
+exactly once; the audit clean; no HTTP 5xx from the facilitator or the resource server; every
+replay and every settle above the permitted amount refused.
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
+from gateway.wire import facilitator as wire
 from gateway.wire.x402 import decode_header
 from ledger.types import RESOLUTION_KINDS
 from reliability.checks import Finding, Monitor, audit_ledger, settle_down
@@ -38,7 +48,20 @@ from reliability.deploy import Deployment
 from tests.support.servers import run_wsgi_in_process
 
 PRICE = 1000  # base units
-ACTIONS = {"pay": 5, "race": 2, "replay": 1, "settle-only": 2, "verify-only": 1, "malformed": 1}
+UPTO_MAX = 5000  # what an upto payment permits, at most
+ACTIONS = {
+    "pay": 5,
+    "race": 2,
+    "replay": 1,
+    "settle-only": 2,
+    "verify-only": 1,
+    "malformed": 1,
+    "upto-pay": 2,
+    "upto-capture": 2,
+    "upto-over": 1,
+    "upto-replay": 1,
+    "upto-verify-only": 1,
+}
 RACERS = 4  # threads sending one payload at once
 MALFORMED = [
     b"not json",
@@ -66,10 +89,12 @@ class Tally:
 
     lock: threading.Lock
     counts: Counter[str]
-    acknowledged: list[tuple[str, str]]  # (payer, settle transaction id)
+    acknowledged: list[tuple[str, str, int]]  # (payer, settle transaction id, amount)
     settled_payloads: list[dict[str, Any]]
+    settled_upto: list[dict[str, Any]]  # settled Permit2 payloads, for upto-replay
     server_errors: list[str]
     replays_accepted: list[str]
+    over_accepted: list[str] = field(default_factory=list)  # upto settles above the maximum that went through
 
     def add(self, key: str) -> None:
         with self.lock:
@@ -84,7 +109,7 @@ def run_facilitator(dep: Deployment, settings: FacilitatorSettings, seed: int) -
     payee = env.new_wallet("fac-shop")
     funded = {env.wallets[n].address: env.available(env.wallets[n]) for n in names}
     facilitator = env.url + "/facilitator"
-    tally = Tally(threading.Lock(), Counter(), [], [], [], [])
+    tally = Tally(threading.Lock(), Counter(), [], [], [], [], [])
     monitor = Monitor(dep, list(funded))
     with run_wsgi_in_process(
         "tests.support.x402_resource_server:create_resource_app",
@@ -93,6 +118,10 @@ def run_facilitator(dep: Deployment, settings: FacilitatorSettings, seed: int) -
         env.chain.token_address,
         payee.address,
         PRICE,
+        60,
+        env.chain.name,
+        env.chain.version,
+        UPTO_MAX,
         ready_path="/health",
     ) as shop:
         requirements = {
@@ -104,6 +133,14 @@ def run_facilitator(dep: Deployment, settings: FacilitatorSettings, seed: int) -
             "maxTimeoutSeconds": 60,
             "extra": {"name": env.chain.name, "version": env.chain.version},
         }
+        # What the official upto resource server sends for UPTO_MAX (its facilitatorAddress
+        # copied from our /supported); at settle time it sends the cost as the amount.
+        upto = {
+            **requirements,
+            "scheme": "upto",
+            "amount": str(UPTO_MAX),
+            "extra": {"facilitatorAddress": env.chain.sealer, "assetTransferMethod": "permit2"},
+        }
         monitor.start()
         deadline = time.monotonic() + settings.duration
         started = time.monotonic()
@@ -111,8 +148,9 @@ def run_facilitator(dep: Deployment, settings: FacilitatorSettings, seed: int) -
             for client in range(settings.clients):
                 rng = random.Random(seed * 1000 + client)
                 wallet = env.wallets[names[client % len(names)]]
-                pool.submit(_client, dep, rng, wallet, shop.url, facilitator, requirements, deadline, tally)
+                pool.submit(_client, dep, rng, wallet, shop.url, facilitator, (requirements, upto), deadline, tally)
         elapsed = time.monotonic() - started
+        _every_malformed_body(facilitator, env.wallets[names[0]], shop.url, upto, tally)
         shop_log = shop.log_text()
 
     findings: list[Finding] = []
@@ -154,19 +192,27 @@ def _client(
     wallet: Any,
     shop_url: str,
     facilitator: str,
-    requirements: dict[str, Any],
+    offers: tuple[dict[str, Any], dict[str, Any]],
     deadline: float,
     tally: Tally,
 ) -> None:
     from x402 import x402ClientSync
     from x402.http.clients.requests import x402_requests
     from x402.mechanisms.evm.exact import ExactEvmScheme
+    from x402.mechanisms.evm.upto import UptoEvmScheme
+    from x402.schemas import PaymentRequirements
 
     env = dep.env
     client = x402ClientSync()
     client.register("eip155:*", ExactEvmScheme(wallet.local_account()))
     client.set_spend_controls({"allowed_assets": [{"network": env.network, "asset": env.chain.token_address}]})
     buyer = x402_requests(client)
+    upto_client = x402ClientSync()
+    upto_client.register("eip155:*", UptoEvmScheme(wallet.local_account()))
+    upto_client.set_spend_controls({"allowed_assets": [{"network": env.network, "asset": env.chain.token_address}]})
+    upto_buyer = x402_requests(upto_client)
+    upto_signer = UptoEvmScheme(wallet.local_account())
+    requirements, upto = offers
     plain = requests.Session()
     actions, weights = list(ACTIONS), list(ACTIONS.values())
 
@@ -184,10 +230,21 @@ def _client(
         answer: dict[str, Any] = response.json()
         return answer
 
-    def acknowledge(payer: str, answer: dict[str, Any], payload: dict[str, Any]) -> None:
+    def acknowledge(payer: str, answer: dict[str, Any], payload: dict[str, Any], amount: int = PRICE) -> None:
         with tally.lock:
-            tally.acknowledged.append((payer, answer["transaction"]))
-            tally.settled_payloads.append(payload)
+            tally.acknowledged.append((payer, answer["transaction"], amount))
+            upto_scheme = payload.get("accepted", {}).get("scheme") == "upto"
+            (tally.settled_upto if upto_scheme else tally.settled_payloads).append(payload)
+
+    def permit2(reqs: dict[str, Any] = upto) -> dict[str, Any]:
+        """A v2 paymentPayload as the official upto client makes it, for UPTO_MAX."""
+        inner = upto_signer.create_payment_payload(PaymentRequirements.model_validate(reqs))
+        return {"x402Version": 2, "accepted": reqs, "payload": inner, "resource": {"url": shop_url + "/metered"}}
+
+    def reason(answer: dict[str, Any] | None) -> str:
+        if answer is None:
+            return "error"
+        return str(answer.get("errorReason") or answer.get("invalidReason") or "none")
 
     def signed(reqs: dict[str, Any] | None = None) -> dict[str, Any]:
         _, payload = env.payment(wallet, accepted=reqs or requirements)
@@ -202,7 +259,7 @@ def _client(
                 if paid.status_code == 200:
                     settlement = decode_header(paid.headers["PAYMENT-RESPONSE"])
                     with tally.lock:
-                        tally.acknowledged.append((wallet.address, settlement["transaction"]))
+                        tally.acknowledged.append((wallet.address, settlement["transaction"], PRICE))
                     tally.add("pay:ok")
                 elif paid.status_code == 402:
                     tally.add("pay:refused")
@@ -230,7 +287,7 @@ def _client(
                     answer = ask("settle", payload)
                     tx = (answer or {}).get("transaction", "")
                     with tally.lock:
-                        tally.acknowledged.append((wallet.address, tx))
+                        tally.acknowledged.append((wallet.address, tx, PRICE))
                         tally.settled_payloads.append(payload)
             elif action == "replay":
                 with tally.lock:
@@ -252,8 +309,68 @@ def _client(
                 short = {**requirements, "maxTimeoutSeconds": 2}
                 answer = ask("verify", signed(short), short)
                 tally.add(f"verify-only:{'held' if answer and answer['isValid'] else 'refused'}")
+            elif action == "upto-pay":
+                cost = rng.randint(0, UPTO_MAX)
+                paid = upto_buyer.get(shop_url + f"/metered?cost={cost}", timeout=30)
+                if paid.status_code == 200:
+                    settlement = decode_header(paid.headers["PAYMENT-RESPONSE"])
+                    if settlement.get("amount") != str(cost):
+                        with tally.lock:
+                            tally.server_errors.append(f"upto-pay: settled {settlement.get('amount')} for cost {cost}")
+                    with tally.lock:
+                        tally.acknowledged.append((wallet.address, settlement["transaction"], cost))
+                        tally.counts["upto base units"] += cost
+                    tally.add("upto-pay:ok")
+                elif paid.status_code == 402:
+                    tally.add("upto-pay:refused")
+                else:
+                    tally.add("upto-pay:error")
+                    with tally.lock:
+                        tally.server_errors.append(f"resource server (upto): {paid.status_code} {paid.text[:200]}")
+            elif action == "upto-capture":
+                payload, cost = permit2(), rng.randint(0, UPTO_MAX - 1)
+                verified = ask("verify", payload, upto)
+                if not (verified and verified["isValid"]):
+                    tally.add(f"upto-capture:refused-{reason(verified)}")
+                    continue
+                answer = ask("settle", payload, {**upto, "amount": str(cost)})
+                if answer and answer["success"]:
+                    if answer.get("amount") != str(cost):
+                        with tally.lock:
+                            tally.server_errors.append(f"upto-capture: settled {answer.get('amount')} for {cost}")
+                    acknowledge(wallet.address, answer, payload, cost)
+                    with tally.lock:
+                        tally.counts["upto base units"] += cost
+                tally.add(f"upto-capture:{'ok' if answer and answer['success'] else 'refused'}")
+            elif action == "upto-over":
+                payload = permit2()
+                answer = ask("settle", payload, {**upto, "amount": str(UPTO_MAX + rng.randint(1, 10**6))})
+                if answer and answer["success"]:
+                    with tally.lock:
+                        tally.over_accepted.append(json.dumps(answer)[:300])
+                        tally.acknowledged.append((wallet.address, answer["transaction"], int(answer["amount"])))
+                elif reason(answer) != wire.ERR_UPTO_SETTLEMENT_EXCEEDS_AMOUNT:
+                    with tally.lock:
+                        tally.server_errors.append(f"upto-over: refused for {reason(answer)}")
+                tally.add(f"upto-over:{'accepted' if answer and answer['success'] else 'refused'}")
+            elif action == "upto-replay":
+                with tally.lock:
+                    old = rng.choice(tally.settled_upto) if tally.settled_upto else None
+                if old is None:
+                    continue
+                cost = rng.randint(0, UPTO_MAX)
+                verified, settled = ask("verify", old, upto), ask("settle", old, {**upto, "amount": str(cost)})
+                if (verified and verified["isValid"]) or (settled and settled["success"]):
+                    with tally.lock:
+                        tally.replays_accepted.append(json.dumps(old)[:300])
+                tally.add("upto-replay:refused" if verified and settled else "upto-replay:error")
+            elif action == "upto-verify-only":
+                short = {**upto, "maxTimeoutSeconds": 2}
+                payload = permit2(short)
+                answer = ask("verify", payload, short)
+                tally.add(f"upto-verify-only:{'held' if answer and answer['isValid'] else 'refused'}")
             else:
-                body = rng.choice(MALFORMED)
+                body = rng.choice(MALFORMED + _malformed_permit2(permit2(), upto))
                 response = plain.post(
                     f"{facilitator}/{rng.choice(['verify', 'settle'])}",
                     data=body,
@@ -273,37 +390,42 @@ def _client(
 def _check(dep: Deployment, funded: dict[str, int], tally: Tally, findings: list[Finding]) -> dict[str, Any]:
     """Money: acknowledged payments against the ledger; holds: each resolved once."""
     env = dep.env
-    acknowledged: Counter[str] = Counter()
+    acknowledged: Counter[str] = Counter()  # base units, by payer
     lost = 0
-    for payer, tx_id in tally.acknowledged:
+    for payer, tx_id, amount in tally.acknowledged:
         stored = env.store.get(tx_id) if tx_id else None
         message = getattr(stored.tx, "message", None) if stored else None
-        if stored is None or stored.tx.kind != "settle" or getattr(message, "amount", None) != PRICE:
+        if stored is None or stored.tx.kind != "settle" or getattr(message, "amount", None) != amount:
             lost += 1
-            findings.append(Finding("no_lost_acknowledged_payment", f"acknowledged {tx_id!r} is no settle of {PRICE}"))
-        acknowledged[payer] += 1
-    overspend = unacknowledged = 0
+            findings.append(Finding("no_lost_acknowledged_payment", f"acknowledged {tx_id!r} is no settle of {amount}"))
+        acknowledged[payer] += amount
+    overspend = unacknowledged = still_held = 0
     holds = resolved_twice = open_holds = expired = 0
     for payer, start in funded.items():
         account = env.account(payer)
         spent = start - account.available - account.held
         if spent > start:
             overspend = max(overspend, spent - start)
-        if spent != acknowledged[payer] * PRICE:
-            unacknowledged += abs(spent - acknowledged[payer] * PRICE) // PRICE
+        if spent != acknowledged[payer]:
+            unacknowledged += abs(spent - acknowledged[payer])
             findings.append(
                 Finding(
                     "charged_exactly_the_acknowledged",
-                    f"{payer} spent {spent}, acknowledged {acknowledged[payer]} x {PRICE}",
+                    f"{payer} spent {spent}, acknowledged payments of {acknowledged[payer]} base units",
                 )
             )
+        # Every hold is settled or expired by now: an upto capture below its maximum must have
+        # released the rest, so nothing may stay held.
+        if account.held:
+            still_held += account.held
+            findings.append(Finding("the_rest_released", f"{payer} still has {account.held} base units held"))
         history = env.history(payer, 100_000)
         resolutions: Counter[str] = Counter()
         for stored in history:
             if stored.tx.kind in RESOLUTION_KINDS:
                 resolutions[str(getattr(stored.tx.message, "hold_id", ""))] += 1
         for stored in history:
-            if stored.tx.kind != "hold":
+            if stored.tx.kind not in ("hold", "permit2_hold"):
                 continue
             holds += 1
             row = env.store.hold(stored.tx_id)
@@ -315,31 +437,94 @@ def _check(dep: Deployment, funded: dict[str, int], tally: Tally, findings: list
             if row is not None and resolutions[stored.tx_id] > 1:
                 resolved_twice += 1
                 findings.append(Finding("every_hold_resolved_once", f"hold {stored.tx_id} resolved twice"))
-    if expired != tally.counts["verify-only:held"]:  # those, and only those, are never settled
-        findings.append(
-            Finding(
-                "unsettled_holds_expire", f"{expired} holds expired, {tally.counts['verify-only:held']} never settled"
-            )
-        )
+    never_settled = tally.counts["verify-only:held"] + tally.counts["upto-verify-only:held"]
+    if expired != never_settled:  # those, and only those, are never settled
+        findings.append(Finding("unsettled_holds_expire", f"{expired} holds expired, {never_settled} never settled"))
     if overspend:
         findings.append(Finding("no_overspend", f"a payer spent {overspend} base units more than it had"))
     for error in tally.server_errors[:20]:
         findings.append(Finding("no_server_error", error))
     for replay in tally.replays_accepted[:20]:
         findings.append(Finding("replays_refused", f"a settled payload was accepted again: {replay}"))
+    for accepted in tally.over_accepted[:20]:
+        findings.append(Finding("upto_settle_above_the_maximum_refused", f"settled above the permit: {accepted}"))
     if tally.counts["race:settled-twice"]:
         findings.append(Finding("one_settle_per_payload", f"{tally.counts['race:settled-twice']} races settled twice"))
     return {
         "money": {
             "acknowledgedPayments": len(tally.acknowledged),
             "lostAcknowledged": lost,
-            "chargedUnacknowledged": unacknowledged,
+            "chargedUnacknowledgedBaseUnits": unacknowledged,
             "overspendBaseUnits": overspend,
+            "leftHeldBaseUnits": still_held,
+        },
+        "upto": {
+            "paid": tally.counts["upto-pay:ok"],
+            "captured": tally.counts["upto-capture:ok"],
+            "capturedBaseUnits": tally.counts["upto base units"],
+            "settlesAboveMaximum": tally.counts["upto-over:refused"] + tally.counts["upto-over:accepted"],
+            "settlesAboveMaximumAccepted": len(tally.over_accepted),
+            "replays": tally.counts["upto-replay:refused"] + tally.counts["upto-replay:error"],
         },
         "holds": {"placed": holds, "open": open_holds, "expired": expired, "resolvedMoreThanOnce": resolved_twice},
         "replays": {
-            "sent": tally.counts["replay:refused"] + tally.counts["replay:error"],
+            "sent": sum(
+                tally.counts[f"{kind}:{outcome}"]
+                for kind in ("replay", "upto-replay")
+                for outcome in ("refused", "error")
+            ),
             "accepted": len(tally.replays_accepted),
         },
         "serverErrors": len(tally.server_errors),
     }
+
+
+def _every_malformed_body(facilitator: str, wallet: Any, shop_url: str, upto: dict[str, Any], tally: Tally) -> None:
+    """Each malformed body once to verify and once to settle, whatever the dice drew."""
+    from x402.mechanisms.evm.upto import UptoEvmScheme
+    from x402.schemas import PaymentRequirements
+
+    inner = UptoEvmScheme(wallet.local_account()).create_payment_payload(PaymentRequirements.model_validate(upto))
+    good = {"x402Version": 2, "accepted": upto, "payload": inner, "resource": {"url": shop_url + "/metered"}}
+    for body in MALFORMED + _malformed_permit2(good, upto):
+        for op in ("verify", "settle"):
+            response = requests.post(
+                f"{facilitator}/{op}", data=body, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            if response.status_code >= 500 or (response.status_code == 200 and response.json().get("success")):
+                with tally.lock:
+                    tally.server_errors.append(f"malformed sweep: {response.status_code} {response.text[:200]}")
+            tally.add(f"malformed-sweep:{response.status_code}")
+
+
+def _malformed_permit2(good: dict[str, Any], upto: dict[str, Any]) -> list[bytes]:
+    """Upto bodies with broken insides: a real Permit2 payload, one field spoiled after signing."""
+
+    def spoiled(path: tuple[str, ...], value: Any) -> bytes:
+        payload = json.loads(json.dumps(good))
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        if value is _DELETE:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        return json.dumps({"x402Version": 2, "paymentPayload": payload, "paymentRequirements": upto}).encode()
+
+    auth = ("payload", "permit2Authorization")
+    return [
+        spoiled((*auth, "permitted", "amount"), "-1"),
+        spoiled((*auth, "permitted", "amount"), str(2**256)),
+        spoiled((*auth, "nonce"), "0x"),
+        spoiled((*auth, "deadline"), 1.5),
+        spoiled((*auth, "witness"), None),
+        spoiled((*auth, "spender"), ["not", "an", "address"]),
+        spoiled(("payload", "signature"), "0x" + "zz" * 65),
+        spoiled(("payload", "signature"), 12),
+        spoiled(auth, _DELETE),
+        spoiled(("payload",), "permit2"),
+        spoiled(("accepted", "amount"), "5000.5"),
+    ]
+
+
+_DELETE = object()

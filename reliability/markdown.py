@@ -1,10 +1,13 @@
-"""``python -m reliability.markdown [report.json]``: a run's figures as the Markdown tables of
-docs/reliability.md, so the document quotes the report and never retypes a number."""
+"""``python -m reliability.markdown [report.json ...]``: a run's figures as the Markdown tables of
+docs/reliability.md, so the document quotes the report and never retypes a number. Given
+several reports (a full run made in ``--only`` groups), first one table of every phase of them
+all (``phase_table``), then each report's tables."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -171,10 +174,79 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+DASH = "–"
+
+
+def _figures(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """One phase's row: operations, acknowledged, lost, overspent, faults, attacks refused (of
+    tried), tampers detected (of cases); a dash where the phase has no such thing."""
+    row: dict[str, Any] = dict.fromkeys(("ops", "ack", "lost", "over", "faults", "attacks", "tampers"), DASH)
+    if "reconcile" in p:  # the bank-style load phases
+        row |= {
+            "ops": p["operations"]["total"],
+            "ack": p["operations"]["acknowledged"],
+            "lost": p["reconcile"]["lostAcknowledged"],
+            "over": p["monitor"]["overspendBaseUnits"],
+            "faults": p["faults"]["injected"],
+        }
+        if name == "disk-full":
+            row["faults"] = f"{p['faults']['injected']} + 1 (the witness's disk)"
+    elif name == "facilitator":
+        refused = p["replays"]["sent"] - p["replays"]["accepted"]
+        over = p.get("upto", {})
+        tried = p["replays"]["sent"] + over.get("settlesAboveMaximum", 0)
+        refused += over.get("settlesAboveMaximum", 0) - over.get("settlesAboveMaximumAccepted", 0)
+        row |= {
+            "ops": p["operations"]["total"],
+            "ack": p["operations"]["acknowledged"],
+            "lost": p["money"]["lostAcknowledged"],
+            "over": p["money"]["overspendBaseUnits"],
+            "faults": 0,
+            "attacks": f"{refused} / {tried}",
+        }
+    elif name == "providers":
+        row |= {"ops": p["calls"], "ack": p["served"], "lost": p["lost"], "faults": "1 kill, 1 rogue"}
+    elif name == "rate-limits":
+        ops = p["operations"]
+        row |= {"ops": ops["total"], "ack": ops["admitted"], "lost": DASH, "faults": 0}
+    elif name == "attacks":
+        row["attacks"] = f"{p['refused']:,} / {p['tried']:,}"
+    elif name == "fuzz":
+        row["ops"] = p["inputs"]
+    elif name == "tamper":
+        row["tampers"] = f"{p['detected']} / {p['cases']}"
+    elif name == "tlog":
+        mirror, witness, split = p["mirror"], p["witness"], p.get("splitView", {})
+        told = mirror.get("liesTold", 0) + split.get("attempted", 0)
+        caught = mirror.get("detected", 0) + min(split.get("refusedByWitnesses", 0), split.get("refusedByClients", 0))
+        row |= {"faults": f"{witness.get('kills', 0)} witness kills", "tampers": f"{caught} / {told}"}
+    return row
+
+
+def phase_table(reports: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| phase | seconds | operations | acknowledged | lost | overspent | faults injected "
+        "| attacks refused / tried | tampers detected / told | findings |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        counted = Counter(f["phase"] for f in report.get("findings", []))
+        for name, p in report["phases"].items():
+            row = _figures(name, p)
+            seconds = report.get("phaseSeconds", {}).get(name, p.get("durationSeconds", DASH))
+            cells = [row[k] for k in ("ops", "ack", "lost", "over", "faults", "attacks", "tampers")]
+            cells = [f"{c:,}" if isinstance(c, int) else c for c in cells]
+            out.append(f"| {name} | {seconds} | " + " | ".join(cells) + f" | {counted[name]} |")
+    return out
+
+
 def _count(phase: dict[str, Any], outcome: str) -> int:
     return sum(c.get(outcome, 0) for c in phase["operations"]["byKindAndOutcome"].values())
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT / "report.json"
-    print(render(json.loads(path.read_text())))
+    paths = [Path(a) for a in sys.argv[1:]] or [OUT / "report.json"]
+    reports = [json.loads(path.read_text()) for path in paths]
+    print("\n".join(phase_table(reports)) + "\n")
+    for report in reports:
+        print(render(report))

@@ -133,7 +133,9 @@ class Run:
             self.report.data.setdefault("skipped", {})["disk-full"] = reason
             return
         p = self.profile
-        figures, findings = run_gateway_disk_full(self.root, self.clock_control, p.disk_full, p.disk_fills, self.seed)
+        figures, findings = run_gateway_disk_full(
+            self.root, self.clock_control, p.disk_full, p.disk_fills, self.seed, p.disk_size
+        )
         witness, witness_findings = run_witness_disk_full(self.root, p.disk_witness_checkpoints)
         figures["witness"] = witness
         figures["findings"] += len(witness_findings)
@@ -154,14 +156,17 @@ class Run:
         """A mirror shown a lying source, a witness killed mid-update (``reliability.tlog_attacks``)."""
         from reliability.tlog_attacks import run_tlog
 
-        figures, findings = run_tlog(self.dep, self.profile.tlog_rounds, self.profile.tlog_witness_kills)
+        p = self.profile
+        figures, findings = run_tlog(self.dep, p.tlog_rounds, p.tlog_witness_kills, p.tlog_split_views)
         self.report.phase("tlog", figures, findings)
-        mirror, witness = figures["mirror"], figures["witness"]
+        mirror, witness, split = figures["mirror"], figures["witness"], figures["splitView"]
         print(
             f"   mirror: {mirror.get('liesTold')} lies told, {mirror.get('detected')} detected, "
             f"{mirror.get('accepted')} accepted, {mirror.get('notExercised')} not exercised; witness: "
             f"{witness.get('kills')} SIGKILLs, {witness.get('cosignatures')} cosignatures, "
-            f"{witness.get('sizesWithTwoRoots')} split; {len(findings)} findings",
+            f"{witness.get('sizesWithTwoRoots')} split; split views: {split['attempted']} attempted, "
+            f"{split['refusedByWitnesses']} refused by witnesses {split['directPushes']}, "
+            f"{split['refusedByClients']} by clients; {len(findings)} findings",
             flush=True,
         )
         for finding in findings[:10]:
@@ -198,6 +203,23 @@ class Run:
             f"   {figures['calls']} calls, {figures['served']} served, {figures['failedOver']} failed over, "
             f"{figures['charged']} charged, {figures['lost']} lost, {figures['doubleCharged']} double-charged, "
             f"{figures['usageCapped']} capped, verify ok: {figures['verifyOk']}, {len(findings)} findings",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
+
+    def rate_limits(self) -> None:
+        """``[[rate_limits]]`` on a 2-worker gateway under a bank workload (``reliability.rate_limits``)."""
+        from reliability.rate_limits import run_rate_limits
+
+        figures, findings = run_rate_limits(self.root, self.profile.rate_limits, self.seed)
+        self.report.phase("rate-limits", figures, findings)
+        ops, limits = figures["operations"], figures["limits"]
+        most = ", ".join(f"{k} {v['mostAdmittedInAWindow']}/{v['limit']}" for k, v in limits.items())
+        print(
+            f"   {ops['total']} calls ({ops['perSecond']}/s), {ops['admitted']} admitted, {ops['refused']} refused "
+            f"(429); most admitted in a {figures['windowSeconds']} s window: {most}; payers charged for "
+            f"refused calls: {figures['payersChargedForRefusedCalls']}; {len(findings)} findings",
             flush=True,
         )
         for finding in findings[:10]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from reliability.bank import LoadSettings
 from reliability.facilitator import FacilitatorSettings
 from reliability.pgfaults import PgPlan
+from reliability.rate_limits import RateLimitSettings
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,12 @@ class Profile:
     pg_faults: LoadSettings = LoadSettings(duration=20, clients=10)  # PostgreSQL killed and cut off
     tlog_rounds: int = 1  # each lie of a lying source shown to the mirror this many times
     tlog_witness_kills: int = 2  # the witness SIGKILLed mid-storm this many times
+    tlog_split_views: int = 1  # a gateway restored from an old backup and fed new payments, this many times
     disk_full: LoadSettings = LoadSettings(duration=15, clients=8)  # the gateway's disk fills up
     disk_fills: int = 2
+    disk_size: str = "48m"  # the gateway's tmpfs
     disk_witness_checkpoints: int = 30
+    rate_limits: RateLimitSettings = RateLimitSettings(duration=6, clients=8)  # [[rate_limits]], 2 workers
     pg_faults_plan: PgPlan = field(
         default_factory=lambda: PgPlan(gateway_kills=1, postgres_kills=1, drops=1, resets=1, stalls=1)
     )
@@ -70,9 +74,12 @@ PROFILES = {
         pg_faults=LoadSettings(duration=150, clients=24, wallets=6),
         disk_full=LoadSettings(duration=90, clients=16, wallets=6),
         disk_fills=8,
+        disk_size="160m",
         tlog_rounds=2,
         tlog_witness_kills=6,
+        tlog_split_views=3,
         disk_witness_checkpoints=150,
+        rate_limits=RateLimitSettings(duration=60, clients=16),
         pg_faults_plan=PgPlan(gateway_kills=4, postgres_kills=5, drops=4, resets=4, stalls=4),
     ),
 }

@@ -45,6 +45,7 @@ class FaultyProxy:
         self._dropped_until = 0.0
         self._closed = False
         self._marker: bytes | None = None
+        self._away_after_loss_s = 0.0
         self.replies_lost = 0
         self.connections = 0  # accepted in all
         self.cut = 0  # connections closed or reset by a fault
@@ -67,8 +68,12 @@ class FaultyProxy:
         finally:
             self._flowing.set()
 
-    def lose_reply_to(self, marker: bytes) -> None:
+    def lose_reply_to(self, marker: bytes, then_away_s: float = 0.0) -> None:
+        """Forward the next message from the client holding ``marker``, throw the server's answer
+        away and cut the connection; then, if ``then_away_s``, keep the database away (every
+        connection refused) that long, as a server killed just after a commit would be."""
         self._marker = marker
+        self._away_after_loss_s = then_away_s
 
     def close(self) -> None:
         self._closed = True
@@ -129,6 +134,8 @@ class FaultyProxy:
                     self.replies_lost += 1
                     sink.sendall(data)
                     time.sleep(0.3)  # the server commits and answers; the answer is thrown away
+                    if self._away_after_loss_s:
+                        self.drop(self._away_after_loss_s)
                     self._abort(pair)
                     return
                 sink.sendall(data)

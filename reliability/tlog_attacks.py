@@ -14,6 +14,9 @@
   forks of one log pushed by many threads at a two-worker ``inferpay witness``, SIGKILLed
   mid-request, restarted): no two cosignatures for one size with different roots, all of them
   on one fork and consistent by proof, the state on disk never behind a cosignature given.
+- **a split view from a restored backup** (``reliability.split_view``): a gateway restored from
+  an old copy of its home and fed new payments is refused by both witnesses and by a client
+  that saw the newer checkpoint, which keeps both notes as evidence.
 """
 
 from __future__ import annotations
@@ -298,13 +301,17 @@ def run_witness_kills(root: Path, kills: int, per_round: int = 40) -> tuple[dict
     }, findings
 
 
-def run_tlog(dep: Deployment, rounds: int, kills: int) -> tuple[dict[str, Any], list[Finding]]:
+def run_tlog(dep: Deployment, rounds: int, kills: int, split_views: int = 1) -> tuple[dict[str, Any], list[Finding]]:
+    from reliability.split_view import run_split_views
+
     started = time.monotonic()
     mirror, findings = run_lying_source(dep, rounds)
     witness, witness_findings = run_witness_kills(dep.root, kills)
+    split, split_findings = run_split_views(dep.root, split_views)
     return {
         "mirror": mirror,
         "witness": witness,
+        "splitView": split,
         "durationSeconds": round(time.monotonic() - started, 1),
-        "findings": len(findings) + len(witness_findings),
-    }, findings + witness_findings
+        "findings": len(findings) + len(witness_findings) + len(split_findings),
+    }, findings + witness_findings + split_findings

@@ -83,6 +83,10 @@ SEAL_LOCK = 0x1F5EA1  # one sealer at a time
 MIGRATE_LOCK = 0x1F5EA2  # one migrator at a time
 _WRITE_ATTEMPTS = 8  # retries of a whole write after a deadlock or serialization failure
 _CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout
+# After a connection broke under an append, how long (in pool timeouts, at least
+# _COMMIT_FATE_MIN_S) the store keeps asking whether it committed before giving up.
+_COMMIT_FATE_POOL_TIMEOUTS = 2
+_COMMIT_FATE_MIN_S = 5.0
 
 
 class _Contention(StorageUnavailable):
@@ -279,12 +283,35 @@ class PostgresStore(SqlLedgerStore):
         except _Contention:
             raise
         except StorageUnavailable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, PoolTimeout) or not isinstance(
-                cause, psycopg.OperationalError | psycopg.InterfaceError
-            ):
+            if not _cut(exc):
                 raise
             return attempt()
+
+    def _until_known(self, attempt: Callable[[], T]) -> T:
+        """``attempt()`` for an append (idempotent by tx id). If the connection broke under it,
+        its commit may have landed with only the acknowledgement lost, and nobody can tell
+        until the database answers again: answering ``StorageUnavailable`` then would tell a
+        caller "not done" of a settle the ledger holds (a paid call answered 503 and charged).
+        So ask again, each try waiting up to ``pool_timeout`` for a connection, until the
+        database answers or ``_COMMIT_FATE_POOL_TIMEOUTS`` pool timeouts (at least
+        ``_COMMIT_FATE_MIN_S``) have passed; only then is the fate reported unknown."""
+        try:
+            return attempt()
+        except _Contention:
+            raise
+        except StorageUnavailable as exc:
+            if not _cut(exc):
+                raise
+        deadline = time.monotonic() + max(_COMMIT_FATE_MIN_S, _COMMIT_FATE_POOL_TIMEOUTS * self.target.pool_timeout)
+        while True:
+            try:
+                return attempt()
+            except _Contention:
+                raise
+            except StorageUnavailable as exc:
+                if time.monotonic() >= deadline or not (_cut(exc) or isinstance(exc.__cause__, PoolTimeout)):
+                    raise
+                time.sleep(0.1)  # a refused connection fails at once: do not spin
 
     def _row(self, query: str, params: Sequence[Any] = ()) -> Any:
         def attempt() -> Any:
@@ -330,7 +357,7 @@ class PostgresStore(SqlLedgerStore):
             attempts.append(1)
             return self._write(work)
 
-        return self._once_more_if_cut(attempt)
+        return self._until_known(attempt)
 
     # ---- blocks ----
 
@@ -352,3 +379,10 @@ def _fetch(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
     if row is None:  # pragma: no cover - the schema always has these rows
         raise LedgerNotInitialized("the ledger database is missing a row it always has")
     return row
+
+
+def _cut(exc: StorageUnavailable) -> bool:
+    """The connection broke under the work (the server killed or restarted, the network reset),
+    as opposed to a pool timeout, which has already waited its whole ``pool_timeout``."""
+    cause = exc.__cause__
+    return not isinstance(cause, PoolTimeout) and isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError)

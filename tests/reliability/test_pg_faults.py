@@ -123,6 +123,23 @@ def test_a_commit_whose_acknowledgement_is_lost_is_applied_once_and_acknowledged
     assert stored.count(minted) == 1 and len(stored) == before + 1
 
 
+def test_a_lost_commit_acknowledgement_is_found_after_an_outage_longer_than_the_pool_timeout(
+    led: Ledgered, proxy: FaultyProxy
+) -> None:
+    """A full pg-faults run (seed 83723): 3 paid calls answered 503 ``storage_unavailable`` and
+    charged. PostgreSQL was SIGKILLed just after a settle committed and stayed away 5 to 6 s
+    (crash recovery on a loaded machine), longer than the gateways' 3 s ``pool_timeout``, so the
+    one retry timed out and the gateway reported a commit that had landed as not done. Until
+    the database answers, a commit's fate is unknown: the store keeps asking for a while."""
+    led.mint()
+    before = len(led.minted())
+    proxy.lose_reply_to(b"COMMIT", then_away_s=3.0)  # pool_timeout is 2 s here
+    minted = led.mint()
+    assert proxy.replies_lost == 1
+    stored = [raw.tx_id for raw in led.store.iter_raw_transactions()]
+    assert stored.count(minted) == 1 and len(stored) == before + 1
+
+
 def test_a_read_cut_off_mid_answer_is_asked_again(led: Ledgered, proxy: FaultyProxy) -> None:
     led.mint(7)
     proxy.lose_reply_to(b"available")  # the balance query
