@@ -46,8 +46,13 @@ def test_a_hostile_answer_costs_one_bounded_attempt_and_the_honest_provider_serv
     env, providers, hostile = pool
     hostile_address, honest_address = env.wallets[HOSTILE].address, env.wallets[HONEST].address
     set_mode(hostile, "ok")
-    # Its /models probe stays healthy, so its circuit closes again after any earlier mode.
-    env.wait_for(lambda: hostile_address in providers.routable(), timeout=20, what="the hostile provider routable")
+    # Its /models probe stays healthy, so its circuit closes again after any earlier mode; both
+    # must be routable in every worker, or the 402's quote and the paid retry's see other pools.
+    env.wait_for(
+        lambda: providers.routable_everywhere(lambda r: {hostile_address, honest_address} <= r),
+        timeout=20,
+        what="both providers routable",
+    )
     set_mode(hostile, mode)
     calls_before = hostile_calls(hostile)
     answer = requests.post(
