@@ -54,6 +54,7 @@ from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import (
     PAYMENT_RESPONSE_HEADER,
     V1_PAYMENT_RESPONSE_HEADER,
+    PaymentPayload,
     encode_header,
     network_id,
 )
@@ -112,6 +113,9 @@ def pool_call(svc: Services, route: Route, started: float) -> Response:
     if token is None and header is None:
         svc.metrics.payment(route.path, "required")
         return payment_required(svc, priced)
+    if header is not None:
+        chosen = _within_authorization(chosen, header)
+        priced = replace(route, max_amount=hold_for(chosen))
     try:
         paid = (
             _hold_for_key(svc, priced, token)
@@ -215,6 +219,20 @@ def _try(
         return f"broke off its answer: {type(exc).__name__}"
     response.close()
     return _Served(status, response_headers(response), content, None, None, response, _ms(sent))
+
+
+def _within_authorization(chosen: list[Candidate], header: str) -> list[Candidate]:
+    """The candidates a signed payment can pay for. The pool may have changed between the 402
+    that quoted the dearest candidate and the paid retry (a circuit closed, a provider joined):
+    a payment that covers some candidates is served by those, in the same order, never above
+    what it authorized. When it covers none, or cannot be read, all stay (and the payment check
+    refuses it with the new quote)."""
+    try:
+        authorized = PaymentPayload.from_header(header).authorized
+    except InferpayError:
+        return chosen
+    affordable = [c for c in chosen if c.max_price <= authorized]
+    return affordable or chosen
 
 
 def _ms(since: float) -> float:
