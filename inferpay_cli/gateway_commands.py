@@ -253,7 +253,8 @@ def call(
         if receipt is not None:
             click.echo(
                 f"receipt: charged {format_amount(receipt.charged)} of {format_amount(receipt.authorized)} "
-                f"authorized, tx {receipt.tx_id}, balance {format_amount(receipt.balance_after)} "
+                f"authorized, tx {receipt.tx_id}, balance "
+                f"{'unknown' if receipt.balance_after is None else format_amount(receipt.balance_after)} "
                 f"(signed by {receipt.sealer}, verified)",
                 err=True,
             )

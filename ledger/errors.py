@@ -78,6 +78,7 @@
     ├── LedgerNotInitialized                not_initialized
     ├── WitnessUnavailable                  witness_unavailable   (client side: a witness unreachable or failing)
     ├── StorageUnavailable                  storage_unavailable   (also: a ledger API that cannot be reached)
+    │   └── CommitOutcomeUnknown            commit_outcome_unknown  (the database went away mid-commit)
     ├── gateway.wire.errors
     │   ├── UpstreamError                   upstream_error        (model down, timed out, or 5xx)
     │   ├── ReceiptInvalid                  receipt_invalid       (client side: a receipt or proof fails)
@@ -334,6 +335,15 @@ class StorageUnavailable(InferpayError):
     code = "storage_unavailable"
 
 
+class CommitOutcomeUnknown(StorageUnavailable):
+    """The connection to the database broke while a transaction was being committed, and the
+    database stayed away: it may or may not hold the transaction, and nobody can say until it is
+    back. Unlike its parent, this is not "nothing was done". The transaction is applied at most
+    once whatever happens: ask for it by ``txId`` later, or submit the same signed request again."""
+
+    code = "commit_outcome_unknown"
+
+
 class ErrorRegistry:
     """Error classes by code, from a list someone wrote down.
 
@@ -438,6 +448,7 @@ LEDGER_ERRORS = ErrorRegistry(
         KeystoreInvalid,
         LedgerNotInitialized,
         StorageUnavailable,
+        CommitOutcomeUnknown,
     )
 )
 

@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     summary = report.data["summary"]
+    # CI shows only the end of the output: the new findings go last, one line each, before the path.
     print(json.dumps(summary, indent=2))
+    for finding in report.data["findings"]:
+        if finding["knownDefect"] is None:
+            print(f"NEW FINDING [{finding['phase']}] {finding['check']}: {finding['message'][:300]}")
     print(f"report: {path}")
     return 0 if summary["ok"] and "crashed" not in report.data else 1
 

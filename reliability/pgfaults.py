@@ -218,9 +218,9 @@ def run_pg_faults(
             seed,
             monitor_class=PgFaultMonitor,
             nemesis_class=make_nemesis,  # type: ignore[arg-type]
-            # After PostgreSQL restarts, psycopg_pool reconnects with exponential backoff (1 s,
-            # 2 s, 4 s, ...), so the sealer may expire a hold seconds after its expiry; a known
-            # limit (docs/reliability.md), bounded here, not a hold that stays open.
+            # After PostgreSQL restarts (crash recovery, then the pool's reconnection every 0.5 s),
+            # the sealer may expire a hold seconds after its expiry; a known limit
+            # (docs/reliability.md), bounded here, not a hold that stays open.
             settle_grace=PG_RESTART_GRACE_SECONDS,
         )
         cluster.start()  # whatever the nemesis left, the checks read a running database

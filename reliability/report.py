@@ -22,8 +22,7 @@ OUT = Path(__file__).resolve().parent / "out"
 # Open defects: id -> what, where, and its strict-xfail regression test in
 # tests/reliability/test_reliability_regressions.py. Each finding tagged with an id listed here is counted
 # apart; a finding whose id is not listed (including a fixed defect coming back) is new. Of the
-# thirteen defects this suite found, twelve are fixed and the thirteenth narrowed (docs/reliability.md
-# lists them; its remaining findings are new, so a full run shows them). A listed
+# thirteen defects this suite found, all are fixed (docs/reliability.md lists them). A listed
 # defect that no longer shows is reported under "knownDefectsNotSeen": remove its entry.
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {}
 

@@ -37,7 +37,7 @@ from gateway.client import HttpxPaymentAuth, PaymentAuth, receipt_of, stream_rec
 from gateway.wire.errors import ReceiptInvalid
 from gateway.wire.receipts import Receipt
 from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, PaymentPayload, decode_header
-from ledger.errors import InferpayError
+from ledger.errors import CommitOutcomeUnknown, InferpayError
 from ledger.ledger import Ledger
 from ledger.types import Mint
 from reliability.deploy import Deployment
@@ -407,6 +407,8 @@ def _classify_failure(op: Op, status: int, body: bytes) -> None:
     except (ValueError, AttributeError):
         op.code = None
     op.outcome = "error" if status >= 500 and status not in _OK_5XX else "refused"
+    if op.code == CommitOutcomeUnknown.code:  # not a refusal: it may have been recorded, once
+        op.outcome, op.detail = "ambiguous", "the gateway says the commit's outcome is unknown"
     if op.outcome == "error":
         op.detail = f"HTTP {status}: {body[:200]!r}"
 
@@ -417,6 +419,8 @@ def _refused(op: Op, status: int | None, exc: InferpayError) -> None:
         op.outcome, op.detail = "error", f"the SDK rejected the gateway's receipt: {exc.message}"
     elif status is not None and status >= 500 and status not in _OK_5XX:
         op.outcome, op.detail = "error", f"HTTP {status}: {exc.message}"
+    elif isinstance(exc, CommitOutcomeUnknown):
+        op.outcome, op.detail = "ambiguous", "the gateway says the commit's outcome is unknown"
     else:
         op.outcome = "refused"
 

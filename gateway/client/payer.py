@@ -46,7 +46,7 @@ from gateway.wire.x402 import (
 from ledger.clock import ms_to_s, system_now_ms
 from ledger.crypto import recover_address
 from ledger.encoding import request_binding_nonce, signing_digest
-from ledger.errors import InferpayError, InvalidSignature
+from ledger.errors import CommitOutcomeUnknown, InferpayError, InvalidSignature
 from ledger.types import (
     Address,
     Authorization,
@@ -233,7 +233,9 @@ class Payer:
                     raise ReceiptInvalid("the paid response carries no PAYMENT-RESPONSE receipt")
                 return None  # charge unknown: the whole authorization stays counted
             error = gateway_error(body)
-            if error is not None or status == 402:  # refused: nothing was captured
+            # Refused: nothing was captured. A commit whose outcome is unknown may have captured
+            # the whole authorization: it stays counted.
+            if (error is not None and not isinstance(error, CommitOutcomeUnknown)) or status == 402:
                 self.policy.release(value)
             if error is not None:
                 raise error

@@ -26,6 +26,11 @@ log = logging.getLogger("inferpay.errors")
 # message names the database (a file path; a PostgreSQL host, port, user and schema): the
 # operator's to read in the log, no caller's.
 STORAGE_UNAVAILABLE_MESSAGE = "the ledger's storage is unavailable; try again shortly"
+# Names the transaction (txId, in the details), never the database.
+COMMIT_OUTCOME_UNKNOWN_MESSAGE = (
+    "the ledger's storage went away while this was being recorded; whether it was is unknown until it "
+    "is back: look up txId then (it is recorded at most once; the same signed request may be sent again)"
+)
 
 STATUS_BY_ERROR: dict[type[le.InferpayError], int] = {
     # The client's request is wrong: fix it and retry.
@@ -101,7 +106,10 @@ def error_headers(error: le.InferpayError) -> dict[str, str]:
 def register(app: Flask) -> None:
     @app.errorhandler(le.InferpayError)
     def inferpay_error(error: le.InferpayError) -> Any:
-        if isinstance(error, le.StorageUnavailable):
+        if isinstance(error, le.CommitOutcomeUnknown):
+            log.warning("answered commit_outcome_unknown: %s", error.message)
+            error = le.CommitOutcomeUnknown(COMMIT_OUTCOME_UNKNOWN_MESSAGE, **error.details)
+        elif isinstance(error, le.StorageUnavailable):
             log.warning("answered storage_unavailable: %s", error.message)
             error = le.StorageUnavailable(STORAGE_UNAVAILABLE_MESSAGE)
         response = jsonify(error_body(error))

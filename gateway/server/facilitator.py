@@ -271,7 +271,7 @@ def _receipt(svc: Services, held: VerifiedHold, tx_id: TxId) -> Receipt:
         network=held.network,
         authorized=payment.authorized,
         charged=held.amount,
-        balance_after=svc.ledger.balance(payment.payer).available,
+        balance_after=svc.balance_after_settle(payment.payer),
         method="",
         path=held.resource,
         issued_at_ms=svc.ledger.now_ms(),

@@ -328,7 +328,7 @@ def _settle(svc: Services, route: Route, paid: PaidHold, usage: tuple[int, int] 
         network=paid.network,
         authorized=paid.authorized,
         charged=cost,
-        balance_after=svc.ledger.balance(paid.payer).available,
+        balance_after=svc.balance_after_settle(paid.payer),
         method=method,
         path=route.path,
         issued_at_ms=svc.ledger.now_ms(),
@@ -343,9 +343,10 @@ def payment_response(receipt: Receipt) -> dict[str, Any]:
         "payer": receipt.payer,
         "amount": str(receipt.charged),
         "charged": str(receipt.charged),
-        "balanceAfter": str(receipt.balance_after),
         "receipt": receipt.to_dict(),
     }
+    if receipt.balance_after is not None:
+        answer["balanceAfter"] = str(receipt.balance_after)
     if services().checkpoint_signer is not None:  # the offline receipt, once sealed
         answer["tlogProof"] = f"{ledger_url()}/transactions/{receipt.tx_id}/tlog-proof"
     return answer

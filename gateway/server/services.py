@@ -5,6 +5,7 @@ app by ``create_app`` and kept on ``app.extensions``; there is no module-level s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,11 +21,14 @@ from gateway.server.rate_limits import RateLimiter
 from gateway.server.upstream import Upstream
 from ledger import is_postgres_url
 from ledger.crypto import KeySigner
+from ledger.errors import StorageUnavailable
 from ledger.ledger import Ledger
 from ledger.sealer import AutoSealer
 from ledger.tlog.note import NoteSigner
 from ledger.transparency import TransparencyLog
 from ledger.types import Address
+
+log = logging.getLogger(__name__)
 
 EXTENSION = "inferpay"
 
@@ -118,6 +122,16 @@ class Services:
     @property
     def checkpoint_vkey(self) -> str | None:
         return self.checkpoint_signer.vkey if self.checkpoint_signer is not None else None
+
+    def balance_after_settle(self, payer: Address) -> int | None:
+        """The payer's available balance for the receipt of a charge that has committed, or None
+        when the storage cannot say just now: the charge stands, so the call must still be
+        answered as served (its receipt without ``balanceAfter``), never refused."""
+        try:
+            return self.ledger.balance(payer).available
+        except StorageUnavailable as exc:
+            log.warning("balance of %s unreadable after its charge committed (%s): receipt without it", payer, exc)
+            return None
 
     def close(self) -> None:
         """Stop the auto-sealer (releasing its lock file), close the upstream pool and the store."""

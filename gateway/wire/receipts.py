@@ -2,6 +2,9 @@
 
 A receipt says "for this request, transaction ``txId`` charged ``charged`` of the ``authorized``
 amount from ``payer`` to ``payTo``; the payer's available balance after it is ``balanceAfter``".
+``balanceAfter`` is left out when the ledger could not be read once the charge had committed
+(its database went away just then): the charge stands and the receipt still proves it, so the
+call is answered as served, with what is known, never as refused.
 The sealer signs it, so a client can hold the gateway to it; ``txId`` later resolves to a block
 and an inclusion proof (``GET /ledger/transactions/<txId>``), which the client checks against
 the sealer-signed block. A pool call's receipt also names the split (``provider``,
@@ -31,13 +34,13 @@ _RECEIPT_FIELDS = {
     "network",
     "authorized",
     "charged",
-    "balanceAfter",
     "method",
     "path",
     "issuedAt",
     "nonce",
 }
 _SPLIT_FIELDS = frozenset({"provider", "providerAmount", "fee"})  # pool calls only
+_OPTIONAL_FIELDS = _SPLIT_FIELDS | {"balanceAfter"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Receipt:
     network: str
     authorized: int
     charged: int
-    balance_after: int
+    balance_after: int | None  # None: unknown when signed (module docstring)
     method: str
     path: str
     issued_at_ms: int  # ms
@@ -74,7 +77,7 @@ class Receipt:
             "network": self.network,
             "authorized": str(self.authorized),
             "charged": str(self.charged),
-            "balanceAfter": str(self.balance_after),
+            **({} if self.balance_after is None else {"balanceAfter": str(self.balance_after)}),
             "method": self.method,
             "path": self.path,
             "issuedAt": self.issued_at_ms,
@@ -92,7 +95,7 @@ class Receipt:
     @classmethod
     def from_dict(cls, data: object) -> Receipt:
         try:
-            d = exact_keys(data, _RECEIPT_FIELDS | {"sealer", "signature"}, "receipt", optional=_SPLIT_FIELDS)
+            d = exact_keys(data, _RECEIPT_FIELDS | {"sealer", "signature"}, "receipt", optional=_OPTIONAL_FIELDS)
             if any(k in d for k in _SPLIT_FIELDS) and not all(k in d for k in _SPLIT_FIELDS):
                 raise ReceiptInvalid("receipt: a split names provider, providerAmount and fee together")
             hold_id = d["holdId"]
@@ -104,7 +107,7 @@ class Receipt:
                 network=str(d["network"]),
                 authorized=parse_uint(d["authorized"], "authorized"),
                 charged=parse_uint(d["charged"], "charged"),
-                balance_after=parse_uint(d["balanceAfter"], "balanceAfter"),
+                balance_after=parse_uint(d["balanceAfter"], "balanceAfter") if "balanceAfter" in d else None,
                 method=str(d["method"]),
                 path=str(d["path"]),
                 issued_at_ms=parse_uint(d["issuedAt"], "issuedAt"),

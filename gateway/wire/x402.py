@@ -13,7 +13,7 @@ inferpay additions, all optional and ignored by plain x402 clients:
 - ``extra.inferpayBinding = "v1"``: the route accepts request-bound payments; a client binds
   one by signing ``nonce = request_binding_nonce(method, path, body, salt)`` and sending
   ``payload.binding = {"salt": salt}``.
-- ``PAYMENT-RESPONSE`` also holds ``charged``, ``balanceAfter`` and ``receipt``.
+- ``PAYMENT-RESPONSE`` also holds ``charged``, ``balanceAfter`` (left out when unknown) and ``receipt``.
 """
 
 from __future__ import annotations

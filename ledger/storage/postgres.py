@@ -57,8 +57,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from ledger.errors import (
+    CommitOutcomeUnknown,
     IdempotencyConflict,
     InferpayError,
     InsufficientFunds,
@@ -87,6 +89,23 @@ _CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout
 # _COMMIT_FATE_MIN_S) the store keeps asking whether it committed before giving up.
 _COMMIT_FATE_POOL_TIMEOUTS = 2
 _COMMIT_FATE_MIN_S = 5.0
+
+
+# psycopg_pool reconnects after an outage with a doubling delay (1, 2, 4, 8 s, ...): a database
+# back after 3 s is found only at 7, and every call meanwhile times out. Ours retries at a steady
+# pace instead, so the ledger serves again within about this long of the database's return.
+_RECONNECT_EVERY_S = 0.5
+
+
+class _SteadyReconnect(AttemptWithBackoff):
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, _RECONNECT_EVERY_S)
+
+
+class _Pool(ConnectionPool[Conn]):
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _SteadyReconnect(timeout=self.reconnect_timeout), growing)
 
 
 class _Contention(StorageUnavailable):
@@ -163,6 +182,7 @@ class PostgresStore(SqlLedgerStore):
         kwargs: dict[str, Any] = {"autocommit": True}
         if not self.target.has_connect_timeout:
             kwargs["connect_timeout"] = _CONNECT_TIMEOUT
+        self._connect_kwargs = kwargs
         # One direct connection first: its error (refused, unknown database, bad password) is the
         # clearest thing to show, and it runs the migrations before any pooled connection exists.
         try:
@@ -176,7 +196,7 @@ class PostgresStore(SqlLedgerStore):
                 self._migrate(first)
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
+        self._pool: ConnectionPool[Conn] = _Pool(
             self.target.conninfo,
             kwargs=kwargs,
             min_size=1,
@@ -270,6 +290,18 @@ class PostgresStore(SqlLedgerStore):
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))  # let the other transaction finish
         raise AssertionError("unreachable")
 
+    def _write_direct(self, work: Callable[[Conn], T]) -> T:
+        """``_write`` on a connection of its own, outside the pool: after an outage the pool
+        reconnects in the background with a growing backoff (seconds, on a loaded machine), so
+        asking whether a commit landed through it can miss the database's return by far."""
+        try:
+            with psycopg.connect(self.target.conninfo, **self._connect_kwargs) as conn:
+                self._configure(conn)
+                with conn.transaction():
+                    return work(conn)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
     def _run_write(self, work: Callable[[Executor], T]) -> T:
         return self._write(work)
 
@@ -287,16 +319,17 @@ class PostgresStore(SqlLedgerStore):
                 raise
             return attempt()
 
-    def _until_known(self, attempt: Callable[[], T]) -> T:
+    def _until_known(self, attempt: Callable[[bool], T], tx_id: TxId) -> T:
         """``attempt()`` for an append (idempotent by tx id). If the connection broke under it,
         its commit may have landed with only the acknowledgement lost, and nobody can tell
         until the database answers again: answering ``StorageUnavailable`` then would tell a
         caller "not done" of a settle the ledger holds (a paid call answered 503 and charged).
-        So ask again, each try waiting up to ``pool_timeout`` for a connection, until the
-        database answers or ``_COMMIT_FATE_POOL_TIMEOUTS`` pool timeouts (at least
-        ``_COMMIT_FATE_MIN_S``) have passed; only then is the fate reported unknown."""
+        So ask again, each try on a fresh connection of its own (not the pool's, whose
+        reconnection backs off), until the database answers or ``_COMMIT_FATE_POOL_TIMEOUTS`` pool timeouts (at least
+        ``_COMMIT_FATE_MIN_S``) have passed; only then is the fate reported unknown
+        (``CommitOutcomeUnknown``, never the plain "unavailable" that means nothing was done)."""
         try:
-            return attempt()
+            return attempt(False)
         except _Contention:
             raise
         except StorageUnavailable as exc:
@@ -305,13 +338,19 @@ class PostgresStore(SqlLedgerStore):
         deadline = time.monotonic() + max(_COMMIT_FATE_MIN_S, _COMMIT_FATE_POOL_TIMEOUTS * self.target.pool_timeout)
         while True:
             try:
-                return attempt()
+                return attempt(True)  # on a connection of its own (``_write_direct``)
             except _Contention:
                 raise
             except StorageUnavailable as exc:
-                if time.monotonic() >= deadline or not (_cut(exc) or isinstance(exc.__cause__, PoolTimeout)):
+                if not (_cut(exc) or isinstance(exc.__cause__, PoolTimeout)):
                     raise
-                time.sleep(0.1)  # a refused connection fails at once: do not spin
+                if time.monotonic() >= deadline:  # the first try's commit may have landed: say so
+                    raise CommitOutcomeUnknown(
+                        f"the database went away while transaction {tx_id} was being committed and has "
+                        f"not come back: whether it committed is unknown until it does ({exc.message})",
+                        txId=tx_id,
+                    ) from exc
+                time.sleep(0.25)  # a refused connection fails at once: do not spin (nor crowd a recovering server)
 
     def _row(self, query: str, params: Sequence[Any] = ()) -> Any:
         def attempt() -> Any:
@@ -353,11 +392,11 @@ class PostgresStore(SqlLedgerStore):
             numbered = conn.execute(_NUMBER_AND_RECORD, [tx_id, tx.kind, record, leaf_hash, tx.accepted_at_ms, touched])
             return StoredTx(int(_fetch(numbered)[0]), tx_id, tx, leaf_hash, None), True
 
-        def attempt() -> tuple[StoredTx, bool]:
+        def attempt(direct: bool) -> tuple[StoredTx, bool]:
             attempts.append(1)
-            return self._write(work)
+            return self._write_direct(work) if direct else self._write(work)
 
-        return self._until_known(attempt)
+        return self._until_known(attempt, tx_id)
 
     # ---- blocks ----
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from ledger.crypto import KeySigner, new_private_key, sign_digest
 from ledger.encoding import signing_digest
-from ledger.errors import StorageUnavailable
+from ledger.errors import CommitOutcomeUnknown, StorageUnavailable
 from ledger.ledger import Ledger
 from ledger.storage import open_store
 from ledger.storage.base import LedgerStore
@@ -138,6 +139,31 @@ def test_a_lost_commit_acknowledgement_is_found_after_an_outage_longer_than_the_
     assert proxy.replies_lost == 1
     stored = [raw.tx_id for raw in led.store.iter_raw_transactions()]
     assert stored.count(minted) == 1 and len(stored) == before + 1
+
+
+def test_a_commit_whose_database_stays_away_is_reported_as_of_unknown_outcome(
+    led: Ledgered, proxy: FaultyProxy
+) -> None:
+    """Defect 13's first half (pg-faults, seed 85971): a transfer applied, and answered 503
+    ``storage_unavailable`` (which says "not done") after the database was away 6.4 s. Past the
+    store's bound nobody can know whether the commit landed: the answer says exactly that
+    (``CommitOutcomeUnknown``, a ``StorageUnavailable``), with the transaction's id to look up."""
+    led.mint()
+    before = len(led.minted())
+    message = Mint(led.operator.address, 5, "0x" + secrets.token_hex(32))
+    signature = sign_digest(led.operator.key, signing_digest(led.ledger.chain, message))
+    proxy.lose_reply_to(b"COMMIT", then_away_s=7.0)  # longer than max(5 s, 2 x the 2 s pool_timeout)
+    started = time.monotonic()
+    with pytest.raises(CommitOutcomeUnknown) as raised:
+        led.ledger.mint(message, signature)
+    assert isinstance(raised.value, StorageUnavailable) and raised.value.code == "commit_outcome_unknown"
+    assert proxy.replies_lost == 1
+    time.sleep(max(0.0, started + 7.5 - time.monotonic()))  # the database is back after its 7 s
+    # Whether or not the first commit landed, the same signed mint sent again is recorded once.
+    again = led.ledger.mint(message, signature)
+    assert again.tx_id == raised.value.details["txId"]
+    stored = [raw.tx_id for raw in led.store.iter_raw_transactions()]
+    assert stored.count(again.tx_id) == 1 and len(stored) == before + 1
 
 
 def test_a_read_cut_off_mid_answer_is_asked_again(led: Ledgered, proxy: FaultyProxy) -> None:

@@ -253,3 +253,99 @@ def test_a_storage_failure_at_the_gateway_names_no_database() -> None:
     response = app.test_client().get("/fails")
     assert response.status_code == 503
     assert response.get_json() == {"error": {"code": "storage_unavailable", "message": STORAGE_UNAVAILABLE_MESSAGE}}
+
+
+def test_a_commit_of_unknown_outcome_is_503_naming_the_transaction_not_the_database() -> None:
+    """Defect 13: past the store's bound the gateway cannot know whether a commit landed; its
+    answer must say so (a client retries or looks it up), not "unavailable" (which says nothing
+    was done), and still name no database. The client SDK maps the code back to its class."""
+    from flask import Flask
+
+    from gateway.client.payer import gateway_error
+    from gateway.server.error_handlers import COMMIT_OUTCOME_UNKNOWN_MESSAGE, register
+    from ledger.errors import CommitOutcomeUnknown
+
+    app = Flask("commit-outcome-unknown")
+    register(app)
+    tx_id = "0x" + "ab" * 32
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise CommitOutcomeUnknown(
+            "the database went away while transaction ... (PostgreSQL at postgresql://ledger@db.internal:5432/prod)",
+            txId=tx_id,
+        )
+
+    response = app.test_client().get("/fails")
+    assert response.status_code == 503
+    assert response.get_json() == {
+        "error": {"code": "commit_outcome_unknown", "message": COMMIT_OUTCOME_UNKNOWN_MESSAGE, "txId": tx_id}
+    }
+    error = gateway_error(response.data)
+    assert isinstance(error, CommitOutcomeUnknown) and error.details["txId"] == tx_id
+
+
+# ---- a charge committed, then the database gone: answered as served, never as refused ----
+
+
+def test_a_call_whose_balance_is_unreadable_after_its_charge_commits_is_answered_as_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 13's second half (pg-faults, 2026-12-03, seed 85971): a paid call and an API-key
+    charge answered 503 ``storage_unavailable`` *after* their settle committed. The receipt's
+    ``balanceAfter`` is read once the settle is in; PostgreSQL was killed between the two, so
+    the read failed and the call was refused though charged. Here the read fails the same way
+    (the ledger's database gone just then): the call is served, the receipt proves the charge,
+    and says nothing of the balance it could not read."""
+    from click.testing import CliRunner
+
+    from gateway.server.app import close_app, create_app
+    from gateway.server.home import Home
+    from gateway.server.services import EXTENSION, Services
+    from gateway.wire.receipts import Receipt
+    from gateway.wire.x402 import decode_header
+    from inferpay_cli.main import cli
+    from ledger.errors import StorageUnavailable
+    from tests.support.gateway import PASSWORD, SCRYPT_N, start_upstreams
+
+    home = tmp_path / "home"
+    cli_env = {"INFERPAY_HOME": str(home), "INFERPAY_PASSWORD": PASSWORD, "INFERPAY_SCRYPT_N": SCRYPT_N}
+    for args in (["init"], ["wallet", "create", "alice"], ["mint", "alice", "10"]):
+        result = CliRunner().invoke(cli, args, env=cli_env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    with start_upstreams() as (echo, _):
+        config = parse_config(
+            {"routes": [{"path": "/v1/flat", "upstream": echo.url + "/v1/echo", "price": "0.001"}]}, home=home
+        )
+        app = create_app(config, start_sealer=False)
+        try:
+            svc: Services = app.extensions[EXTENSION]
+            alice = Home(home).wallets.load("alice", PASSWORD)
+            payer = Payer(alice)
+            client = app.test_client()
+            asked = client.post("/v1/flat", data=b"{}")
+            assert asked.status_code == 402
+            challenge = payer.challenge(asked.headers, asked.data)
+            assert challenge is not None
+            payment = payer.pay(challenge, "POST", "http://localhost/v1/flat", b"{}")
+            before = len(list(svc.ledger.store.iter_raw_transactions()))
+
+            def gone(address: str) -> None:
+                raise StorageUnavailable("the ledger's database went away")
+
+            monkeypatch.setattr(svc.ledger, "balance", gone)
+            paid = client.post("/v1/flat", data=b"{}", headers={"PAYMENT-SIGNATURE": payment.header})
+            monkeypatch.undo()
+
+            assert paid.status_code == 200, paid.text
+            settlement = decode_header(paid.headers["PAYMENT-RESPONSE"])
+            assert settlement["success"] is True and "balanceAfter" not in settlement
+            receipt = payer.finish(payment, paid.status_code, paid.headers, paid.data)
+            assert receipt is not None and receipt.balance_after is None and receipt.charged == 1000
+            Receipt.from_dict(settlement["receipt"]).verify(svc.sealer.address)
+            stored = list(svc.ledger.store.iter_raw_transactions())
+            assert len(stored) == before + 2  # the hold and its settle, once each
+            assert [raw.tx_id for raw in stored].count(receipt.tx_id) == 1
+            assert svc.ledger.balance(alice.address).available == 10_000_000 - 1000
+        finally:
+            close_app(app)

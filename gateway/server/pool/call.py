@@ -317,7 +317,7 @@ def _settle(
         network=paid.network,
         authorized=paid.authorized,
         charged=split.amount,
-        balance_after=svc.ledger.balance(paid.payer).available,
+        balance_after=svc.balance_after_settle(paid.payer),
         method=method,
         path=route.path,
         issued_at_ms=svc.ledger.now_ms(),
