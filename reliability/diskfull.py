@@ -51,6 +51,8 @@ from witness.config import load_witness_config
 GATEWAY_DISK = "48m"
 WITNESS_DISK = "4m"
 _CHUNK = b"\0" * (1 << 16)
+# Less free space than this once the ballast is gone: the ledger has outgrown its disk.
+_OUTGROWN_BYTES = 4 << 20
 
 
 class Tmpfs:
@@ -122,17 +124,21 @@ class DiskNemesis(Nemesis):
         self.faults = [("disk_full", None)] * fills
 
     def _inject(self, kind: str, arg: Any, at: float) -> None:
+        free_before = self.disk.free_bytes()
         started = time.monotonic()
         ballast = self.disk.fill()
         time.sleep(self.rng.uniform(1.0, 3.0))
         self.disk.release()
         ended = time.monotonic()
+        free_after = self.disk.free_bytes()
         self.events.append(
             {
                 "fault": kind,
                 "atSeconds": round(at, 2),
                 "fullSeconds": round(ended - started, 2),
                 "ballastBytes": ballast,
+                "freeBytesBefore": free_before,
+                "freeBytesAfterRelease": free_after,
                 "startedAt": started,
                 "endedAt": ended,
             }
@@ -171,9 +177,15 @@ def run_gateway_disk_full(
             disk.release()
         if integrity != "ok":
             findings.append(Finding("integrity_check", f"ledger.db after the disk filled: {integrity}"))
-        outgrown = [e["atSeconds"] for e in nemesis[0].events if e["ballastBytes"] == 0] if nemesis else []
-        if outgrown:  # the suite's own sizing, not the gateway's: space could not "return"
+        # The suite's own sizing, not the gateway's: a fault whose release gave no space back
+        # ("space returns" freed nothing: the ledger itself had outgrown the disk). A fill that
+        # found the disk already full but whose release left room is still a disk-full fault;
+        # it is counted apart (seen once per few full runs, cause not found: see the notes).
+        events = nemesis[0].events if nemesis else []
+        outgrown = [e["atSeconds"] for e in events if e["freeBytesAfterRelease"] < _OUTGROWN_BYTES]
+        if outgrown:
             findings.append(Finding("disk_sized_for_the_run", f"the ledger filled {size} itself at {outgrown} s"))
+        figures["faults"]["foundAlreadyFull"] = [e["atSeconds"] for e in events if e["ballastBytes"] == 0]
         windows = [(e["startedAt"], e["endedAt"]) for e in nemesis[0].events] if nemesis else []
         answers, answer_findings = _answers_while_full(workload.ops, windows)
         findings += answer_findings
