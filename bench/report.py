@@ -48,6 +48,11 @@ TARGETS: dict[str, tuple[float | None, str, str]] = {
         "ge",
         "paid ÷ pass-through req/s with the real embedding model as upstream, 16 clients: median of rounds",
     ),
+    "gateway_rss_ratio_100k_vs_1k": (
+        1.10,
+        "le",
+        "largest gunicorn worker's RSS after 100k paid calls ÷ after 1k (quick: 10k ÷ 1k), flat route",
+    ),
 }
 
 # Which phase measures each key: a run that skips a phase keeps that phase's keys from before.
@@ -65,6 +70,7 @@ PHASE_OF_KEY = {
     "gateway_vs_x402_middleware_throughput": "peers",
     "witnessed_vs_plain_paid_throughput": "witnessed",
     "paid_vs_passthrough_throughput_model": "model",
+    "gateway_rss_ratio_100k_vs_1k": "memory",
 }
 
 
@@ -130,6 +136,17 @@ def add_model_key(keys: dict[str, Any], model: dict[str, Any]) -> None:
         "paid_vs_passthrough_throughput_model",
         f"paid {s['paid']['throughput_rps']:.1f} req/s vs pass-through {s['passthrough']['throughput_rps']:.1f}"
         f" vs model direct {s['direct']['throughput_rps']:.1f} (pooled); rounds: {_rounds(model['per_round'])}",
+    )
+
+
+def add_memory_key(keys: dict[str, Any], memory: dict[str, Any]) -> None:
+    first, last = memory["snapshots"][0], memory["snapshots"][-1]
+    keys["gateway_rss_ratio_100k_vs_1k"] = key(
+        memory["gateway_rss_ratio"],
+        "gateway_rss_ratio_100k_vs_1k",
+        f"largest worker {first['largest_worker_rss_kib']} KiB after {first['paid_calls']} paid calls,"
+        f" {last['largest_worker_rss_kib']} KiB after {last['paid_calls']}; the ledger file grew from"
+        f" {first['ledger_file_kib']} to {last['ledger_file_kib']} KiB",
     )
 
 

@@ -11,7 +11,8 @@ never by the test suite.
 The phases ``peers`` (LiteLLM's proxy and the official x402 middleware beside the gateway,
 ``bench.peers``), ``witnessed`` (P1 with two real witnesses, ``bench.p5_witnessed``) and
 ``model`` (the real embedding model as upstream, ``bench.p1_model``) run with the rest, or on
-their own (``--only peers,witnessed,model``). A run that measures some phases keeps the other
+their own (``--only peers,witnessed,model``); ``memory`` (a gateway worker's RSS after 1k and
+after 100k paid calls, ``bench.p6_memory``) likewise. A run that measures some phases keeps the other
 phases' sections and keys from the report already there (same mode), each with the time it was
 measured (``measured_at``), so one phase can be re-measured without losing the rest.
 
@@ -34,7 +35,7 @@ from typing import Any
 from bench import p1_gateway, p2_ingest, p3_audit, p4_growth, report, report_pg, sidebyside
 from bench.common import OUT, REPORTS, MachineLoad, machine, measured_sources
 
-PHASES = ("p1", "p2", "p3", "p4", "peers", "witnessed", "model")
+PHASES = ("p1", "p2", "p3", "p4", "peers", "witnessed", "model", "memory")
 PG_PHASES = ("p1pg", "p2pg")  # P1 and P2 with the ledger in PostgreSQL (--database)
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated phases (default: p1,p2,p3,p4,peers,witnessed,model; with --database: p1pg,p2pg)",
+        help="comma-separated phases (default: p1,p2,p3,p4,peers,witnessed,model,memory; with --database: p1pg,p2pg)",
     )
     parser.add_argument(
         "--p4-build-budget",
@@ -202,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
 
         model = phase("model", lambda: p1_model.run(OUT / "model", side, log=log))
         report.add_model_key(keys, model)
+    if "memory" in phases:
+        from bench import p6_memory
+
+        memory = phase(
+            "memory", lambda: p6_memory.run(OUT / "memory", p6_memory.QUICK if quick else p6_memory.Settings(), log=log)
+        )
+        report.add_memory_key(keys, memory)
     postgresql = None
     if database is not None and any(p in PG_PHASES for p in phases):
         postgresql = _postgres_phases(phases, database, quick, result)
