@@ -194,7 +194,10 @@ def run_lying_source(dep: Deployment, rounds: int) -> tuple[dict[str, Any], list
     lies = {lie: dict(tally) for lie, tally in results.items()}
     return {
         "lies": lies,
-        "liesTold": sum(liar.told.values()),
+        # Mirror runs that were shown a lie (one run may be served several altered answers:
+        # ``responsesAltered`` counts those), so that told = detected + accepted.
+        "liesTold": sum(t["detected"] + t["accepted"] for t in results.values()),
+        "responsesAltered": sum(liar.told.values()),
         "detected": sum(t["detected"] for t in results.values()),
         "accepted": sum(t["accepted"] for t in results.values()),
         "notExercised": sum(t["notExercised"] for t in results.values()),
