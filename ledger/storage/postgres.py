@@ -182,7 +182,6 @@ class PostgresStore(SqlLedgerStore):
         kwargs: dict[str, Any] = {"autocommit": True}
         if not self.target.has_connect_timeout:
             kwargs["connect_timeout"] = _CONNECT_TIMEOUT
-        self._connect_kwargs = kwargs
         # One direct connection first: its error (refused, unknown database, bad password) is the
         # clearest thing to show, and it runs the migrations before any pooled connection exists.
         try:
@@ -290,18 +289,6 @@ class PostgresStore(SqlLedgerStore):
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))  # let the other transaction finish
         raise AssertionError("unreachable")
 
-    def _write_direct(self, work: Callable[[Conn], T]) -> T:
-        """``_write`` on a connection of its own, outside the pool: after an outage the pool
-        reconnects in the background with a growing backoff (seconds, on a loaded machine), so
-        asking whether a commit landed through it can miss the database's return by far."""
-        try:
-            with psycopg.connect(self.target.conninfo, **self._connect_kwargs) as conn:
-                self._configure(conn)
-                with conn.transaction():
-                    return work(conn)
-        except psycopg.Error as exc:
-            raise self._translate(exc) from exc
-
     def _run_write(self, work: Callable[[Executor], T]) -> T:
         return self._write(work)
 
@@ -319,17 +306,18 @@ class PostgresStore(SqlLedgerStore):
                 raise
             return attempt()
 
-    def _until_known(self, attempt: Callable[[bool], T], tx_id: TxId) -> T:
+    def _until_known(self, attempt: Callable[[], T], tx_id: TxId) -> T:
         """``attempt()`` for an append (idempotent by tx id). If the connection broke under it,
         its commit may have landed with only the acknowledgement lost, and nobody can tell
         until the database answers again: answering ``StorageUnavailable`` then would tell a
         caller "not done" of a settle the ledger holds (a paid call answered 503 and charged).
-        So ask again, each try on a fresh connection of its own (not the pool's, whose
-        reconnection backs off), until the database answers or ``_COMMIT_FATE_POOL_TIMEOUTS`` pool timeouts (at least
-        ``_COMMIT_FATE_MIN_S``) have passed; only then is the fate reported unknown
+        So ask again, each try waiting up to ``pool_timeout`` for a connection (the pool
+        reconnects every ``_RECONNECT_EVERY_S``), until the database answers or
+        ``_COMMIT_FATE_POOL_TIMEOUTS`` pool timeouts (at least ``_COMMIT_FATE_MIN_S``) have
+        passed; only then is the fate reported unknown
         (``CommitOutcomeUnknown``, never the plain "unavailable" that means nothing was done)."""
         try:
-            return attempt(False)
+            return attempt()
         except _Contention:
             raise
         except StorageUnavailable as exc:
@@ -338,7 +326,7 @@ class PostgresStore(SqlLedgerStore):
         deadline = time.monotonic() + max(_COMMIT_FATE_MIN_S, _COMMIT_FATE_POOL_TIMEOUTS * self.target.pool_timeout)
         while True:
             try:
-                return attempt(True)  # on a connection of its own (``_write_direct``)
+                return attempt()
             except _Contention:
                 raise
             except StorageUnavailable as exc:
@@ -350,7 +338,7 @@ class PostgresStore(SqlLedgerStore):
                         f"not come back: whether it committed is unknown until it does ({exc.message})",
                         txId=tx_id,
                     ) from exc
-                time.sleep(0.25)  # a refused connection fails at once: do not spin (nor crowd a recovering server)
+                time.sleep(0.1)  # a refused connection fails at once: do not spin
 
     def _row(self, query: str, params: Sequence[Any] = ()) -> Any:
         def attempt() -> Any:
@@ -392,9 +380,9 @@ class PostgresStore(SqlLedgerStore):
             numbered = conn.execute(_NUMBER_AND_RECORD, [tx_id, tx.kind, record, leaf_hash, tx.accepted_at_ms, touched])
             return StoredTx(int(_fetch(numbered)[0]), tx_id, tx, leaf_hash, None), True
 
-        def attempt(direct: bool) -> tuple[StoredTx, bool]:
+        def attempt() -> tuple[StoredTx, bool]:
             attempts.append(1)
-            return self._write_direct(work) if direct else self._write(work)
+            return self._write(work)
 
         return self._until_known(attempt, tx_id)
 
