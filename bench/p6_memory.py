@@ -46,13 +46,13 @@ def rss_kib(pid: int) -> int:
 
 def _snapshot(env: Any, calls: int) -> dict[str, Any]:
     gateway = env.gateway
-    workers = sorted(gateway.worker_pids())
+    workers = {str(pid): rss_kib(pid) for pid in sorted(gateway.worker_pids())}
     ledger = env.home.ledger_path
     return {
         "paid_calls": calls,
         "master_rss_kib": rss_kib(gateway.process.pid),
-        "worker_rss_kib": {str(pid): rss_kib(pid) for pid in workers},
-        "largest_worker_rss_kib": max((rss_kib(pid) for pid in workers), default=0),
+        "worker_rss_kib": workers,
+        "largest_worker_rss_kib": max(workers.values(), default=0),
         "ledger_file_kib": sum(p.stat().st_size for p in ledger.parent.glob(ledger.name + "*")) // 1024,
     }
 
@@ -67,7 +67,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
             stages = [settings.first]
             while sum(stages) < settings.total:
                 stages.append(min(settings.stage, settings.total - sum(stages)))
-            snapshots, done, errors, seconds = [], 0, 0, 0.0
+            snapshots, done, seconds = [], 0, 0.0
             for count in stages:
                 requests = env.paid_requests(path, body, terms, count)
                 started = time.perf_counter()
@@ -86,11 +86,11 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
                         f"memory phase: {count} paid calls gave {result.statuses} ({result.first_error[:300]})"
                     )
                 done += count
-                errors += result.errors
                 _wait_quiet(store, timeout=60.0)
-                if done == settings.first or done == settings.total:
-                    snapshots.append(_snapshot(env, done))
-                log(f"  memory: {done} paid calls, largest worker {_snapshot(env, done)['largest_worker_rss_kib']} KiB")
+                snapshot = _snapshot(env, done)
+                if done in (settings.first, settings.total):
+                    snapshots.append(snapshot)
+                log(f"  memory: {done} paid calls, largest worker {snapshot['largest_worker_rss_kib']} KiB")
             if sorted(env.gateway.worker_pids()) != workers_before:
                 raise RuntimeError(
                     "memory phase: a gunicorn worker was replaced mid-run; RSS figures would mix processes"
