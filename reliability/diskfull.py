@@ -180,7 +180,7 @@ def run_gateway_disk_full(
         # The suite's own sizing, not the gateway's: a fault whose release gave no space back
         # ("space returns" freed nothing: the ledger itself had outgrown the disk). A fill that
         # found the disk already full but whose release left room is still a disk-full fault;
-        # it is counted apart (seen once per few full runs, cause not found: see the notes).
+        # it is listed apart (seen twice, cause not found: docs/reliability.md's notes).
         events = nemesis[0].events if nemesis else []
         outgrown = [e["atSeconds"] for e in events if e["freeBytesAfterRelease"] < _OUTGROWN_BYTES]
         if outgrown:

@@ -13,7 +13,9 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -288,24 +290,38 @@ def test_a_commit_of_unknown_outcome_is_503_naming_the_transaction_not_the_datab
 # ---- a charge committed, then the database gone: answered as served, never as refused ----
 
 
-def test_a_call_whose_balance_is_unreadable_after_its_charge_commits_is_answered_as_served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Defect 13's second half (pg-faults, 2026-12-03, seed 85971): a paid call and an API-key
-    charge answered 503 ``storage_unavailable`` *after* their settle committed. The receipt's
-    ``balanceAfter`` is read once the settle is in; PostgreSQL was killed between the two, so
-    the read failed and the call was refused though charged. Here the read fails the same way
-    (the ledger's database gone just then): the call is served, the receipt proves the charge,
-    and says nothing of the balance it could not read."""
+@dataclass
+class PayingApp:
+    """The real gateway app (``create_app``) on a real home, SQLite ledger and echo upstream,
+    driven through Flask's test client, so that one ledger call can be made to fail in-process
+    exactly where a database outage would strike; ``payer`` is alice's SDK."""
+
+    client: Any
+    svc: Any
+    payer: Payer
+    address: str
+
+    def paid_call(self) -> tuple[Any, Any]:
+        """A 402, then the paid retry; returns the SDK's payment and the retry's answer."""
+        asked = self.client.post("/v1/flat", data=b"{}")
+        assert asked.status_code == 402
+        challenge = self.payer.challenge(asked.headers, asked.data)
+        assert challenge is not None
+        payment = self.payer.pay(challenge, "POST", "http://localhost/v1/flat", b"{}")
+        return payment, self.client.post("/v1/flat", data=b"{}", headers={"PAYMENT-SIGNATURE": payment.header})
+
+    def stored(self) -> list[str]:
+        return [raw.tx_id for raw in self.svc.ledger.store.iter_raw_transactions()]
+
+
+@pytest.fixture
+def paying_app(tmp_path: Path) -> Iterator[PayingApp]:
     from click.testing import CliRunner
 
     from gateway.server.app import close_app, create_app
     from gateway.server.home import Home
-    from gateway.server.services import EXTENSION, Services
-    from gateway.wire.receipts import Receipt
-    from gateway.wire.x402 import decode_header
+    from gateway.server.services import EXTENSION
     from inferpay_cli.main import cli
-    from ledger.errors import StorageUnavailable
     from tests.support.gateway import PASSWORD, SCRYPT_N, start_upstreams
 
     home = tmp_path / "home"
@@ -319,33 +335,72 @@ def test_a_call_whose_balance_is_unreadable_after_its_charge_commits_is_answered
         )
         app = create_app(config, start_sealer=False)
         try:
-            svc: Services = app.extensions[EXTENSION]
             alice = Home(home).wallets.load("alice", PASSWORD)
-            payer = Payer(alice)
-            client = app.test_client()
-            asked = client.post("/v1/flat", data=b"{}")
-            assert asked.status_code == 402
-            challenge = payer.challenge(asked.headers, asked.data)
-            assert challenge is not None
-            payment = payer.pay(challenge, "POST", "http://localhost/v1/flat", b"{}")
-            before = len(list(svc.ledger.store.iter_raw_transactions()))
-
-            def gone(address: str) -> None:
-                raise StorageUnavailable("the ledger's database went away")
-
-            monkeypatch.setattr(svc.ledger, "balance", gone)
-            paid = client.post("/v1/flat", data=b"{}", headers={"PAYMENT-SIGNATURE": payment.header})
-            monkeypatch.undo()
-
-            assert paid.status_code == 200, paid.text
-            settlement = decode_header(paid.headers["PAYMENT-RESPONSE"])
-            assert settlement["success"] is True and "balanceAfter" not in settlement
-            receipt = payer.finish(payment, paid.status_code, paid.headers, paid.data)
-            assert receipt is not None and receipt.balance_after is None and receipt.charged == 1000
-            Receipt.from_dict(settlement["receipt"]).verify(svc.sealer.address)
-            stored = list(svc.ledger.store.iter_raw_transactions())
-            assert len(stored) == before + 2  # the hold and its settle, once each
-            assert [raw.tx_id for raw in stored].count(receipt.tx_id) == 1
-            assert svc.ledger.balance(alice.address).available == 10_000_000 - 1000
+            yield PayingApp(app.test_client(), app.extensions[EXTENSION], Payer(alice), alice.address)
         finally:
             close_app(app)
+
+
+def test_a_call_whose_balance_is_unreadable_after_its_charge_commits_is_answered_as_served(
+    paying_app: PayingApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 13's second half (pg-faults, 2026-12-03, seed 85971): a paid call and an API-key
+    charge answered 503 ``storage_unavailable`` *after* their settle committed. The receipt's
+    ``balanceAfter`` is read once the settle is in; PostgreSQL was killed between the two, so
+    the read failed and the call was refused though charged. Here the read fails the same way
+    (the ledger's database gone just then): the call is served, the receipt proves the charge,
+    and says nothing of the balance it could not read."""
+    from gateway.wire.receipts import Receipt
+    from gateway.wire.x402 import decode_header
+    from ledger.errors import StorageUnavailable
+
+    app = paying_app
+    before = len(app.stored())
+
+    def gone(address: str) -> None:
+        raise StorageUnavailable("the ledger's database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.svc.ledger, "balance", gone)
+        payment, paid = app.paid_call()
+
+    assert paid.status_code == 200, paid.text
+    settlement = decode_header(paid.headers["PAYMENT-RESPONSE"])
+    assert settlement["success"] is True and "balanceAfter" not in settlement
+    receipt = app.payer.finish(payment, paid.status_code, paid.headers, paid.data)
+    assert receipt is not None and receipt.balance_after is None and receipt.charged == 1000
+    Receipt.from_dict(settlement["receipt"]).verify(app.svc.sealer.address)
+    stored = app.stored()
+    assert len(stored) == before + 2  # the hold and its settle, once each
+    assert stored.count(receipt.tx_id) == 1
+    assert app.svc.ledger.balance(app.address).available == 10_000_000 - 1000
+
+
+@pytest.mark.parametrize("outcome_known", [True, False])
+def test_the_sdk_keeps_a_payment_of_unknown_outcome_counted(
+    paying_app: PayingApp, monkeypatch: pytest.MonkeyPatch, outcome_known: bool
+) -> None:
+    """A settle whose commit's fate is unknown reaches the client as 503
+    ``commit_outcome_unknown`` through the real paid path, and the SDK keeps the authorization
+    counted against its spend policy (it may have been captured); a plain
+    ``storage_unavailable`` (nothing done) releases it."""
+    from ledger.errors import CommitOutcomeUnknown, StorageUnavailable
+
+    app = paying_app
+    error = (
+        StorageUnavailable("the database is down")
+        if outcome_known
+        else CommitOutcomeUnknown("the database went away mid-commit", txId="0x" + "cd" * 32)
+    )
+
+    def fails(hold_id: str, amount: int) -> None:
+        raise error
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.svc.ledger, "settle", fails)
+        payment, paid = app.paid_call()
+
+    assert paid.status_code == 503 and paid.get_json()["error"]["code"] == error.code
+    with pytest.raises(type(error)):
+        app.payer.finish(payment, paid.status_code, paid.headers, paid.data)
+    assert app.payer.spent == (0 if outcome_known else payment.authorization.value)
