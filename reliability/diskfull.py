@@ -84,11 +84,11 @@ class Tmpfs:
     def fill(self) -> int:
         """Write the ballast until the disk is full; the bytes it took."""
         written = 0
-        with open(self.ballast, "ab") as out:
+        # Unbuffered: a buffered file would flush its rest again on close, and fail there.
+        with open(self.ballast, "ab", buffering=0) as out:
             try:
                 while True:
-                    written += out.write(_CHUNK)
-                    out.flush()
+                    written += out.write(_CHUNK) or 0
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
@@ -202,6 +202,10 @@ def _answers_while_full(ops: list[Any], windows: list[tuple[float, float]]) -> t
     for op in ops:
         if op.outcome == "refused" and (op.status or 0) >= 500 and op.code != "storage_unavailable":
             findings.append(Finding("clear_error_when_disk_full", f"{op.status} {op.code}", {"op": op.to_dict()}))
+        # Nothing is killed in this phase: a broken connection is a process that died on the
+        # full disk (defect 14: a gateway worker's SIGBUS on its metrics files).
+        if op.outcome in ("ambiguous", "unsent"):
+            findings.append(Finding("every_call_answered_when_disk_full", op.outcome, {"op": op.to_dict()}))
     full = [op for op in ops if during(op)]
     last_end = max((end for _, end in windows), default=0.0)
     after = [op for op in ops if op.started > last_end + 1.0 and op.outcome == "ok"]

@@ -28,10 +28,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger import Ledger
 from ledger.tlog.note import parse_note
+
+if TYPE_CHECKING:
+    from prometheus_client.mmap_dict import MmapedDict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -61,8 +64,55 @@ def prepare_multiprocess(home: Path, port: int) -> Path:
     os.environ[MULTIPROC_ENV] = str(directory)
     from prometheus_client import values
 
+    values.MmapedDict = _reserved_mmaped_dict()  # type: ignore[misc]  # a module global, replaced on purpose
     values.ValueClass = values.get_value_class()
     return directory
+
+
+def _reserved_mmaped_dict() -> type[MmapedDict]:
+    """prometheus_client's per-process file, with its disk space reserved before it is used.
+
+    The library maps a sparse file and writes into it; on a full disk the first write to a page
+    without a block behind it is a SIGBUS, which kills the worker (the disk-full regression test
+    saw connections closed without an answer). Reserving the blocks first (posix_fallocate) turns
+    that into an OSError, raised where a new label set is first counted, which ``Metrics._child``
+    absorbs: a full disk costs a few uncounted events, never a worker. Looked up by
+    ``prometheus_client.values`` at each file's creation (tests/gateway/test_metrics_disk.py
+    fails if an upgrade stops doing so)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    class ReservedMmapedDict(MmapedDict):
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if not read_mode:
+                _reserve_new_file(filename)
+            super().__init__(filename, read_mode)
+
+        def _init_value(self, key: str) -> None:
+            # The library's entry: 4-byte length, the key padded to 8 bytes (1 to 8 more),
+            # two doubles; past its capacity the file doubles.
+            needed, capacity = self._used + len(key.encode("utf-8")) + 28, self._capacity
+            while needed > capacity:
+                capacity *= 2
+            os.posix_fallocate(self._f.fileno(), 0, capacity)
+            super()._init_value(key)
+
+    return ReservedMmapedDict
+
+
+_FIRST_FILE_BYTES = 1 << 16  # the library's own first size; it takes a file's size as it finds it
+
+
+def _reserve_new_file(filename: str) -> None:
+    """A new (empty) metrics file gets its first blocks before the library maps it and writes
+    its header; if they cannot be had, the empty file goes too (the scraper cannot read one)."""
+    with open(filename, "a+b") as file:
+        if os.fstat(file.fileno()).st_size:
+            return
+        try:
+            os.posix_fallocate(file.fileno(), 0, _FIRST_FILE_BYTES)
+        except OSError:
+            os.unlink(filename)
+            raise
 
 
 def multiprocess_dir() -> str | None:
@@ -88,6 +138,19 @@ def model_label(body: bytes) -> str:
         return ""
     model = payload.get("model") if isinstance(payload, dict) else None
     return model if isinstance(model, str) and _MODEL.fullmatch(model) else ""
+
+
+class _Uncounted:
+    """A metric child that counts nothing (see ``Metrics._child``)."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+_UNCOUNTED = _Uncounted()
 
 
 @dataclass
@@ -116,7 +179,12 @@ class Metrics:
         key = (id(metric), values)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*values)
+            try:
+                child = self._children[key] = metric.labels(*values)
+            except OSError:
+                # No room for a new label set in the multi-process files (a full disk): this
+                # event goes uncounted and the call goes on; the set is tried again next time.
+                return _UNCOUNTED
         return child
 
     def request(self, route: str, method: str, status_code: int) -> None:

@@ -33,8 +33,8 @@ POOL_CONFIG = f"""
 [pool]
 accept = "listed"
 health_interval_ms = {HEALTH_INTERVAL_MS}
-probe_timeout_ms = 300
-connect_timeout_ms = 300
+probe_timeout_ms = 1500
+connect_timeout_ms = 1000
 failure_threshold = {FAILURE_THRESHOLD}
 recovery_interval_ms = {RECOVERY_INTERVAL_MS}
 
