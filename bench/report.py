@@ -21,6 +21,7 @@ TARGETS: dict[str, tuple[float | None, str, str]] = {
     "ingest_vs_verify_limit": (0.5, "ge", "durable transfers/s ÷ all-core signature recovery/s"),
     "verify_vs_limit": (0.8, "ge", "audit tx/s (larger chain) ÷ 2 × single-core recovery/s"),
     "verify_memory_ratio_100k_vs_10k": (1.2, "le", "audit peak RSS, larger chain ÷ smaller chain"),
+    "verify_memory_ratio_1m_vs_10k": (1.2, "le", "audit peak memory, 1M-transaction chain ÷ 10k (full run only)"),
     "balance_latency_ratio_1m_vs_1k": (1.2, "le", "balance lookup p50, long ledger ÷ short ledger"),
     "paid_vs_direct_throughput": (
         None,
@@ -64,6 +65,7 @@ PHASE_OF_KEY = {
     "ingest_vs_verify_limit": "p2",
     "verify_vs_limit": "p3",
     "verify_memory_ratio_100k_vs_10k": "p3",
+    "verify_memory_ratio_1m_vs_10k": "p3",
     "balance_latency_ratio_1m_vs_1k": "p4",
     "paid_vs_litellm_throughput": "peers",
     "added_latency_vs_litellm_ms": "peers",

@@ -177,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
             f"chains of {large} and {small} transactions; peak RSS of the whole process (interpreter included);"
             f" growth above baseline: {p3['verify_memory_growth_ratio']:.3f}",
         )
+        if "flatness_size" in p3:
+            longest = p3["flatness_size"]
+            keys["verify_memory_ratio_1m_vs_10k"] = report.key(
+                p3["verify_memory_ratio_flatness"],
+                "verify_memory_ratio_1m_vs_10k",
+                f"chains of {longest} and {small} transactions, peak PSS of the auditor and its workers;"
+                f" the {longest}'s audit at {p3['audits'][str(longest)]['per_s']:.0f} tx/s"
+                f" ({p3['verify_vs_limit_flatness']:.3f} of the limit)",
+            )
     if "p4" in phases:
         settings = p4_growth.QUICK if quick else p4_growth.Settings(build_budget_seconds=ns.p4_build_budget)
         p4 = phase("p4", lambda: p4_growth.run(OUT / "p4", settings, log=log))
