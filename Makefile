@@ -84,8 +84,12 @@ bench-profile: $(VENV)/.bench-installed
 
 # P1 and P2 with the ledger in PostgreSQL, one and two gateway processes (a throwaway schema per
 # run in BENCH_POSTGRES); adds a PostgreSQL section to docs/performance/report.* (quick: bench/out/report-quick.*).
-.PHONY: bench-pg bench-pg-quick
+.PHONY: bench-wsgi bench-pg bench-pg-quick
 BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
+
+# gunicorn against granian on P1's load (bench/p7_wsgi.py): a design question, not a key.
+bench-wsgi: $(VENV)/.bench-installed
+	$(PY) -m bench.p7_wsgi
 
 bench-pg: $(VENV)/.bench-installed
 	$(PY) -m bench.run --database '$(BENCH_POSTGRES)'

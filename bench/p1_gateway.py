@@ -234,9 +234,10 @@ class Environment:
 
 
 @contextlib.contextmanager
-def environment(out: Path, payers: int) -> Iterator[Environment]:
+def environment(out: Path, payers: int, server: str = "gunicorn") -> Iterator[Environment]:
     """A fresh home and ledger with funded payers, the upstream, the pass-through and the
-    gateway, all started; all stopped on exit."""
+    gateway (both under ``server``: ``bench.servers.start_gateway``), all started; all stopped
+    on exit."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     home = Home(out / "home")
@@ -249,10 +250,10 @@ def environment(out: Path, payers: int) -> Iterator[Environment]:
     servers: dict[str, Server] = {"upstream": upstream}
     try:
         servers["passthrough"] = start_passthrough(
-            out, lambda pay_to: gateway_config(pay_to, WORKERS, THREADS, upstream.url, free=True)
+            out, lambda pay_to: gateway_config(pay_to, WORKERS, THREADS, upstream.url, free=True), server=server
         )
         servers["gateway"] = start_gateway(
-            out, home.path, gateway_config(fixture.operator.address, WORKERS, THREADS, upstream.url)
+            out, home.path, gateway_config(fixture.operator.address, WORKERS, THREADS, upstream.url), server=server
         )
         yield Environment(servers, fixture, chain, home)
     finally:
@@ -260,8 +261,8 @@ def environment(out: Path, payers: int) -> Iterator[Environment]:
             server.stop()
 
 
-def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
-    with environment(out, settings.payers) as env:
+def run(out: Path, settings: Settings, log: Any = print, server: str = "gunicorn") -> dict[str, Any]:
+    with environment(out, settings.payers, server) as env:
         servers, upstream, home = env.servers, env.servers["upstream"], env.home
         store = SQLiteStore(home.ledger_path)
         raw: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -380,7 +381,7 @@ def run(out: Path, settings: Settings, log: Any = print) -> dict[str, Any]:
         "servers": {
             "workers": WORKERS,
             "threads": THREADS,
-            "server": "gunicorn gthread",
+            "server": "gunicorn gthread" if server == "gunicorn" else f"{server} (bench.granian_app)",
             "passthrough": "inferpay gateway, the same routes with free = true",
             "upstream": "bench/upstream.py, 1 gunicorn gthread worker x 16 threads",
         },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,7 +146,9 @@ def start_upstream(out: Path, workers: int = 1, threads: int = 16) -> Server:
     return Server("upstream", argv, port, out / "upstream.log").wait_ready()
 
 
-def start_passthrough(out: Path, config_for: Callable[[str], str], name: str = "passthrough") -> Server:
+def start_passthrough(
+    out: Path, config_for: Callable[[str], str], name: str = "passthrough", server: str = "gunicorn"
+) -> Server:
     """The same gateway with payment switched off: ``inferpay gateway`` with ``config_for(pay_to)``
     (the benchmark's routes marked ``free = true``: ``bench.p1_gateway.gateway_config``), on a
     home and ledger of its own that no paid call touches."""
@@ -157,15 +160,47 @@ def start_passthrough(out: Path, config_for: Callable[[str], str], name: str = "
     home.create_sealer_key()
     fixture = new_ledger(home.ledger_path, 0, sealer_key=bytes.fromhex(home.sealer_path.read_text()))
     fixture.ledger.store.close()
-    return start_gateway(out, home.path, config_for(fixture.operator.address), name=name)
+    return start_gateway(out, home.path, config_for(fixture.operator.address), name=name, server=server)
 
 
-def start_gateway(out: Path, home: Path, config_text: str, name: str = "gateway") -> Server:
+def start_gateway(out: Path, home: Path, config_text: str, name: str = "gateway", server: str = "gunicorn") -> Server:
     """``inferpay gateway --config`` exactly as an operator runs it; ``@PORT@`` in the config
     becomes the port picked here. ``name`` names its config and log (``<name>.toml``,
-    ``<name>.log``), so several gateways can share one directory."""
+    ``<name>.log``), so several gateways can share one directory.
+
+    ``server="granian"`` serves the same app from granian instead (the ``wsgi`` phase): its
+    workers and threads taken from the config's ``workers`` and ``threads``."""
     port = free_port()
     config = out / f"{name}.toml"
     config.write_text(config_text.replace("@PORT@", str(port)))
-    argv = [sys.executable, "-m", "inferpay_cli", "--home", str(home), "gateway", "--config", str(config)]
-    return Server(name, argv, port, out / f"{name}.log").wait_ready()
+    if server == "gunicorn":
+        argv = [sys.executable, "-m", "inferpay_cli", "--home", str(home), "gateway", "--config", str(config)]
+        return Server(name, argv, port, out / f"{name}.log").wait_ready()
+    if server != "granian":
+        raise ValueError(f"server must be gunicorn or granian, not {server!r}")
+    import tomllib
+
+    settings = tomllib.loads(config.read_text())["gateway"]
+    metrics = out / f"{name}-metrics"
+    shutil.rmtree(metrics, ignore_errors=True)
+    metrics.mkdir(parents=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(settings["workers"]),
+        "--blocking-threads",
+        str(settings["threads"]),
+        "--no-ws",
+        "bench.granian_app:create",
+    ]
+    env = {"INFERPAY_BENCH_CONFIG": str(config), "INFERPAY_HOME": str(home), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    return Server(name, argv, port, out / f"{name}.log", env=env).wait_ready()
