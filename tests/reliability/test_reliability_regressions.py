@@ -370,6 +370,44 @@ def test_a_call_whose_balance_is_unreadable_after_its_charge_commits_is_answered
     assert app.svc.ledger.balance(app.address).available == 10_000_000 - 1000
 
 
+def test_a_facilitated_settle_whose_balance_is_unreadable_is_answered_as_settled(
+    paying_app: PayingApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 13's second half on the facilitator's path (``POST /facilitator/settle``, which
+    builds its receipt with the same ``Services.balance_after_settle``): the settle commits, the
+    balance read after it fails, and the answer is still a success whose receipt proves the
+    charge and leaves the balance out."""
+    from gateway.wire.receipts import Receipt
+    from gateway.wire.x402 import decode_header
+    from ledger.errors import StorageUnavailable
+
+    app = paying_app
+    asked = app.client.post("/v1/flat", data=b"{}")
+    challenge = app.payer.challenge(asked.headers, asked.data)
+    assert challenge is not None
+    payment = app.payer.pay(challenge, "POST", "http://resource.test/paid", b"{}")
+    payload = decode_header(payment.header)
+    payload["resource"] = {"url": "http://resource.test/paid"}
+    body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": payload["accepted"]}
+    before = len(app.stored())
+
+    def gone(address: str) -> None:
+        raise StorageUnavailable("the ledger's database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(app.svc.ledger, "balance", gone)
+        settled = app.client.post("/facilitator/settle", json=body)
+
+    assert settled.status_code == 200, settled.data
+    answer = settled.get_json()
+    assert answer["success"] is True, answer
+    receipt = answer["extensions"]["inferpay"]["receipt"]
+    assert "balanceAfter" not in receipt
+    Receipt.from_dict(receipt).verify(app.svc.sealer.address)
+    assert len(app.stored()) == before + 2  # its hold and its settle, once each
+    assert app.svc.ledger.balance(app.address).available == 10_000_000 - 1000
+
+
 @pytest.mark.parametrize("outcome_known", [True, False])
 def test_the_sdk_keeps_a_payment_of_unknown_outcome_counted(
     paying_app: PayingApp, monkeypatch: pytest.MonkeyPatch, outcome_known: bool
