@@ -8,6 +8,7 @@ short-lived); a read never writes.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import click
@@ -125,6 +126,7 @@ def info(home: Home, as_json: bool) -> None:
         lag = head.header.tree_size - latest["size"]
         witnesses = ", ".join(latest["cosignedBy"]) or "no witness yet"
         click.echo(f"checkpoint:    {latest['size']} entries ({lag} behind the head), cosigned by {witnesses}")
+    _echo_witnesses(data["witnesses"])
 
 
 def _pool_info(home: Home, ledger: Ledger) -> dict[str, Any] | None:
@@ -165,14 +167,35 @@ def _echo_pool(pool: dict[str, Any] | None) -> None:
 def _checkpoint_info(home: Home, ledger: Ledger) -> dict[str, Any]:
     signer = home.checkpoint_signer()
     if signer is None:
-        return {"checkpointKey": None, "checkpoint": None}
+        return {"checkpointKey": None, "checkpoint": None, "witnesses": []}
     stored = ledger.store.checkpoints.latest()
     latest = None
     if stored is not None:
         note = parse_note(stored[1])
         cosigners = sorted({s.name for s in note.signatures if s.name != signer.name})
         latest = {"size": stored[0], "cosignedBy": cosigners, "units": {"size": "entries"}}
-    return {"checkpointKey": signer.vkey, "origin": signer.name, "checkpoint": latest}
+    from gateway.server.checkpoints import read_status
+
+    status = read_status(home.path)
+    witnesses = status["witnesses"] if status else []
+    return {"checkpointKey": signer.vkey, "origin": signer.name, "checkpoint": latest, "witnesses": witnesses}
+
+
+def _echo_witnesses(witnesses: list[dict[str, Any]]) -> None:
+    """Each witness's last answer as this host's sealer wrote it: a refusal stands out."""
+    for w in witnesses:
+        outcome = w.get("lastOutcome") or "not asked yet"
+        when = f" at {_utc(w['lastOutcomeAtMs'])}" if w.get("lastOutcomeAtMs") else ""
+        line = f"witness:       {w['name']} ({w['url']}): {outcome}{when}, holds size {w['size']}"
+        if w.get("refusals"):
+            line += f"; REFUSED {w['refusals']} checkpoint(s)"
+        if outcome != "cosigned" and w.get("lastError"):
+            line += f"; last error: {w['lastError']}"
+        click.echo(line)
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
 @click.command()

@@ -6,21 +6,25 @@ Money never waits for this: a paid call only appends to the ledger, and the seal
 one; witness round trips run on their own threads, one in flight per witness (a slow or dead
 witness is skipped until its last push ends, never queued behind). A witness that refuses a
 checkpoint (409 stale size: retried once from the size it says it holds; 422 inconsistent;
-403 unknown key) is reported loudly: a log line at ERROR, and ``status()`` for ``inferpay
-info`` and the ledger API. Cosignatures are kept as they arrive and merged into the stored
-notes on the next tick, in the same write as that tick's new checkpoint: one write per tick at
-most, however many witnesses answer (each write is a durable commit queued on the ledger's
-write lock, beside the paid calls' own).
+403 unknown key) is reported loudly: a log line at ERROR, the ``inferpay_witness_pushes_total``
+metric, and each witness's last outcome in ``<home>/witness-status.json`` (``status_path``,
+rewritten atomically after every push), which ``inferpay info`` shows. Cosignatures are kept
+as they arrive and merged into the stored notes on the next tick, in the same write as that
+tick's new checkpoint: one write per tick at most, however many witnesses answer (each write
+is a durable commit queued on the ledger's write lock, beside the paid calls' own).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gateway.server.config import WitnessConfig
@@ -34,6 +38,7 @@ from ledger.transparency import TransparencyLog
 from witness.client import add_checkpoint
 
 log = logging.getLogger("inferpay.checkpoints")
+STATUS_FILE = "witness-status.json"
 
 
 @dataclass
@@ -45,12 +50,16 @@ class WitnessState:
     last_ok_ms: int | None = None
     last_error: str | None = None
     refusals: int = 0
+    last_outcome: str | None = None  # cosigned | refused | unreachable | failed
+    last_outcome_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.verifier.name,
             "url": self.config.url,
             "size": self.size,
+            "lastOutcome": self.last_outcome,
+            "lastOutcomeAtMs": self.last_outcome_ms,
             "lastCosignedAtMs": self.last_ok_ms,
             "lastError": self.last_error,
             "refusals": self.refusals,
@@ -65,6 +74,7 @@ class CheckpointPublisher:
     interval_ms: int = 2000
     timeout_s: float = 5.0
     on_push: Callable[[str, str], None] | None = None  # (witness name, cosigned|refused|unreachable)
+    status_path: Path | None = None  # where each witness's last outcome is written (``read_status``)
     _log: TransparencyLog = field(init=False)
     _states: list[WitnessState] = field(init=False)
     _pool: ThreadPoolExecutor | None = field(init=False, default=None)
@@ -165,14 +175,30 @@ class CheckpointPublisher:
             log.error("witness %s REFUSED checkpoint %d: %s", state.config.url, size, state.last_error)
         except Exception as exc:  # e.g. a proof we could not build: report, never kill the sealer
             state.last_error = f"{type(exc).__name__}: {exc}"
+            state.last_outcome, state.last_outcome_ms = "failed", system_now_ms()
             log.exception("publishing checkpoint %d to witness %s failed", size, state.config.url)
         finally:
             with self._lock:
                 state.busy = False
+            self._write_status()
 
     def _report(self, state: WitnessState, outcome: str) -> None:
+        state.last_outcome, state.last_outcome_ms = outcome, system_now_ms()
         if self.on_push is not None:
             self.on_push(state.verifier.name, outcome)
+
+    def _write_status(self) -> None:
+        if self.status_path is None:
+            return
+        with self._lock:
+            data = {"writtenAtMs": system_now_ms(), "witnesses": self.status()}
+        temporary = self.status_path.with_name(f".{self.status_path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            temporary.write_text(json.dumps(data))
+            os.replace(temporary, self.status_path)  # atomic: a reader sees one whole file
+        except OSError as exc:  # a full disk, say: the log line and the metric have said it already
+            log.warning("could not write %s: %s", self.status_path, exc)
+            temporary.unlink(missing_ok=True)
 
     def status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self._states]
@@ -190,3 +216,13 @@ class CheckpointPublisher:
             log.exception("could not store the last cosignatures")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def read_status(home: Path) -> dict[str, Any] | None:
+    """What this host's sealer last wrote of its witnesses (``<home>/witness-status.json``), or
+    None if no gateway here has pushed to one."""
+    try:
+        data: dict[str, Any] = json.loads((home / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data

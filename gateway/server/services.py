@@ -11,7 +11,7 @@ from typing import Protocol
 
 from flask import current_app
 
-from gateway.server.checkpoints import CheckpointPublisher
+from gateway.server.checkpoints import STATUS_FILE, CheckpointPublisher
 from gateway.server.config import GatewayConfig
 from gateway.server.home import Home
 from gateway.server.metrics import Metrics
@@ -83,6 +83,7 @@ class Services:
                 interval_ms=config.checkpoints.interval_ms,
                 timeout_s=config.checkpoints.witness_timeout_ms / 1000,
                 on_push=metrics.witness_push,
+                status_path=home.path / STATUS_FILE,
             )
         # One sealer per host: the workers elect one through a lock file in the home; it also
         # publishes the checkpoints.

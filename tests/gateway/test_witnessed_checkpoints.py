@@ -8,6 +8,7 @@ the split view, a second gateway started from a copy of the first one's home.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,10 +21,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from gateway.client.checkpoints import CheckpointTracker
 from gateway.client.ledger_api import LedgerApiClient
 from gateway.wire.x402 import PAYMENT_SIGNATURE_HEADER
+from inferpay_cli.main import cli
 from ledger.errors import InconsistentCheckpoints
 from ledger.tlog.checkpoint import parse_checkpoint
 from ledger.tlog.note import NoteSigner, NoteVerifier, open_note, parse_note
@@ -148,6 +151,10 @@ def test_both_witnesses_cosign_and_a_receipt_meets_a_two_of_two_quorum(witnessed
     (tmp_path / "policy").write_text(witnessed.policy())
     out = env.cli("receipt", "verify", str(tmp_path / "receipt"), "--policy", str(tmp_path / "policy"))
     assert "w0, w1" in out.stdout and "quorum 'both' met" in out.stdout
+    # `inferpay info` names each witness and its last answer, as the sealer wrote them.
+    shown = {w["name"]: w for w in json.loads(env.cli("info", "--json").stdout)["witnesses"]}
+    assert {shown[n]["lastOutcome"] for n in NAMES} == {"cosigned"}
+    assert all(shown[n]["size"] >= checkpoint.size and shown[n]["refusals"] == 0 for n in NAMES)
 
     status = requests.get(env.ledger_url + "/checkpoint/status", timeout=5).json()
     assert status["cosignedBy"] == sorted(NAMES) and status["checkpointSize"] == status["headSize"]
@@ -232,6 +239,12 @@ def test_a_gateway_restored_from_an_old_backup_is_refused_by_witnesses_and_clien
         env.wait_for(refused, timeout=20, what="a witness refusal in the restored gateway's log")
         scraped = requests.get(restored.url + "/metrics", timeout=5).text
         assert metric(scraped, "inferpay_witness_pushes_total", witness=NAMES[0], outcome="refused") >= 1
+        # ... and loudly in `inferpay info` on the restored gateway's home.
+        info = CliRunner().invoke(cli, ["info", "--json"], env=runner_env, catch_exceptions=False)
+        shown = {w["name"]: w for w in json.loads(info.stdout)["witnesses"]}
+        assert shown[NAMES[0]]["lastOutcome"] == "refused" and shown[NAMES[0]]["refusals"] >= 1
+        text = CliRunner().invoke(cli, ["info"], env=runner_env, catch_exceptions=False).stdout
+        assert f"witness:       {NAMES[0]}" in text and "REFUSED" in text
         forked = requests.get(restored.url + "/ledger/checkpoint", timeout=5).content
         origin = parse_checkpoint(parse_note(forked).text).origin
         assert NAMES[0] not in cosigned_by(forked, origin)  # the live witness never cosigned the fork
