@@ -388,6 +388,20 @@ def test_supply_cannot_pass_2_63_minus_1(lf: LedgerFixture) -> None:
     assert balances(lf, bob) == (MAX_AMOUNT, 0)
 
 
+def test_a_settle_above_2_63_minus_1_is_an_invalid_amount_and_the_hold_stays_open(lf: LedgerFixture) -> None:
+    """Found by the stateful model (CI, 2026-12-04): a settle "over" a hold of nearly the whole
+    supply names more than 2**63-1. The amount's range is checked before the hold is read, so
+    the answer is ``InvalidAmount`` (not ``SettleExceedsHold``), and nothing changes."""
+    alice, bob = funded(lf, "alice", MAX_AMOUNT), lf.party("bob")
+    auth, signature = lf.authorization(alice, bob.address, MAX_AMOUNT - 10)
+    hold_id = lf.ledger.hold(auth, signature).tx_id
+    refused(lf, InvalidAmount, lambda: lf.ledger.settle(hold_id, MAX_AMOUNT + 45))
+    refused(lf, SettleExceedsHold, lambda: lf.ledger.settle(hold_id, MAX_AMOUNT))
+    assert lf.ledger.store.hold(hold_id).status == "open"
+    lf.ledger.settle(hold_id, MAX_AMOUNT - 10)
+    assert balances(lf, bob) == (MAX_AMOUNT - 10, 0)
+
+
 def test_supply_cap_counts_every_mint(lf: LedgerFixture) -> None:
     alice = lf.party("alice")
     lf.mint(alice.address, MAX_AMOUNT - 10)

@@ -32,7 +32,7 @@ from ledger.errors import (
     SplitMispriced,
     Unauthorized,
 )
-from ledger.ledger import Ledger
+from ledger.ledger import Ledger, TxResult
 from ledger.storage import open_store
 from ledger.types import NO_FEE_ID, Allowance, PoolFee, ProviderApproval, ProviderEarnings, Redeem
 from tests.support.ledger import UNIT, LedgerFixture, Party, dump
@@ -218,6 +218,31 @@ def test_settle_split_pays_the_provider_its_price_and_the_operator_its_fee(lf: L
             usage_capped=False,
         ),
     )
+    assert_audit_ok(lf)
+
+
+def test_the_same_split_sent_again_is_answered_with_the_first_and_recorded_once(lf: LedgerFixture) -> None:
+    """Found by the stateful model (CI, 2026-12-04): the sealer signs deterministically, so the
+    same split (same usage, registration and fee in force) is the same entry; sent again, it is
+    answered as a duplicate of the first, as a plain settle's retry is. Another usage is another
+    entry: a conflict."""
+    _, _, provider, hold_id, reg_id = pool_call(lf)
+
+    def split(tokens: int) -> TxResult:
+        return lf.ledger.settle_split(
+            hold_id,
+            provider=provider.address,
+            registration_id=reg_id,
+            input_tokens=tokens,
+            output_tokens=0,
+            usage_capped=False,
+        )
+
+    first = split(10)
+    before = dump(lf.path)
+    again = split(10)
+    assert again.duplicate and again.tx_id == first.tx_id and dump(lf.path) == before
+    refused(lf, IdempotencyConflict, lambda: split(11))
     assert_audit_ok(lf)
 
 
