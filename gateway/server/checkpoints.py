@@ -81,6 +81,7 @@ class CheckpointPublisher:
     _signed_size: int = field(init=False, default=-1)
     _signed_at_ms: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _status_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _cosigned: dict[int, list[NoteSignature]] = field(init=False, default_factory=dict)  # merged on the next tick
 
     def __post_init__(self) -> None:
@@ -190,15 +191,17 @@ class CheckpointPublisher:
     def _write_status(self) -> None:
         if self.status_path is None:
             return
-        with self._lock:
+        # One writer at a time, snapshot and rename together: two witnesses' threads writing at
+        # once could otherwise leave the older snapshot in place.
+        with self._status_lock:
             data = {"writtenAtMs": system_now_ms(), "witnesses": self.status()}
-        temporary = self.status_path.with_name(f".{self.status_path.name}.{os.getpid()}.{threading.get_ident()}")
-        try:
-            temporary.write_text(json.dumps(data))
-            os.replace(temporary, self.status_path)  # atomic: a reader sees one whole file
-        except OSError as exc:  # a full disk, say: the log line and the metric have said it already
-            log.warning("could not write %s: %s", self.status_path, exc)
-            temporary.unlink(missing_ok=True)
+            temporary = self.status_path.with_name(f".{self.status_path.name}.{os.getpid()}")
+            try:
+                temporary.write_text(json.dumps(data))
+                os.replace(temporary, self.status_path)  # atomic: a reader sees one whole file
+            except OSError as exc:  # a full disk, say: the log line and the metric have said it
+                log.warning("could not write %s: %s", self.status_path, exc)
+                temporary.unlink(missing_ok=True)
 
     def status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self._states]

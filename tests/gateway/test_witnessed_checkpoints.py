@@ -151,10 +151,20 @@ def test_both_witnesses_cosign_and_a_receipt_meets_a_two_of_two_quorum(witnessed
     (tmp_path / "policy").write_text(witnessed.policy())
     out = env.cli("receipt", "verify", str(tmp_path / "receipt"), "--policy", str(tmp_path / "policy"))
     assert "w0, w1" in out.stdout and "quorum 'both' met" in out.stdout
-    # `inferpay info` names each witness and its last answer, as the sealer wrote them.
-    shown = {w["name"]: w for w in json.loads(env.cli("info", "--json").stdout)["witnesses"]}
-    assert {shown[n]["lastOutcome"] for n in NAMES} == {"cosigned"}
-    assert all(shown[n]["size"] >= checkpoint.size and shown[n]["refusals"] == 0 for n in NAMES)
+
+    # `inferpay info` names each witness and its last answer, as the sealer wrote them (just
+    # after each push returns, so a moment after the cosignature itself may be served).
+    def shown_cosigned() -> bool:
+        shown = {w["name"]: w for w in json.loads(env.cli("info", "--json").stdout)["witnesses"]}
+        return all(
+            n in shown
+            and shown[n]["lastOutcome"] == "cosigned"
+            and shown[n]["size"] >= checkpoint.size
+            and shown[n]["refusals"] == 0
+            for n in NAMES
+        )
+
+    env.wait_for(shown_cosigned, timeout=10, what="inferpay info showing both witnesses' cosignatures")
 
     status = requests.get(env.ledger_url + "/checkpoint/status", timeout=5).json()
     assert status["cosignedBy"] == sorted(NAMES) and status["checkpointSize"] == status["headSize"]
@@ -239,10 +249,16 @@ def test_a_gateway_restored_from_an_old_backup_is_refused_by_witnesses_and_clien
         env.wait_for(refused, timeout=20, what="a witness refusal in the restored gateway's log")
         scraped = requests.get(restored.url + "/metrics", timeout=5).text
         assert metric(scraped, "inferpay_witness_pushes_total", witness=NAMES[0], outcome="refused") >= 1
+
         # ... and loudly in `inferpay info` on the restored gateway's home.
-        info = CliRunner().invoke(cli, ["info", "--json"], env=runner_env, catch_exceptions=False)
-        shown = {w["name"]: w for w in json.loads(info.stdout)["witnesses"]}
-        assert shown[NAMES[0]]["lastOutcome"] == "refused" and shown[NAMES[0]]["refusals"] >= 1
+        def shown_refused() -> bool:
+            info = CliRunner().invoke(cli, ["info", "--json"], env=runner_env, catch_exceptions=False)
+            shown = {w["name"]: w for w in json.loads(info.stdout)["witnesses"]}
+            return (
+                NAMES[0] in shown and shown[NAMES[0]]["lastOutcome"] == "refused" and shown[NAMES[0]]["refusals"] >= 1
+            )
+
+        env.wait_for(shown_refused, timeout=10, what="inferpay info showing the refusal")
         text = CliRunner().invoke(cli, ["info"], env=runner_env, catch_exceptions=False).stdout
         assert f"witness:       {NAMES[0]}" in text and "REFUSED" in text
         forked = requests.get(restored.url + "/ledger/checkpoint", timeout=5).content
