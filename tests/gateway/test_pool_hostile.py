@@ -19,7 +19,7 @@ from tests.support.gateway import GatewayEnv, start_gateway_env
 from tests.support.pool_gateway import POOL_CHAT, POOL_CONFIG, PoolProviders, chat
 from tests.support.servers import ServerHandle, run_wsgi_in_process
 
-HOSTILE, HONEST = "hostile", "honest"
+HOSTILE, HONEST, DOOMED = "hostile", "honest", "doomed"
 MAX_ANSWER_BYTES = 1_000_000  # the hostile provider's huge answer is 64 MiB
 ANSWER_TIMEOUT_MS = 1500  # its slow answer would take a minute
 HOSTILE_CONFIG = POOL_CONFIG.replace(
@@ -79,6 +79,56 @@ def test_the_pool_bounds_are_configurable_and_checked() -> None:
     for bad in ({"answer_timeout_ms": 0}, {"max_answer_bytes": 10}, {"max_answer_bytes": "big"}):
         with pytest.raises(ConfigError, match=r"\[pool\]\."):
             _pool(bad)
+
+
+def test_a_provider_killed_mid_stream_ends_the_stream_charges_nothing_and_the_next_call_is_served(
+    pool: Any,
+) -> None:
+    """#16's "a provider killed mid-stream": once a stream's first byte has reached the client
+    the call is committed to that provider (a client cannot be handed a second, different
+    answer), so a provider SIGKILLed then ends the stream without a receipt and the hold is
+    voided: nothing charged, nothing paid to it. The next call fails over before its first byte."""
+    env, providers, _ = pool
+    factory = "tests.support.upstreams.pool_provider:create_provider_app"
+    with run_wsgi_in_process(factory, "stall_stream", threads=4) as doomed:
+        doomed_address = providers.register(DOOMED, doomed.url + "/v1", per_call=1).address  # the cheapest
+        env.wait_for(
+            lambda: providers.routable_everywhere(lambda r: doomed_address in r), timeout=20, what="doomed routable"
+        )
+        env.wait_quiet()
+        before = env.available(env.alice)
+        with requests.post(
+            env.route_url(POOL_CHAT),
+            json=chat(3, stream=True, provider={"sort": "price"}),
+            auth=PaymentAuth(env.alice, verify_receipts=False),
+            stream=True,
+            timeout=30,
+        ) as streamed:
+            assert streamed.status_code == 200 and streamed.headers["X-Inferpay-Provider"] == doomed_address
+            hold_id = decode_header(streamed.headers["PAYMENT-RESPONSE"])["transaction"]
+            events = streamed.iter_lines()
+            first = next(line for line in events if line.startswith(b"data: "))
+            assert b"chat.completion.chunk" in first  # the provider's stream had begun
+            doomed.process.kill()  # SIGKILL, mid-stream
+            rest: list[bytes] = []
+            # The gateway cuts the stream short (no [DONE], no receipt, no clean end), so no
+            # client can take the part it got for a whole answer.
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                rest.extend(events)
+        assert not any(b"inferpay-receipt" in line or line == b"data: [DONE]" for line in rest)
+        env.wait_for(lambda: env.store.hold(hold_id).status != "open", 15, "the hold to be resolved")  # type: ignore[union-attr]
+        assert env.store.hold(hold_id).status == "void"  # type: ignore[union-attr]
+        env.wait_quiet()
+        assert env.available(env.alice) == before  # nothing charged
+        assert env.available(doomed_address) == 0
+        served = requests.post(
+            env.route_url(POOL_CHAT),
+            json=chat(3, provider={"sort": "price"}),
+            auth=PaymentAuth(env.alice, verify_receipts=False),
+            timeout=30,
+        )
+        assert served.status_code == 200, served.text
+        assert served.headers["X-Inferpay-Provider"] != doomed_address
 
 
 def set_mode(server: ServerHandle, mode: str) -> None:

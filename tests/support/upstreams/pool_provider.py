@@ -10,6 +10,8 @@ runs offline) with a provider-wide behaviour a test can set, and change, over HT
 - ``huge``     answers 200 with 64 MiB of body, streamed without a length (a memory attack)
 - ``slow``     answers 200 and then one byte every 200 ms for a minute (slowloris)
 - ``redirect`` answers 302 to another host (a provider steering the gateway elsewhere)
+- ``stall_stream`` a streamed call gets its first events, then nothing (for a test to SIGKILL
+  the provider mid-stream); an unstreamed call is answered as ``ok``
 
 ``GET /test/calls`` answers how many chat calls it took. Never use it as a real upstream.
 """
@@ -24,9 +26,9 @@ from typing import Any
 
 from flask import Response, jsonify, redirect, request
 
-from tests.support.upstreams.chat_upstream import create_chat_app
+from tests.support.upstreams.chat_upstream import _parse, _stream, create_chat_app
 
-MODES = ("ok", "500", "inflate", "garbage", "huge", "slow", "redirect")
+MODES = ("ok", "500", "inflate", "garbage", "huge", "slow", "redirect", "stall_stream")
 HUGE_BYTES = 64 * 1024 * 1024
 
 
@@ -61,6 +63,10 @@ def create_provider_app(mode: str = "ok") -> Any:
             return Response(_dribble(), mimetype="application/json")
         if state["mode"] == "redirect":
             return redirect("http://127.0.0.1:9/v1/chat/completions", code=302)
+        if state["mode"] == "stall_stream":
+            completion = _parse(request.get_json(force=True, silent=True))
+            if completion["stream"]:  # the chat upstream's own stall: a role chunk and a word, then quiet
+                return Response(_stream(completion, 0.0, "stall", request.environ), mimetype="text/event-stream")
         return None
 
     @app.after_request
