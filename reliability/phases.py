@@ -52,7 +52,23 @@ class Run:
             self.rollback_copy = self.root / "rollback-copy.db"
             backup_database(self.dep.home / "ledger.db", self.rollback_copy)
 
+        from reliability.mirror_follow import MirrorFollower
+
+        follower = MirrorFollower(self.dep, self.root / "bank-mirror")
+        (self.root / "bank-mirror").mkdir(parents=True, exist_ok=True)
+        follower.start()
         self._load("bank", self.profile.bank, Plan(), at_half_time=copy_for_rollback)
+        figures, findings = follower.finish()
+        self.report.data["phases"]["bank"]["mirror"] = figures
+        self.report.findings += [("bank", f) for f in findings]
+        print(
+            f"   mirror: followed {figures['entries']} entries, caught up {figures['caughtUpSecondsAfterLoad']} s"
+            f" after the load, same head {figures.get('sameHead')}, same checkpoint {figures.get('sameCheckpoint')},"
+            f" its audit ok {figures.get('auditOk')}",
+            flush=True,
+        )
+        for finding in findings[:10]:
+            print(f"   ! {finding.check}: {finding.message}", flush=True)
 
     def crash(self) -> None:
         plan = Plan(gateway_kills=self.profile.crash_gateway_kills, upstream_kills=self.profile.crash_upstream_kills)
