@@ -20,7 +20,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ SERVERS = ("gunicorn", "granian")
 @dataclass
 class Settings:
     repeats: int = 2
-    p1: p1_gateway.Settings = p1_gateway.Settings(rounds=3)
+    p1: p1_gateway.Settings = field(default_factory=lambda: p1_gateway.Settings(rounds=3))
 
 
 QUICK = Settings(repeats=1, p1=replace(p1_gateway.QUICK, rounds=1))

@@ -20,7 +20,11 @@ TARGETS: dict[str, tuple[float | None, str, str]] = {
     "added_latency_p99_ms": (None, "le", "paid p99 − pass-through p99, 16 clients: median of rounds, worse route"),
     "ingest_vs_verify_limit": (0.5, "ge", "durable transfers/s ÷ all-core signature recovery/s"),
     "verify_vs_limit": (0.8, "ge", "audit tx/s (larger chain) ÷ 2 × single-core recovery/s"),
-    "verify_memory_ratio_100k_vs_10k": (1.2, "le", "audit peak RSS, larger chain ÷ smaller chain"),
+    "verify_memory_ratio_100k_vs_10k": (
+        1.2,
+        "le",
+        "audit peak PSS (auditor and workers), larger chain ÷ smaller",
+    ),
     "verify_memory_ratio_1m_vs_10k": (1.2, "le", "audit peak memory, 1M-transaction chain ÷ 10k (full run only)"),
     "balance_latency_ratio_1m_vs_1k": (1.2, "le", "balance lookup p50, long ledger ÷ short ledger"),
     "paid_vs_direct_throughput": (

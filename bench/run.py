@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         keys["verify_memory_ratio_100k_vs_10k"] = report.key(
             p3["verify_memory_ratio"],
             "verify_memory_ratio_100k_vs_10k",
-            f"chains of {large} and {small} transactions; peak RSS of the whole process (interpreter included);"
+            f"chains of {large} and {small} transactions; peak PSS of the auditor and its workers;"
             f" growth above baseline: {p3['verify_memory_growth_ratio']:.3f}",
         )
         if "flatness_size" in p3:
