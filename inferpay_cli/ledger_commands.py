@@ -132,7 +132,7 @@ def info(home: Home, as_json: bool) -> None:
 def _pool_info(home: Home, ledger: Ledger) -> dict[str, Any] | None:
     """The compute pool: providers in force and the fee (from the ledger), and the figures a
     gateway on this host last wrote (``<home>/pool-health.json``, by one of its workers)."""
-    from gateway.server.pool.checker import read_snapshot
+    from gateway.server.pool.checker import read_pool_snapshot
 
     providers = ledger.providers()
     if not providers:
@@ -140,7 +140,7 @@ def _pool_info(home: Home, ledger: Ledger) -> dict[str, Any] | None:
     return {
         "providers": [p.to_dict() for p in providers],
         "fee": ledger.pool_fee_in_force().to_dict(),
-        "health": read_snapshot(home.path),
+        "health": read_pool_snapshot(home.path),
     }
 
 

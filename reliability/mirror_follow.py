@@ -41,6 +41,7 @@ class MirrorFollower:
         self._started = 0.0
 
     def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in finish()
         self._process = subprocess.Popen(
             mirror_argv(self.dep.env.url, self.home, "--interval", "0.5"),

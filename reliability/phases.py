@@ -55,7 +55,6 @@ class Run:
         from reliability.mirror_follow import MirrorFollower
 
         follower = MirrorFollower(self.dep, self.root / "bank-mirror")
-        (self.root / "bank-mirror").mkdir(parents=True, exist_ok=True)
         follower.start()
         self._load("bank", self.profile.bank, Plan(), at_half_time=copy_for_rollback)
         figures, findings = follower.finish()
@@ -67,8 +66,7 @@ class Run:
             f" its audit ok {figures.get('auditOk')}",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def crash(self) -> None:
         plan = Plan(gateway_kills=self.profile.crash_gateway_kills, upstream_kills=self.profile.crash_upstream_kills)
@@ -91,8 +89,7 @@ class Run:
             f"{figures['faults']['injected']} faults, {len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def bank_pg(self) -> None:
         """The bank workload through two gateways sharing one PostgreSQL ledger (``reliability.pg``)."""
@@ -113,8 +110,7 @@ class Run:
             f"verify ok: {figures['audit']['ok']}, {len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def pg_faults(self) -> None:
         """Two gateways on a PostgreSQL cluster of the suite's own, killed and cut off (``reliability.pgfaults``)."""
@@ -137,8 +133,7 @@ class Run:
             f"heads equal: {pg['heads']['equal']}, verify ok: {figures['audit']['ok']}, {len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def disk_full(self) -> None:
         """The gateway's ledger and the witness's store on a disk that fills up (``reliability.diskfull``)."""
@@ -185,8 +180,7 @@ class Run:
             f"{split['refusedByClients']} by clients; {len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     # ---- the others ----
 
@@ -204,8 +198,7 @@ class Run:
             f"{len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def providers(self) -> None:
         """Pool calls while providers fail: one SIGKILLed mid-load, one inflating then garbling
@@ -221,8 +214,7 @@ class Run:
             f"{figures['usageCapped']} capped, verify ok: {figures['verifyOk']}, {len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def rate_limits(self) -> None:
         """``[[rate_limits]]`` on a 2-worker gateway under a bank workload (``reliability.rate_limits``)."""
@@ -238,8 +230,7 @@ class Run:
             f"refused calls: {figures['payersChargedForRefusedCalls']}; {len(findings)} findings",
             flush=True,
         )
-        for finding in findings[:10]:
-            print(f"   ! {finding.check}: {finding.message}", flush=True)
+        _print_findings(findings)
 
     def attacks(self) -> None:
         from reliability.attacks import run_attacks
@@ -260,3 +251,9 @@ class Run:
             self.dep, self, self.profile.tamper_base_txs, self.profile.tamper_audit_clean_cases
         )
         self.report.phase("tamper", figures, findings)
+
+
+def _print_findings(findings: list[Any], most: int = 10) -> None:
+    """A phase's first findings, one line each, under its summary line."""
+    for finding in findings[:most]:
+        print(f"   ! {finding.check}: {finding.message}", flush=True)

@@ -16,9 +16,7 @@ is a durable commit queued on the ledger's write lock, beside the paid calls' ow
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.server.config import WitnessConfig
+from gateway.server.snapshots import read_snapshot, write_snapshot
 from ledger.checkpoints import sign_checkpoint, with_cosignatures
 from ledger.clock import system_now_ms
 from ledger.errors import InferpayError, OldSizeMismatch, WitnessUnavailable
@@ -194,14 +193,7 @@ class CheckpointPublisher:
         # One writer at a time, snapshot and rename together: two witnesses' threads writing at
         # once could otherwise leave the older snapshot in place.
         with self._status_lock:
-            data = {"writtenAtMs": system_now_ms(), "witnesses": self.status()}
-            temporary = self.status_path.with_name(f".{self.status_path.name}.{os.getpid()}")
-            try:
-                temporary.write_text(json.dumps(data))
-                os.replace(temporary, self.status_path)  # atomic: a reader sees one whole file
-            except OSError as exc:  # a full disk, say: the log line and the metric have said it
-                log.warning("could not write %s: %s", self.status_path, exc)
-                temporary.unlink(missing_ok=True)
+            write_snapshot(self.status_path, {"writtenAtMs": system_now_ms(), "witnesses": self.status()})
 
     def status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self._states]
@@ -224,8 +216,4 @@ class CheckpointPublisher:
 def read_status(home: Path) -> dict[str, Any] | None:
     """What this host's sealer last wrote of its witnesses (``<home>/witness-status.json``), or
     None if no gateway here has pushed to one."""
-    try:
-        data: dict[str, Any] = json.loads((home / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data
+    return read_snapshot(home / STATUS_FILE)

@@ -21,7 +21,7 @@ from tests.support.servers import ROOT
 
 # In a child: metrics counted into DIRECTORY, then (once stdin says so) a histogram, whose
 # values go to a new file, and 3,000 new label sets, about 200 KiB of new entries, more than
-# the library's first 64 KiB file holds.
+# the library's first 64 KiB file holds; then what it left on disk, and a scrape of it.
 _CHILD = """
 import os, sys
 from pathlib import Path
@@ -37,6 +37,13 @@ for i in range(3000):
     metrics.request("/v1/flat", "POST", 200)
     metrics.payment(f"/v1/route-{i}", "settled")
 files = sorted(directory.iterdir())
+print("empty files:", sum(1 for f in files if f.stat().st_size == 0), flush=True)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+scraped = CollectorRegistry()
+MultiProcessCollector(scraped)
+line = next(l for l in generate_latest(scraped).decode().splitlines() if l.startswith("inferpay_requests_total{"))
+print("requests counted:", line.rsplit(" ", 1)[1], flush=True)
 print("sparse" if any(f.stat().st_blocks * 512 < f.stat().st_size for f in files) else "reserved", flush=True)
 """
 
@@ -76,3 +83,7 @@ def test_new_label_sets_on_a_full_disk_go_uncounted_and_the_process_lives(tmp_pa
         finally:
             disk.release()
     assert code == 0, f"exit {code} (-7 is SIGBUS): {lines}"
+    # A file that could not get its first blocks is gone (the scraper cannot read an empty one),
+    # the scrape still works, and the label set counted before the disk filled kept counting.
+    assert "empty files: 0" in lines, lines
+    assert "requests counted: 3001.0" in lines, lines

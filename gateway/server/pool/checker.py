@@ -13,7 +13,6 @@ worker to write wins), for ``inferpay info`` on the same host.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -28,6 +27,7 @@ from gateway.server.config import PoolConfig
 from gateway.server.pool.bounded import AnswerOutOfBounds, read_bounded
 from gateway.server.pool.directory import ProviderDirectory
 from gateway.server.pool.health import HealthBoard, monotonic_ms
+from gateway.server.snapshots import read_snapshot, write_snapshot
 from ledger.types import ProviderRecord
 
 log = logging.getLogger("inferpay.pool")
@@ -105,12 +105,7 @@ class HealthChecker:
     def _write_snapshot(self) -> None:
         assert self.snapshot_path is not None
         data = {"writtenAtMs": time.time_ns() // 1_000_000, "pid": os.getpid(), "providers": self.figures()}
-        temporary = self.snapshot_path.with_name(f".{self.snapshot_path.name}.{os.getpid()}")
-        try:
-            temporary.write_text(json.dumps(data))
-            os.replace(temporary, self.snapshot_path)  # atomic: a reader sees one whole snapshot
-        except OSError:
-            log.warning("could not write %s", self.snapshot_path, exc_info=True)
+        write_snapshot(self.snapshot_path, data)
 
     def figures(self) -> list[dict[str, Any]]:
         return provider_figures(self.directory, self.board)
@@ -123,13 +118,9 @@ class HealthChecker:
         self._client.close()
 
 
-def read_snapshot(home: Path) -> dict[str, Any] | None:
+def read_pool_snapshot(home: Path) -> dict[str, Any] | None:
     """The figures a gateway's worker last wrote to ``<home>/pool-health.json`` (None if none)."""
-    try:
-        data: dict[str, Any] = json.loads((home / SNAPSHOT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data
+    return read_snapshot(home / SNAPSHOT_FILE)
 
 
 def provider_figures(directory: ProviderDirectory, board: HealthBoard) -> list[dict[str, Any]]:
